@@ -1,0 +1,205 @@
+"""The run config: one TOML file naming a component per stage, with its options.
+
+Each section below belongs to one part of selfloop; a section's fields are that part's settings.
+An unknown key anywhere is an error, so a misspelling never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG = "default.toml"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Component(Strict):
+    """One component: a registered name and the options its factory takes."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelSettings(Strict):
+    """The embedded base model built from scratch (a stock transformers architecture)."""
+
+    architecture: Literal["gpt2", "llama"] = "gpt2"
+    n_layer: int = Field(4, ge=1)
+    n_embd: int = Field(128, ge=8)
+    n_head: int = Field(4, ge=1)
+    max_positions: int = Field(256, ge=16)
+    memory_limit_gib: float = Field(3.0, gt=0)
+    path: str | None = None  # start from this Hugging Face model directory instead
+
+
+class LifecycleSettings(Strict):
+    """The closed loop: how many rounds, and how the base model is first trained."""
+
+    rounds: int = Field(4, ge=0)
+    out: str = "runs/lifecycle"
+    labelled_max_difficulty: int = Field(5, ge=1)
+
+
+class EvolveSettings(Strict):
+    """The meta loop: budgets, workers and admission."""
+
+    iterations: int = Field(10, ge=0)
+    workers: int = Field(1, ge=1)
+    max_seconds: float | None = Field(None, gt=0)
+    max_tokens: int | None = Field(None, gt=0)
+    max_usd: float | None = Field(None, gt=0)
+    archive: str = "runs/archive"
+
+
+class SandboxSettings(Strict):
+    """Where candidate code runs, and within which limits."""
+
+    backend: Literal["auto", "docker", "process"] = "auto"
+    image: str = "selfloop-sandbox:latest"
+    timeout_s: float = Field(600, gt=0)
+    memory_mb: int = Field(4096, ge=64)
+    cpus: float = Field(2.0, gt=0)
+    pids: int = Field(256, ge=8)
+    scratch_mb: int = Field(512, ge=1)
+    log_limit_bytes: int = Field(1_000_000, ge=1024)
+    env: list[str] = Field(default_factory=list)  # host variables passed in, by name
+
+
+class LLMSettings(Strict):
+    """The language model behind LLM components (litellm ``provider/name``); none by default."""
+
+    model: str | None = Field(default_factory=lambda: os.environ.get("SELFLOOP_LLM_MODEL") or None)
+    api_base: str | None = Field(default_factory=lambda: os.environ.get("SELFLOOP_LLM_API_BASE") or None)
+    temperature: float = 0.7
+    max_tokens: int = 2048
+    timeout_s: float = 120
+
+
+class RunConfig(Strict):
+    """Everything one `selfloop run` or `selfloop evolve` needs."""
+
+    seed: int = 0
+    task: Component
+    acquire: list[Component]
+    select: list[Component]
+    generator: Component
+    rewarder: Component
+    optimizer: Component
+    refiner: Component
+    evaluate: list[Component]
+    proposer: Component
+    parent_selector: Component
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
+    evolve: EvolveSettings = Field(default_factory=EvolveSettings)
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+
+    @field_validator("acquire", "select", "evaluate", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        return [value] if isinstance(value, dict) else value
+
+    def components(self) -> list[tuple[str, str, Component]]:
+        """Every (section, kind, component) the config names."""
+        single = {
+            "task": "task", "generator": "generator", "rewarder": "rewarder",
+            "optimizer": "optimizer", "refiner": "refiner", "proposer": "proposer",
+            "parent_selector": "parent_selector",
+        }
+        many = {"acquire": "acquirer", "select": "selector", "evaluate": "evaluator"}
+        out = [(section, kind, getattr(self, section)) for section, kind in single.items()]
+        out += [(section, kind, c) for section, kind in many.items() for c in getattr(self, section)]
+        return out
+
+    def check_names(self, registry) -> None:
+        """Raise ConfigError if a component name is not registered (the message lists valid ones)."""
+        for section, kind, component in self.components():
+            try:
+                registry.get(kind, component.name)
+            except ConfigError as exc:
+                raise ConfigError(f"[{section}] {exc}") from None
+
+
+def default_config_text() -> str:
+    return resources.files("selfloop.core").joinpath(DEFAULT_CONFIG).read_text()
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read and validate a run config; the built-in default when ``path`` is None.
+
+    A user file is merged over the default, so it only needs the sections it changes.
+    """
+    data = tomllib.loads(default_config_text())
+    if path is not None:
+        path = Path(path)
+        try:
+            user = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        data = _merge(data, user)
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "config"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{path or 'default config'}: {where}: {first['msg']}{more}") from None
+
+
+def _merge(base: dict, top: dict) -> dict:
+    """Tables merge key by key; a component table with a new ``name`` replaces the old one whole."""
+    out = dict(base)
+    for key, value in top.items():
+        old = out.get(key)
+        if isinstance(old, dict) and isinstance(value, dict) and value.get("name", old.get("name")) == old.get("name"):
+            out[key] = _merge(old, value)
+        else:
+            out[key] = value
+    return out
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """Write a validated config back as TOML (the subset configs use: tables, arrays of tables)."""
+    lines: list[str] = []
+    _toml_table(data, [], lines)
+    return "\n".join(lines).strip() + "\n"
+
+
+def _toml_table(table: dict, path: list[str], lines: list[str]) -> None:
+    import json
+
+    scalars = {k: v for k, v in table.items() if not _is_table(v) and not _is_table_list(v)}
+    for key, value in scalars.items():
+        if value is not None:  # TOML has no null: an absent key means "not set"
+            lines.append(f"{key} = {json.dumps(value)}")
+    for key, value in table.items():
+        if _is_table(value):
+            lines += ["", f"[{'.'.join(path + [key])}]"]
+            _toml_table(value, path + [key], lines)
+        elif _is_table_list(value):
+            for item in value:
+                lines += ["", f"[[{'.'.join(path + [key])}]]"]
+                _toml_table(item, path + [key], lines)
+
+
+def _is_table(value) -> bool:
+    return isinstance(value, dict)
+
+
+def _is_table_list(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)

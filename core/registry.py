@@ -1,0 +1,284 @@
+"""Finding components: built-in plugins, entry points and plugin directories, all the same way.
+
+Every plugin is a module with ``register_*`` hook implementations. The registry calls each hook
+implementation with a ``register`` callback bound to that plugin, so every component knows the
+plugin, the file and the source it came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import os
+import pkgutil
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import ConfigError, PluginError
+from .kinds import KINDS, check_component
+
+ENTRY_POINT_GROUP = "selfloop"
+LOAD_ENV = "SELFLOOP_LOAD_PLUGINS"
+BUILTIN_PACKAGE = "selfloop.plugins"
+# A plugins directory whose __init__.py sets SURFACE = "selfloop.plugins" is a variant of the
+# built-in plugins (an archived variant, materialized): it replaces them instead of adding to them.
+SURFACE_MARKER = "SURFACE"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One registered component."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    plugin: str
+    source: str  # "builtin", "entrypoint", or "directory"
+    location: str  # the file the plugin module was loaded from
+    description: str = ""
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "kind": self.kind, "name": self.name, "plugin": self.plugin, "source": self.source,
+            "location": self.location, "description": self.description,
+        }
+
+
+class Registry:
+    """All components known to one run, by kind and name."""
+
+    def __init__(self, plugin_manager: pluggy.PluginManager, registrations: Iterable[Registration]):
+        self.plugin_manager = plugin_manager
+        self._by_kind: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
+        for reg in registrations:
+            self._by_kind[reg.kind][reg.name] = reg
+
+    def all(self) -> list[Registration]:
+        return [reg for kind in KINDS for reg in self._by_kind[kind].values()]
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._by_kind[kind])
+
+    def get(self, kind: str, name: str) -> Registration:
+        try:
+            return self._by_kind[kind][name]
+        except KeyError:
+            valid = ", ".join(self.names(kind)) or "none registered"
+            raise ConfigError(f"unknown {kind} {name!r}; valid {kind} names: {valid}") from None
+
+    def create(self, kind: str, name: str, options: dict[str, Any] | None = None) -> Any:
+        """Build a component from its registered factory and the config's options."""
+        reg = self.get(kind, name)
+        try:
+            component = reg.factory(**(options or {}))
+        except TypeError as exc:
+            raise ConfigError(f"{kind} {name!r} (plugin {reg.plugin}): bad options: {exc}") from None
+        except Exception as exc:
+            raise PluginError(
+                f"{kind} {name!r} (plugin {reg.plugin}, {reg.location}) failed to build: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        check_component(kind, component, f"{kind} {name!r} (plugin {reg.plugin}, {reg.location})")
+        return component
+
+
+def load_registry(
+    plugins_dirs: Sequence[str | os.PathLike] = (),
+    *,
+    builtins: bool = True,
+    entry_points: bool = True,
+) -> Registry:
+    """Load built-in plugins, entry-point plugins and plugin directories into one registry.
+
+    ``SELFLOOP_LOAD_PLUGINS`` limits entry points to a comma list of distributions (empty: none).
+    A plugins directory that is a variant of the built-in surface replaces the built-ins.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    origins: dict[str, tuple[str, str]] = {}  # plugin name -> (source, location)
+
+    dir_modules = []
+    for directory in plugins_dirs:
+        modules, is_surface = _import_directory(Path(directory))
+        builtins = builtins and not is_surface
+        dir_modules += modules
+    if builtins:
+        for module in _walk_package(importlib.import_module(BUILTIN_PACKAGE)):
+            _register(pm, module, module.__name__, "builtin", origins)
+    if entry_points:
+        for name, module, dist in _entry_point_plugins():
+            _register(pm, module, name, "entrypoint", origins, dist=dist)
+    for module in dir_modules:
+        _register(pm, module, module.__name__, "directory", origins)
+
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        plugin = exc.plugin if isinstance(exc.plugin, ModuleType) else None
+        where = _module_file(plugin) if plugin else "a plugin"
+        raise PluginError(f"{where}: {exc}") from None
+    return Registry(pm, _collect(pm, origins))
+
+
+def _register(pm, module, name, source, origins, dist: str | None = None) -> None:
+    if not any(n.startswith("register_") for n in vars(module)):
+        return
+    if pm.get_plugin(name) is not None:
+        raise PluginError(f"{_module_file(module)}: a plugin named {name!r} is already loaded")
+    try:
+        pm.register(module, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"{_module_file(module)}: {exc}") from None
+    origins[name] = (source, dist or _module_file(module))
+
+
+def _collect(pm: pluggy.PluginManager, origins: dict[str, tuple[str, str]]) -> list[Registration]:
+    registrations: dict[tuple[str, str], Registration] = {}
+    for kind in KINDS:
+        caller = getattr(pm.hook, f"register_{kind}")
+        for impl in caller.get_hookimpls():
+            source, location = origins.get(impl.plugin_name, ("builtin", "?"))
+
+            def register(name, factory, *, description="", _kind=kind, _impl=impl,
+                         _source=source, _location=location):
+                where = f"{_location} (plugin {_impl.plugin_name})"
+                if not isinstance(name, str) or not name.isidentifier():
+                    raise PluginError(f"{where}: component name {name!r} is not an identifier")
+                if not callable(factory):
+                    raise PluginError(f"{where}: factory for {_kind} {name!r} is not callable")
+                previous = registrations.get((_kind, name))
+                if previous is not None:
+                    raise PluginError(
+                        f"{where}: duplicate {_kind} name {name!r}, already registered by plugin "
+                        f"{previous.plugin} ({previous.location})"
+                    )
+                if inspect.isclass(factory):
+                    check_component(_kind, factory, f"{where}: {_kind} {name!r}")
+                registrations[(_kind, name)] = Registration(
+                    _kind, name, factory, _impl.plugin_name, _source, _location, description
+                )
+
+            try:
+                impl.function(register=register)
+            except PluginError:
+                raise
+            except Exception as exc:
+                raise PluginError(
+                    f"{location} (plugin {impl.plugin_name}): register_{kind} raised "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+    return list(registrations.values())
+
+
+def _entry_point_plugins() -> list[tuple[str, ModuleType, str]]:
+    wanted = os.environ.get(LOAD_ENV)
+    allowed = None if wanted is None else {_norm(d) for d in wanted.split(",") if d.strip()}
+    found: dict[str, list] = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        found.setdefault(_norm(dist), []).append((ep, dist))
+    if allowed is not None:
+        missing = sorted(allowed - set(found))
+        if missing:
+            raise PluginError(
+                f"{LOAD_ENV} names {', '.join(missing)}, which provide no {ENTRY_POINT_GROUP!r} "
+                f"entry point; installed plugin distributions: {', '.join(sorted(found)) or 'none'}"
+            )
+    plugins = []
+    for key in sorted(found):
+        if allowed is not None and key not in allowed:
+            continue
+        for ep, dist in found[key]:
+            try:
+                module = ep.load()
+            except Exception as exc:
+                raise PluginError(
+                    f"entry point {ep.name!r} of {dist} ({ep.value}) failed to import: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from None
+            plugins.append((ep.name, module, f"{dist} {ep.dist.version if ep.dist else ''}".strip()))
+    return plugins
+
+
+def _import_directory(directory: Path) -> tuple[list[ModuleType], bool]:
+    """Import a plugins directory. Returns its modules and whether it is a built-in surface variant.
+
+    A directory with ``__init__.py`` is imported as a package (its modules may import each other
+    relatively); otherwise each ``*.py`` file is imported on its own.
+    """
+    directory = directory.resolve()
+    if not directory.is_dir():
+        raise PluginError(f"{directory}: plugins directory does not exist")
+    tag = hashlib.sha1(str(directory).encode()).hexdigest()[:10]
+    package_name = f"selfloop_dir_{tag}"
+    for loaded in [m for m in sys.modules if m == package_name or m.startswith(package_name + ".")]:
+        del sys.modules[loaded]  # reload on every call: the files may have changed
+    if (directory / "__init__.py").exists():
+        package = _import_file(package_name, directory / "__init__.py", package=True)
+        is_surface = getattr(package, SURFACE_MARKER, None) == BUILTIN_PACKAGE
+        return [package, *_walk_package(package)], is_surface
+    namespace = ModuleType(package_name)
+    namespace.__path__ = []
+    sys.modules[package_name] = namespace
+    modules = [
+        _import_file(f"{package_name}.{path.stem}", path)
+        for path in sorted(directory.glob("*.py"))
+        if not path.name.startswith("_")
+    ]
+    return modules, False
+
+
+def _import_file(name: str, path: Path, package: bool = False) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        name, path, submodule_search_locations=[str(path.parent)] if package else None
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        del sys.modules[name]
+        raise PluginError(f"{path}:{exc.lineno}: syntax error in plugin: {exc.msg}") from None
+    except Exception as exc:
+        del sys.modules[name]
+        raise PluginError(f"{path}: plugin failed to import: {type(exc).__name__}: {exc}") from None
+    return module
+
+
+def _walk_package(package: ModuleType) -> list[ModuleType]:
+    """Every module below a package, in a stable order (import errors name the file)."""
+    modules = []
+    for info in sorted(pkgutil.walk_packages(package.__path__, package.__name__ + "."),
+                       key=lambda i: i.name):
+        if info.name.rsplit(".", 1)[-1].startswith("_"):
+            continue
+        if info.name in sys.modules:
+            modules.append(sys.modules[info.name])
+            continue
+        spec = info.module_finder.find_spec(info.name, None)
+        path = Path(spec.origin) if spec and spec.origin else Path(info.name)
+        try:
+            modules.append(importlib.import_module(info.name))
+        except SyntaxError as exc:
+            raise PluginError(f"{exc.filename or path}:{exc.lineno}: syntax error in plugin: {exc.msg}") from None
+        except Exception as exc:
+            raise PluginError(f"{path}: plugin failed to import: {type(exc).__name__}: {exc}") from None
+    return modules
+
+
+def _module_file(module: ModuleType) -> str:
+    return getattr(module, "__file__", None) or module.__name__
+
+
+def _norm(name: str) -> str:
+    return name.strip().lower().replace("_", "-").replace(".", "-")

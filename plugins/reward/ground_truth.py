@@ -1,0 +1,27 @@
+"""Reward 1.0 for a completion the task's verifier accepts, else 0.0."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from selfloop.core.hookspecs import hookimpl
+from selfloop.core.kinds import Task
+from selfloop.core.types import Problem
+
+
+class GroundTruthReward:
+    """Scores completions against the ground-truth answer of each problem."""
+
+    def reward(
+        self, problems: Sequence[Problem], completions: Sequence[Sequence[str]], *, task: Task
+    ) -> list[list[float]]:
+        return [
+            [1.0 if task.verify(problem, c) else 0.0 for c in group]
+            for problem, group in zip(problems, completions, strict=True)
+        ]
+
+
+@hookimpl(trylast=True)
+def register_rewarder(register):
+    register("ground_truth", GroundTruthReward,
+             description="1.0 if the task's verifier accepts the completion, else 0.0")
