@@ -124,11 +124,14 @@ class RunConfig(Strict):
 
     def check_names(self, registry) -> None:
         """Raise ConfigError if a component name is not registered (the message lists valid ones)."""
+        problems = []
         for section, kind, component in self.components():
             try:
                 registry.get(kind, component.name)
             except ConfigError as exc:
-                raise ConfigError(f"[{section}] {exc}") from None
+                problems.append(f"[{section}] {exc}")
+        if problems:
+            raise ConfigError(" | ".join(problems))
 
 
 def default_config_text() -> str:
