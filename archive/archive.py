@@ -1,0 +1,305 @@
+"""The Archive: add, query, diff, materialize and export variants (see the package docstring)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from selfloop.core.errors import ArchiveError
+from selfloop.core.types import VariantSummary
+
+from .index import Index, refs_fingerprint
+from .lock import WriterLock
+from .record import STATUSES, Variant, clean_meta, encode_message, make_record, variant_id
+
+INDEX_FILE = "selfloop-index.sqlite"
+LOCK_FILE = "selfloop-writer.lock"
+DEFAULT_METRIC = "score"
+
+
+def _synchronized(method):
+    """One thread at a time per Archive object (the web server is threaded; git readers are not)."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._mutex:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+class Archive:
+    """A variant archive at ``path``: a bare git repository plus its SQLite index."""
+
+    def __init__(self, path: str | os.PathLike, *, main_metric: str = DEFAULT_METRIC, progress=None):
+        self.path = Path(path).absolute()
+        self.main_metric = main_metric
+        self._progress = progress  # called as progress(done, total) while the index is rebuilt
+        if not ((self.path / "HEAD").is_file() and (self.path / "objects").is_dir()):
+            raise ArchiveError(
+                f"{self.path}: no archive here; create one with "
+                f"`selfloop archive init --archive {path} --from DIR`"
+            )
+        self._mutex = threading.RLock()
+        self._lock = WriterLock(self.path / LOCK_FILE)
+        self._store_obj = None
+        self._index_obj: Index | None = None
+
+    # --- creation ----------------------------------------------------------------------------
+
+    @classmethod
+    def init(cls, path: str | os.PathLike, from_dir: str | os.PathLike, *, meta: dict | None = None,
+             main_metric: str = DEFAULT_METRIC) -> Archive:
+        """Create an archive at ``path`` (absent or empty) seeded with the plugin tree ``from_dir``."""
+        from .gitstore import GitStore, read_directory
+
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            what = "an archive" if (path / "HEAD").exists() else "not empty"
+            raise ArchiveError(f"{path}: already exists and is {what}; choose a new path")
+        read_directory(Path(from_dir))  # check the seed before creating anything
+        GitStore.create(path)
+        (path / "description").write_text("selfloop variant archive: one commit per variant\n")
+        archive = cls(path, main_metric=main_metric)
+        seed_meta = {"proposer": "seed", "summary": f"seed from {Path(from_dir).name}/"}
+        seed_meta.update(meta or {})
+        archive.add(parent=None, files=Path(from_dir), meta=seed_meta)
+        return archive
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    @property
+    def _store(self):
+        if self._store_obj is None:
+            from .gitstore import GitStore
+
+            self._store_obj = GitStore(self.path)
+        return self._store_obj
+
+    @property
+    def _index(self) -> Index:
+        """The index, opened (rebuilt if damaged) and synced with git if the refs moved."""
+        if self._index_obj is None:
+            db = self.path / INDEX_FILE
+            try:
+                self._index_obj = Index(db)
+            except sqlite3.DatabaseError:
+                with self._lock.held():
+                    Index.remove(db)  # damaged: git is the truth, rebuild from it
+                    self._index_obj = Index(db)
+        if self._index_obj.fingerprint() != refs_fingerprint(self.path):
+            self._sync()
+        return self._index_obj
+
+    def _sync(self) -> None:
+        with self._lock.held():
+            index = self._index_obj
+            fingerprint = refs_fingerprint(self.path)
+            if index.fingerprint() == fingerprint:
+                return  # another process synced while we waited for the lock
+            index.sync(self._store.variant_refs(), self._store.commit_message, self._progress)
+            index.set_fingerprint(fingerprint)
+
+    def reindex(self) -> int:
+        """Throw the index away and rebuild it from git; returns the number of variants."""
+        with self._mutex, self._lock.held():
+            if self._index_obj is not None:
+                self._index_obj.close()
+                self._index_obj = None
+            Index.remove(self.path / INDEX_FILE)
+            return self._index.count()
+
+    def _row(self, variant: str) -> Variant:
+        if not isinstance(variant, str):
+            raise ArchiveError(f"variant ids are strings like 'v3', not {variant!r}")
+        rows = self._index.variants("v.id = ?", (variant,), fetch=self._fetch_record)
+        if not rows:
+            count = self._index.count()
+            known = f"it holds v0..v{count - 1}" if count else "it is empty"
+            raise ArchiveError(f"unknown variant {variant!r} in {self.path} ({known})")
+        return rows[0]
+
+    def _fetch_record(self, variant: str) -> str:
+        with self._mutex:
+            record = self._index.record(variant)
+        if record is None:
+            raise ArchiveError(f"variant {variant!r} vanished from {self.path}")
+        return record
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def add(self, *, parent: str | None, files: dict[str, bytes | str] | str | os.PathLike,
+            meta: dict[str, Any] | None = None, status: str = "admitted") -> str:
+        """Record a variant (a full plugin tree, as a dict or a directory); returns its new id."""
+        return self.add_many([{"parent": parent, "files": files, "meta": meta, "status": status}])[0]
+
+    @_synchronized
+    def add_many(self, items: Iterable[dict[str, Any]]) -> list[str]:
+        """Record several variants under one lock and one ref transaction (imports, benchmarks).
+
+        Each item has the keyword arguments of :meth:`add`. A parent must already be archived.
+        """
+        from .gitstore import author_line, normalize_files, read_directory
+
+        prepared = []
+        for item in items:
+            status = item.get("status", "admitted")
+            if status not in STATUSES:
+                raise ArchiveError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+            meta = clean_meta(item.get("meta"))
+            files = item["files"]
+            tree_files = normalize_files(files) if isinstance(files, dict) else read_directory(Path(files))
+            parent = item.get("parent")
+            if parent is not None:
+                self._row(parent)  # fail before writing anything
+            prepared.append((parent, status, meta, self._store.write_tree(tree_files)))
+
+        with self._lock.held():
+            index = self._index  # synced under the lock: next_seq sees every published variant
+            seq = index.next_seq()
+            published, ids, main = [], [], None
+            for parent, status, meta, tree in prepared:
+                parent_sha = None
+                if parent is not None:
+                    parent_sha = next((sha for vid, sha, _ in published if vid == parent), None)
+                    parent_sha = parent_sha or self._row(parent).commit
+                vid = variant_id(seq)
+                seq += 1
+                created = time.time()
+                record = make_record(vid, parent, created, status, meta)
+                sha = self._store.write_commit(tree, parent_sha, encode_message(record),
+                                               author_line(meta.get("proposer")), created)
+                published.append((vid, sha, record))
+                ids.append(vid)
+                if status == "admitted":
+                    main = sha
+            self._store.publish([(vid, sha) for vid, sha, _ in published], main)
+            index.insert_many([(record, sha) for _, sha, record in published], refs_fingerprint(self.path))
+        return ids
+
+    # --- queries -----------------------------------------------------------------------------
+
+    @_synchronized
+    def get(self, variant: str) -> Variant:
+        """One variant: id, parent, created, status, scores, commit, and ``meta`` (the full record)."""
+        return self._row(variant)
+
+    @_synchronized
+    def list(self, status: str | None = None, *, sort: str | None = None, limit: int | None = None) -> list[Variant]:
+        """Variants oldest first, or best first by the metric ``sort``; ``status`` filters."""
+        if status is not None and status not in STATUSES:
+            raise ArchiveError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+        where, params = ("v.status = ?", (status,)) if status else ("", ())
+        if sort is None:
+            return self._index.variants(where, params, limit=limit, fetch=self._fetch_record)
+        return self._index.variants(where, params, order="s.value IS NULL, s.value DESC, v.seq",
+                                    limit=limit, join_metric=sort, fetch=self._fetch_record)
+
+    def __len__(self) -> int:
+        with self._mutex:
+            return self._index.count()
+
+    @_synchronized
+    def children(self, variant: str) -> list[Variant]:
+        self._row(variant)
+        return self._index.variants("v.parent = ?", (variant,), fetch=self._fetch_record)
+
+    @_synchronized
+    def lineage(self, variant: str) -> list[Variant]:
+        """The chain of ancestors, root first, ending with ``variant`` itself."""
+        chain = [self._row(variant)]
+        while chain[-1].parent is not None:
+            chain.append(self._row(chain[-1].parent))
+        return chain[::-1]
+
+    @_synchronized
+    def best(self, metric: str | None = None, status: str | None = "admitted") -> Variant | None:
+        """The variant with the highest ``metric`` (default: the main metric); None if none has it."""
+        metric = metric or self.main_metric
+        rows = self.list(status, sort=metric, limit=1)
+        return rows[0] if rows and rows[0].scores.get(metric) is not None else None
+
+    @_synchronized
+    def metrics(self) -> list[str]:
+        return self._index.metrics()
+
+    @_synchronized
+    def summaries(self, metric: str | None = None, status: str | None = "admitted") -> list[VariantSummary]:
+        """What a parent selector needs: score is ``metric`` (default the main metric).
+
+        ``children`` counts every recorded child, admitted or rejected: each was an attempt from it.
+        """
+        metric = metric or self.main_metric
+        counts = self._index.child_counts()
+        return [
+            VariantSummary(id=v.id, parent=v.parent, score=v.scores.get(metric),
+                           children=counts.get(v.id, 0), created=v.created, admitted=v.admitted)
+            for v in self.list(status)
+        ]
+
+    # --- files -------------------------------------------------------------------------------
+
+    @_synchronized
+    def diff(self, a: str, b: str | None = None) -> str:
+        """Unified diff text: ``a`` against its parent, or from ``a`` to ``b`` when ``b`` is given."""
+        if b is None:
+            new = self._row(a)
+            old = self._row(new.parent) if new.parent else None
+            return self._store.diff(old.commit if old else None, new.commit,
+                                    old.id if old else "empty", new.id)
+        old, new = self._row(a), self._row(b)
+        return self._store.diff(old.commit, new.commit, old.id, new.id)
+
+    @_synchronized
+    def file_bytes(self, variant: str) -> dict[str, bytes]:
+        return self._store.read_files(self._row(variant).commit)
+
+    def files(self, variant: str) -> dict[str, str]:
+        """The variant's plugin tree as {relative path: text}."""
+        return {p: data.decode("utf-8", "replace") for p, data in self.file_bytes(variant).items()}
+
+    @_synchronized
+    def materialize(self, variant: str, directory: str | os.PathLike) -> Path:
+        """Write the variant's tree into ``directory`` (absent or empty): a `--plugins-dir`."""
+        directory = Path(directory)
+        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+            raise ArchiveError(f"{directory}: exists and is not an empty directory")
+        commit = self._row(variant).commit
+        modes = self._store.read_modes(commit)
+        for rel, data in self._store.read_files(commit).items():
+            target = directory / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            if modes.get(rel, 0) & 0o111:
+                target.chmod(0o755)
+        return directory
+
+    def export(self, variant: str, directory: str | os.PathLike, *, name: str | None = None) -> Path:
+        """Write an installable plugin distribution of the variant (see ``selfloop.archive.export``)."""
+        from .export import export_package
+
+        return export_package(self, variant, Path(directory), name=name)
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._index_obj is not None:
+                self._index_obj.close()
+                self._index_obj = None
+            if self._store_obj is not None:
+                self._store_obj.close()
+                self._store_obj = None
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Archive({str(self.path)!r})"

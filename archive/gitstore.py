@@ -1,0 +1,200 @@
+"""The git side of the archive: a bare repository written with plumbing only, never a checkout.
+
+Blobs, trees and commits go straight into the object database (gitdb, gitpython's object store);
+refs change through one `git update-ref --stdin` transaction, so a variant's tag and the `main`
+branch move together or not at all. Objects are written first and the ref last: a process killed in
+between leaves only unreachable objects, never a ref to something missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+from io import BytesIO
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from selfloop.core.errors import ArchiveError
+
+TAG_PREFIX = "refs/tags/"  # one lightweight tag per variant: `git log v12` works as is
+MAIN_REF = "refs/heads/main"  # the most recently admitted variant; HEAD points here
+IGNORED_DIRS = {"__pycache__", ".git", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
+IGNORED_SUFFIXES = (".pyc", ".pyo")
+FILE_MODE, EXEC_MODE, DIR_MODE = 0o100644, 0o100755, 0o040000
+EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
+IDENTITY = "selfloop archive <archive@selfloop.invalid>"
+
+
+def read_directory(directory: Path) -> dict[str, tuple[bytes, int]]:
+    """A plugin directory as {relative posix path: (content, git mode)}, without caches."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ArchiveError(f"{directory}: not a directory")
+    tree: dict[str, tuple[bytes, int]] = {}
+    for root, dirs, names in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if d not in IGNORED_DIRS)
+        for name in sorted(names):
+            if name.endswith(IGNORED_SUFFIXES):
+                continue
+            path = Path(root, name)
+            info = path.lstat()
+            rel = path.relative_to(directory).as_posix()
+            if stat.S_ISLNK(info.st_mode):
+                raise ArchiveError(f"{path}: symbolic links cannot be archived; copy the file")
+            mode = EXEC_MODE if info.st_mode & stat.S_IXUSR else FILE_MODE
+            tree[rel] = (path.read_bytes(), mode)
+    if not tree:
+        raise ArchiveError(f"{directory}: no files to archive")
+    return tree
+
+
+def normalize_files(files: dict[str, bytes | str]) -> dict[str, tuple[bytes, int]]:
+    """Check the paths of an in-memory tree and encode its texts."""
+    if not files:
+        raise ArchiveError("a variant needs at least one file")
+    tree = {}
+    for raw_path, content in files.items():
+        path = PurePosixPath(str(raw_path).replace("\\", "/"))
+        parts = path.parts
+        if path.is_absolute() or not parts or any(p in ("", ".", "..") for p in parts):
+            raise ArchiveError(f"{raw_path!r}: file paths must be relative, without '.' or '..'")
+        if parts[0] == ".git" or any(p in IGNORED_DIRS for p in parts[:-1]):
+            continue
+        if path.name.endswith(IGNORED_SUFFIXES):
+            continue
+        if isinstance(content, str):
+            content = content.encode()
+        if not isinstance(content, bytes):
+            raise ArchiveError(f"{raw_path!r}: file content must be str or bytes, not {type(content).__name__}")
+        tree[path.as_posix()] = (content, FILE_MODE)
+    if not tree:
+        raise ArchiveError("a variant needs at least one file (caches are not archived)")
+    return tree
+
+
+def author_line(proposer: Any) -> str:
+    """A git identity for the proposer of a variant (names only; emails are not known)."""
+    name = re.sub(r"[<>\n\r]+", " ", str(proposer or "selfloop")).strip() or "selfloop"
+    return f"{name} <{re.sub(r'[^A-Za-z0-9_.-]+', '-', name)}@selfloop.invalid>"
+
+
+class GitStore:
+    """A bare repository holding one commit per variant."""
+
+    def __init__(self, path: Path):
+        import git
+        from gitdb import GitDB
+
+        self.path = Path(path)
+        try:
+            self.repo = git.Repo(self.path)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            raise ArchiveError(
+                f"{self.path}: no archive here; create one with "
+                f"`selfloop archive init --archive {self.path} --from DIR`"
+            ) from None
+        self.objects = GitDB(str(self.path / "objects"))
+
+    @classmethod
+    def create(cls, path: Path) -> GitStore:
+        import git
+
+        git.Repo.init(path, bare=True, initial_branch="main")
+        return cls(path)
+
+    # --- writing objects ---------------------------------------------------------------------
+
+    def _store(self, kind: bytes, data: bytes) -> str:
+        from gitdb import IStream
+
+        sha = hashlib.sha1(b"%s %d\0" % (kind, len(data)) + data).digest()
+        if not self.objects.has_object(sha):
+            self.objects.store(IStream(kind, len(data), BytesIO(data)))
+        return sha.hex()
+
+    def write_tree(self, files: dict[str, tuple[bytes, int]]) -> str:
+        """Write blobs and (nested) trees for a flat {path: (content, mode)} map; returns the root tree."""
+        root: dict = {}
+        for path, (content, mode) in files.items():
+            node = root
+            *dirs, name = path.split("/")
+            for d in dirs:
+                node = node.setdefault(d, {})
+                if not isinstance(node, dict):
+                    raise ArchiveError(f"{path!r}: a file and a directory share the name {d!r}")
+            if isinstance(node.get(name), dict):
+                raise ArchiveError(f"{path!r}: a file and a directory share this name")
+            node[name] = (self._store(b"blob", content), mode)
+        return self._write_node(root)
+
+    def _write_node(self, node: dict) -> str:
+        entries = []
+        for name, value in node.items():
+            if isinstance(value, dict):
+                entries.append((name, DIR_MODE, self._write_node(value)))
+            else:
+                entries.append((name, value[1], value[0]))
+        # git orders tree entries by name, with a directory's name compared as if it ended in "/"
+        entries.sort(key=lambda e: e[0].encode() + (b"/" if e[1] == DIR_MODE else b""))
+        data = b"".join(b"%o %s\0%s" % (mode, name.encode(), bytes.fromhex(sha)) for name, mode, sha in entries)
+        return self._store(b"tree", data)
+
+    def write_commit(self, tree: str, parent_sha: str | None, message: str, author: str, when: float) -> str:
+        stamp = f"{int(when)} +0000"
+        lines = [f"tree {tree}"]
+        if parent_sha:
+            lines.append(f"parent {parent_sha}")
+        lines += [f"author {author} {stamp}", f"committer {IDENTITY} {stamp}", "", message]
+        return self._store(b"commit", "\n".join(lines).encode())
+
+    def publish(self, tags: list[tuple[str, str]], main: str | None) -> None:
+        """Create the variants' tags (none may exist yet) and move main, in one ref transaction."""
+        commands = "".join(f"create {TAG_PREFIX}{vid} {sha}\n" for vid, sha in tags)
+        if main:
+            commands += f"update {MAIN_REF} {main}\n"
+        self._update_refs(commands)
+
+    def _update_refs(self, commands: str) -> None:
+        import tempfile
+
+        import git
+
+        with tempfile.TemporaryFile() as stdin:
+            stdin.write(commands.encode())
+            stdin.seek(0)
+            try:
+                self.repo.git.update_ref("--stdin", istream=stdin)
+            except git.GitCommandError as exc:
+                raise ArchiveError(f"{self.path}: git update-ref failed: {exc.stderr.strip()}") from None
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def variant_refs(self) -> dict[str, str]:
+        """{variant id: commit sha} for every variant tag (loose or packed)."""
+        out = self.repo.git.for_each_ref("--format=%(refname:lstrip=2) %(objectname)", TAG_PREFIX)
+        return dict(line.split(" ", 1) for line in out.splitlines() if line)
+
+    def commit_message(self, sha: str) -> str:
+        data = self.repo.odb.stream(bytes.fromhex(sha)).read().decode("utf-8", "replace")
+        return data.split("\n\n", 1)[1] if "\n\n" in data else ""
+
+    def read_files(self, sha: str) -> dict[str, bytes]:
+        tree = self.repo.commit(sha).tree
+        return {item.path: item.data_stream.read() for item in tree.traverse() if item.type == "blob"}
+
+    def read_modes(self, sha: str) -> dict[str, int]:
+        tree = self.repo.commit(sha).tree
+        return {item.path: item.mode for item in tree.traverse() if item.type == "blob"}
+
+    def diff(self, old: str | None, new: str, old_label: str, new_label: str) -> str:
+        """A unified diff (git's own) between two commits' trees; against nothing when old is None."""
+        base = old or EMPTY_TREE
+        return self.repo.git.diff(
+            base, new, "--no-color", "--no-ext-diff", f"--src-prefix={old_label}/",
+            f"--dst-prefix={new_label}/", stdout_as_string=True,
+        )
+
+    def close(self) -> None:
+        self.repo.close()

@@ -1,0 +1,193 @@
+"""The SQLite index: a cache of the variant records in git, for fast queries.
+
+Git is the truth; this file can be deleted at any time. It remembers a fingerprint of the refs it
+was built from (the tags directory's and packed-refs' stat); when the refs have changed behind its
+back (a writer killed between its ref update and its index write, a person running git), or when
+the file is missing or damaged, the archive syncs it from git again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+from .record import Variant, decode_message, variant_seq
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS variants (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    sha TEXT NOT NULL,
+    parent TEXT,
+    created REAL NOT NULL,
+    status TEXT NOT NULL,
+    proposer TEXT,
+    summary TEXT,
+    scores TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS variants_parent ON variants(parent);
+CREATE TABLE IF NOT EXISTS scores (
+    id TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (id, metric)
+);
+CREATE INDEX IF NOT EXISTS scores_metric ON scores(metric, value);
+CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT);
+"""
+LIGHT_COLUMNS = "seq, id, sha, parent, created, status, scores"
+
+
+def refs_fingerprint(repo: Path) -> str:
+    """Changes whenever a variant tag is created or deleted (loose or packed), cheap to compute."""
+    parts = []
+    for path in (repo / "refs" / "tags", repo / "packed-refs"):
+        try:
+            info = os.stat(path)
+            parts.append(f"{info.st_mtime_ns}:{info.st_size}:{info.st_ino}")
+        except FileNotFoundError:
+            parts.append("-")
+    return "|".join(parts)
+
+
+class Index:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            raise sqlite3.DatabaseError(f"index schema {version}, expected {SCHEMA_VERSION}")
+        self.db.executescript(SCHEMA)
+        self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self.db.execute("SELECT count(*) FROM variants").fetchone()
+
+    @staticmethod
+    def remove(path: Path) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # --- freshness ---------------------------------------------------------------------------
+
+    def fingerprint(self) -> str | None:
+        row = self.db.execute("SELECT value FROM state WHERE key='fingerprint'").fetchone()
+        return row[0] if row else None
+
+    def set_fingerprint(self, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO state VALUES ('fingerprint', ?)", (value,))
+
+    def sync(self, refs: dict[str, str], read_message, progress=None) -> int:
+        """Make the rows match the variant tags {id: sha}; returns how many rows changed."""
+        have = dict(self.db.execute("SELECT id, sha FROM variants"))
+        gone = [vid for vid, sha in have.items() if refs.get(vid) != sha]
+        new = [(vid, sha) for vid, sha in refs.items() if have.get(vid) != sha]
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for vid in gone:
+                self.db.execute("DELETE FROM variants WHERE id=?", (vid,))
+                self.db.execute("DELETE FROM scores WHERE id=?", (vid,))
+            for done, (vid, sha) in enumerate(new):
+                try:
+                    variant_seq(vid)
+                    record = decode_message(read_message(sha), f"tag {vid}")
+                except Exception:
+                    continue  # a tag that is not a variant (a person's own tag): not ours to index
+                if record["id"] == vid:
+                    self._insert(record, sha)
+                if progress and done % 200 == 0:
+                    progress(done, len(new))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return len(gone) + len(new)
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def insert(self, record: dict, sha: str, fingerprint: str) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self._insert(record, sha)
+            self.set_fingerprint(fingerprint)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def insert_many(self, items: list[tuple[dict, str]], fingerprint: str) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for record, sha in items:
+                self._insert(record, sha)
+            self.set_fingerprint(fingerprint)
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def _insert(self, record: dict, sha: str) -> None:
+        meta = record["meta"]
+        scores = meta.get("scores") or {}
+        summary = meta.get("summary") if isinstance(meta.get("summary"), str) else None
+        proposer = meta.get("proposer") if isinstance(meta.get("proposer"), str) else None
+        self.db.execute(
+            "INSERT OR REPLACE INTO variants VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (variant_seq(record["id"]), record["id"], sha, record["parent"], record["created"],
+             record["status"], proposer, summary, json.dumps(scores),
+             json.dumps(record, ensure_ascii=False)),
+        )
+        self.db.execute("DELETE FROM scores WHERE id=?", (record["id"],))
+        self.db.executemany(
+            "INSERT INTO scores VALUES (?,?,?)", [(record["id"], k, v) for k, v in scores.items()]
+        )
+
+    # --- queries -----------------------------------------------------------------------------
+
+    def next_seq(self) -> int:
+        return self.db.execute("SELECT coalesce(max(seq) + 1, 0) FROM variants").fetchone()[0]
+
+    def count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM variants").fetchone()[0]
+
+    def record(self, variant_id: str) -> str | None:
+        row = self.db.execute("SELECT record FROM variants WHERE id=?", (variant_id,)).fetchone()
+        return row[0] if row else None
+
+    def variants(self, where: str = "", params: tuple = (), order: str = "v.seq", limit: int | None = None,
+                 join_metric: str | None = None, fetch=None) -> list[Variant]:
+        sql = f"SELECT {', '.join('v.' + c for c in LIGHT_COLUMNS.split(', '))} FROM variants v"
+        args: list = []
+        if join_metric is not None:
+            sql += " LEFT JOIN scores s ON s.id = v.id AND s.metric = ?"
+            args.append(join_metric)
+        if where:
+            sql += f" WHERE {where}"
+            args += params
+        sql += f" ORDER BY {order}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [
+            Variant(vid, parent, created, status, json.loads(scores), sha, None, fetch)
+            for _seq, vid, sha, parent, created, status, scores in self.db.execute(sql, args)
+        ]
+
+    def child_counts(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT parent, count(*) FROM variants WHERE parent IS NOT NULL GROUP BY parent"))
+
+    def metrics(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT metric FROM scores ORDER BY metric")]
+
+    def light_rows(self):
+        """(seq, id, parent, status, created, proposer, scores json) for every variant, oldest first."""
+        return self.db.execute(
+            "SELECT seq, id, parent, status, created, proposer, scores FROM variants ORDER BY seq"
+        )
