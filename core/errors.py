@@ -38,3 +38,7 @@ class ArchiveError(SelfloopError):
 
 class CheckpointError(SelfloopError):
     """A model checkpoint is missing, corrupt, or does not fit the memory it is given."""
+
+
+class ProposalError(SelfloopError):
+    """A proposer could not produce a usable edit (nothing to mutate, the model's edits never applied)."""

@@ -23,6 +23,7 @@ from .types import (
     Problem,
     Selection,
     VariantSummary,
+    VariantView,
 )
 
 
@@ -97,10 +98,15 @@ class Evaluator(Protocol):
 
 
 class Proposer(Protocol):
-    """Proposes an edit to the files of the editable surface (the meta-agent)."""
+    """Proposes an edit to the files of the editable surface (the meta-agent).
+
+    ``editable`` lists the paths (relative to the surface root) it may change; ``others`` are other
+    archived variants (for crossover or inspiration). Raises ``ProposalError`` when it has nothing.
+    """
 
     def propose(
-        self, parent: Any, *, surface: dict[str, str], others: Sequence[Any], rng: random.Random,
+        self, parent: VariantView, *, editable: Sequence[str], others: Sequence[VariantView],
+        rng: random.Random,
     ) -> Edit: ...
 
 

@@ -105,7 +105,7 @@ class Edit:
 
 @dataclass(frozen=True)
 class VariantSummary:
-    """What a parent selector may know of an archived variant."""
+    """What a parent selector may know of an archived variant (``score`` is its held-out score)."""
 
     id: str
     parent: str | None
@@ -113,3 +113,17 @@ class VariantSummary:
     children: int
     created: float
     admitted: bool = True
+
+
+@dataclass
+class VariantView:
+    """What a proposer sees of an archived variant: its files, its visible scores and feedback.
+
+    ``files`` maps a path relative to the surface root to its text. The held-out score is never
+    shown, so no proposer can aim at it.
+    """
+
+    id: str
+    files: dict[str, str]
+    scores: dict[str, float] = field(default_factory=dict)
+    feedback: str = ""  # the visible evaluation's results and logs, as text

@@ -1,0 +1,114 @@
+"""The offline proposer: mutation of declared tunable values, and crossover of two variants.
+
+Plugins declare their knobs in code (``VOTES = tunable(5, low=1, high=15)``, see
+``selfloop.core.tunable``). A mutation rewrites one or two of those literals in the parent's source
+(an int steps or jumps within its range, a float moves by a Gaussian step, a choice switches to
+another named alternative); a crossover takes, tunable by tunable, the other parent's value. Either
+way the result is a real code edit with a diff, like any other proposer's, and no network is needed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from selfloop.core.errors import ProposalError
+from selfloop.core.hookspecs import hookimpl
+from selfloop.core.tunable import Tunable, find_tunables, set_tunable
+from selfloop.core.types import Edit, VariantView
+
+
+def knobs(files: dict[str, str], editable: Sequence[str]) -> list[tuple[str, Tunable]]:
+    """Every (path, tunable) declared in the editable Python files, in a stable order."""
+    out = []
+    for path in sorted(editable):
+        if path.endswith(".py") and path in files:
+            try:
+                out += [(path, t) for t in find_tunables(files[path])]
+            except SyntaxError:
+                continue
+    return out
+
+
+def mutate_value(t: Tunable, rng: random.Random):
+    """A new value for ``t``, different from its current one when its range allows."""
+    if t.choices:
+        others = [c for c in t.choices if c != t.value]
+        return rng.choice(others) if others else t.value
+    if isinstance(t.value, bool):
+        return not t.value
+    low = t.low if t.low is not None else (t.value - 10 if isinstance(t.value, int) else t.value - 1.0)
+    high = t.high if t.high is not None else (t.value + 10 if isinstance(t.value, int) else t.value + 1.0)
+    if isinstance(t.value, int):
+        if rng.random() < 0.7:  # a local step most of the time, a jump sometimes
+            step = rng.choice([-2, -1, 1, 2])
+            value = min(high, max(low, t.value + step))
+        else:
+            value = rng.randint(low, high)
+        if value == t.value and high > low:
+            value = t.value + 1 if t.value < high else t.value - 1
+        return value
+    sigma = 0.15 * (high - low)
+    value = min(high, max(low, t.value + rng.gauss(0, sigma)))
+    return round(value, 3)
+
+
+class MutationProposer:
+    """Mutates tunable literals; with probability ``crossover_rate`` recombines with another variant."""
+
+    def __init__(self, crossover_rate: float = 0.25, max_mutations: int = 2):
+        self.crossover_rate = crossover_rate
+        self.max_mutations = max_mutations
+
+    def propose(self, parent: VariantView, *, editable: Sequence[str], others: Sequence[VariantView],
+                rng: random.Random) -> Edit:
+        found = knobs(parent.files, editable)
+        if not found:
+            raise ProposalError(f"variant {parent.id}: no tunable(...) values in the editable files "
+                                f"({', '.join(sorted(editable)) or 'none'}) to mutate")
+        partners = [o for o in others if o.id != parent.id]
+        if partners and rng.random() < self.crossover_rate:
+            other = rng.choice(partners)
+            edit = self._crossover(parent, other, found, rng)
+            if edit is not None:
+                return edit
+        return self._mutate(parent, found, rng)
+
+    def _mutate(self, parent: VariantView, found, rng) -> Edit:
+        count = rng.randint(1, min(self.max_mutations, len(found)))
+        files = dict(parent.files)
+        changes = []
+        for path, t in rng.sample(found, count):
+            value = mutate_value(t, rng)
+            if value == t.value:
+                continue
+            files[path] = set_tunable(files[path], t.name, value)
+            changes.append(f"{path}: {t.name} {t.value!r} -> {value!r}")
+        if not changes:
+            raise ProposalError(f"variant {parent.id}: every chosen tunable is fixed by its range")
+        return _edit(parent, files, "mutation: " + "; ".join(changes), {"operator": "mutation"})
+
+    def _crossover(self, parent: VariantView, other: VariantView, found, rng) -> Edit | None:
+        theirs = {(p, t.name): t.value for p, t in knobs(other.files, [p for p, _ in found])}
+        differing = [(p, t) for p, t in found if (p, t.name) in theirs and theirs[(p, t.name)] != t.value]
+        if not differing:
+            return None
+        taken = [d for d in differing if rng.random() < 0.5] or [rng.choice(differing)]
+        files = dict(parent.files)
+        changes = []
+        for path, t in taken:
+            files[path] = set_tunable(files[path], t.name, theirs[(path, t.name)])
+            changes.append(f"{path}: {t.name} {t.value!r} -> {theirs[(path, t.name)]!r}")
+        return _edit(parent, files, f"crossover with {other.id}: " + "; ".join(changes),
+                     {"operator": "crossover", "other_parent": other.id})
+
+
+def _edit(parent: VariantView, files: dict[str, str], summary: str, meta: dict) -> Edit:
+    changed = {p: text for p, text in files.items() if parent.files.get(p) != text}
+    return Edit(files=changed, summary=summary, proposer="mutation", meta=meta)
+
+
+@hookimpl(trylast=True)
+def register_proposer(register):
+    register("mutation", MutationProposer,
+             description="offline: mutates tunable(...) values in plugin code, crossover of two variants")

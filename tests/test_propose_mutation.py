@@ -1,0 +1,87 @@
+"""The offline proposer: tunable mutation and crossover, as real code edits."""
+
+import ast
+import random
+
+import pytest
+
+from selfloop.core.errors import ProposalError
+from selfloop.core.registry import load_registry
+from selfloop.core.tunable import find_tunables
+from selfloop.core.types import VariantView
+
+REFINE = '''from selfloop.core.tunable import tunable
+
+VOTES = tunable(5, low=1, high=9)
+TEMPERATURE = tunable(0.7, low=0.1, high=1.5)
+STRATEGY = tunable("majority", choices=("majority", "weighted", "first"))
+
+
+def answer():
+    return VOTES
+'''
+OTHER = "X = 1\n"
+
+
+def view(vid="v0", refine=REFINE):
+    return VariantView(id=vid, files={"refine/vote.py": refine, "tasks/t.py": OTHER})
+
+
+@pytest.fixture
+def proposer():
+    return load_registry(entry_points=False).create("proposer", "mutation", {})
+
+
+def values(text):
+    return {t.name: t.value for t in find_tunables(text)}
+
+
+def test_mutation_changes_tunable_literals_within_bounds(proposer):
+    rng = random.Random(3)
+    seen = set()
+    for _ in range(200):
+        edit = proposer.propose(view(), editable=["refine/vote.py"], others=[], rng=rng)
+        assert set(edit.files) == {"refine/vote.py"} and edit.proposer == "mutation"
+        new = values(edit.files["refine/vote.py"])
+        ast.parse(edit.files["refine/vote.py"])
+        assert 1 <= new["VOTES"] <= 9 and 0.1 <= new["TEMPERATURE"] <= 1.5
+        assert new["STRATEGY"] in ("majority", "weighted", "first")
+        changed = {k for k, v in new.items() if v != values(REFINE)[k]}
+        assert changed and all(k in edit.summary for k in changed)
+        seen |= changed
+        # nothing but the literals changed
+        rest = lambda s: [ln for ln in s.splitlines() if "tunable(" not in ln]  # noqa: E731
+        assert rest(edit.files["refine/vote.py"]) == rest(REFINE)
+    assert seen == {"VOTES", "TEMPERATURE", "STRATEGY"}
+
+
+def test_same_seed_same_edits(proposer):
+    a = [proposer.propose(view(), editable=["refine/vote.py"], others=[], rng=random.Random(7)).files
+         for _ in range(3)]
+    b = [proposer.propose(view(), editable=["refine/vote.py"], others=[], rng=random.Random(7)).files
+         for _ in range(3)]
+    assert a == b
+
+
+def test_only_editable_files_are_touched(proposer):
+    with pytest.raises(ProposalError, match="no tunable"):
+        proposer.propose(view(), editable=["tasks/t.py"], others=[], rng=random.Random(0))
+
+
+def test_crossover_takes_values_from_the_other_variant():
+    proposer = load_registry(entry_points=False).create("proposer", "mutation", {"crossover_rate": 1.0})
+    other_text = REFINE.replace("tunable(5,", "tunable(8,").replace('tunable("majority"', 'tunable("weighted"')
+    other = view("v3", other_text)
+    for seed in range(20):
+        edit = proposer.propose(view(), editable=["refine/vote.py"], others=[other], rng=random.Random(seed))
+        assert edit.meta == {"operator": "crossover", "other_parent": "v3"}
+        new = values(edit.files["refine/vote.py"])
+        assert new["TEMPERATURE"] == 0.7  # equal in both: untouched
+        assert (new["VOTES"], new["STRATEGY"]) != (5, "majority")
+        assert new["VOTES"] in (5, 8) and new["STRATEGY"] in ("majority", "weighted")
+
+
+def test_crossover_with_identical_variant_falls_back_to_mutation():
+    proposer = load_registry(entry_points=False).create("proposer", "mutation", {"crossover_rate": 1.0})
+    edit = proposer.propose(view(), editable=["refine/vote.py"], others=[view("v1")], rng=random.Random(0))
+    assert edit.meta["operator"] == "mutation"
