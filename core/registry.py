@@ -112,12 +112,14 @@ def load_registry(
         modules, is_surface = _import_directory(Path(directory))
         builtins = builtins and not is_surface
         dir_modules += modules
+    entry_point_plugins = _entry_point_plugins() if entry_points else []
+    # an installed surface variant (an exported archive variant) replaces the built-ins too
+    builtins = builtins and not any(_is_surface(module) for _, module, _ in entry_point_plugins)
     if builtins:
         for module in _walk_package(importlib.import_module(BUILTIN_PACKAGE)):
             _register(pm, module, module.__name__, "builtin", origins)
-    if entry_points:
-        for name, module, dist in _entry_point_plugins():
-            _register(pm, module, name, "entrypoint", origins, dist=dist)
+    for name, module, dist in entry_point_plugins:
+        _register(pm, module, name, "entrypoint", origins, dist=dist)
     for module in dir_modules:
         _register(pm, module, module.__name__, "directory", origins)
 
@@ -128,6 +130,11 @@ def load_registry(
         where = _module_file(plugin) if plugin else "a plugin"
         raise PluginError(f"{where}: {exc}") from None
     return Registry(pm, _collect(pm, origins))
+
+
+def _is_surface(module: ModuleType) -> bool:
+    top = sys.modules.get(module.__name__.split(".")[0])
+    return getattr(top, SURFACE_MARKER, None) == BUILTIN_PACKAGE
 
 
 def _register(pm, module, name, source, origins, dist: str | None = None) -> None:
