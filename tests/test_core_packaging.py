@@ -45,3 +45,21 @@ def test_help_lists_only_commands_that_exist(run_selfloop):
     proc = run_selfloop("-h")
     assert proc.returncode == 0
     assert "plugins" in proc.stdout and "config" in proc.stdout
+
+
+def test_wheel_installs_everything_under_selfloop(tmp_path):
+    """A normal (non-editable) install: every file of the wheel lives under `selfloop/`."""
+    import zipfile
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path), str(repo)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = tmp_path.glob("selfloop-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert all(n.startswith(("selfloop/", "selfloop-")) for n in names), names
+    for package in ("core", "plugins", "archive", "sandbox"):
+        assert f"selfloop/{package}/__init__.py" in names
+    assert "selfloop/core/default.toml" in names
