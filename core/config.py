@@ -71,7 +71,8 @@ class SandboxSettings(Strict):
     cpus: float = Field(2.0, gt=0)
     pids: int = Field(256, ge=8)
     scratch_mb: int = Field(512, ge=1)
-    log_limit_bytes: int = Field(1_000_000, ge=1024)
+    log_limit_bytes: int = Field(1_000_000, ge=1024)  # kept of each of stdout and stderr
+    output_limit_bytes: int = Field(64_000_000, ge=1024)  # printing more kills the payload
     env: list[str] = Field(default_factory=list)  # host variables passed in, by name
 
 

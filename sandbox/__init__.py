@@ -1,0 +1,92 @@
+"""Sandboxes: run candidate code in a fresh Docker container or, without Docker, a locked-down process.
+
+The interface the meta loop uses::
+
+    from selfloop.sandbox import choose_backend, protected_manifest
+
+    sandbox = choose_backend(config.sandbox)            # a Sandbox; SandboxError if a forced backend is unusable
+    sandbox.manifest = protected_manifest([held_out])   # optional: protect more files (under code_dir or an input)
+    result = sandbox.run(["python", "-m", "my.evaluator"], code_dir=variant_dir,
+                         inputs={"data": data_dir}, env={"SEED": "0"}, timeout_s=120)
+    if result.status == "ok":
+        score = result.result["score"]
+
+``choose_backend(settings)`` picks Docker when a daemon answers and the image exists and matches
+the host's protected files, else the process backend; ``settings.backend = "docker" | "process"``
+forces one and raises ``SandboxError`` with the reason when it is unusable.
+
+``Sandbox.run(command, *, code_dir, inputs={}, env={}, timeout_s=None) -> SandboxResult``:
+
+- ``code_dir`` is mounted read-only at ``/code`` (Docker; the host path for the process backend),
+  and named in ``$SELFLOOP_CODE``;
+- each ``inputs`` entry ``name -> host path`` is an extra read-only mount at ``/inputs/<name>``,
+  named in ``$SELFLOOP_INPUT_<NAME>`` (upper case, ``-``/``.`` as ``_``); ``$SELFLOOP_INPUTS``
+  is the directory holding them all;
+- the working directory is a size-limited writable scratch (also ``$HOME`` and ``$TMPDIR``);
+- the payload writes its structured result as a JSON object to the path in ``$SELFLOOP_RESULT``;
+- the environment holds only those variables, ``PATH``/``LANG``, the names listed in
+  ``settings.env`` (copied from the host) and ``env``; nothing else from the host enters;
+- ``timeout_s`` (default ``settings.timeout_s``) is wall-clock; at the deadline every process of the
+  payload is killed.
+
+``SandboxResult``: ``status`` ("ok" | "error" | "timeout" | "oom" | "limit"), ``exit_code``,
+``result`` (the parsed JSON object or None), ``stdout``/``stderr`` (the first
+``settings.log_limit_bytes`` of each) with ``stdout_truncated``/``stderr_truncated`` (and
+``truncated``), ``seconds``, ``backend``, ``reason`` (one line when not ok, or why there is no
+result) and ``protections`` (the process backend's confinement layers that held).
+
+Integrity: before the payload starts and again before the result is accepted, the runner inside
+the sandbox (``python -m selfloop.sandbox.runner``) checks the sha256 of every file of the installed
+``selfloop.core`` and ``selfloop.sandbox`` (and any extra file in the manifest) against
+``sandbox.manifest``, computed on the host by ``protected_manifest(extra)``. A mismatch gives status
+"error" with a reason starting ``integrity:`` (for Docker, a stale image: rebuild with
+``selfloop sandbox build``), and no result.
+
+``selfloop sandbox check|build|sweep`` is the command line (``sandbox/cli.py``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .integrity import protected_manifest
+
+if TYPE_CHECKING:
+    from selfloop.core.config import SandboxSettings
+
+    from .base import Sandbox, SandboxResult  # noqa: F401
+
+__all__ = ["choose_backend", "protected_manifest", "backend_availability", "Sandbox", "SandboxResult"]
+
+
+def backend_availability(settings: SandboxSettings) -> dict[str, tuple[bool, str]]:
+    """Each backend: (usable here?, why or why not)."""
+    from .docker_backend import DockerSandbox
+    from .process_backend import ProcessSandbox
+
+    return {"docker": DockerSandbox.availability(settings), "process": ProcessSandbox.availability(settings)}
+
+
+def choose_backend(settings: SandboxSettings, manifest: dict[str, str] | None = None) -> Sandbox:
+    """The sandbox ``settings.backend`` asks for ("auto": Docker if usable, else process)."""
+    from selfloop.core.errors import SandboxError
+
+    from .docker_backend import DockerSandbox
+    from .process_backend import ProcessSandbox
+
+    backends = {"docker": DockerSandbox, "process": ProcessSandbox}
+    if settings.backend != "auto":
+        usable, why = backends[settings.backend].availability(settings)
+        if not usable:
+            raise SandboxError(f"sandbox backend {settings.backend!r} is unusable: {why}")
+        return backends[settings.backend](settings, manifest)
+    usable, _ = DockerSandbox.availability(settings)
+    return (DockerSandbox if usable else ProcessSandbox)(settings, manifest)
+
+
+def __getattr__(name: str):
+    if name in ("Sandbox", "SandboxResult"):
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(name)

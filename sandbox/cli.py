@@ -1,0 +1,97 @@
+"""`selfloop sandbox ...`: which backends work here, build the image, remove leftovers."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _settings(config_path):
+    from selfloop.core.config import load_config
+
+    return load_config(config_path).sandbox
+
+
+config_option = click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                             envvar="SELFLOOP_CONFIG", help="Run config (TOML); its [sandbox] section is used.")
+
+
+@click.group("sandbox", context_settings=CONTEXT)
+def sandbox():
+    """Docker and process sandboxes for candidate code."""
+
+
+@sandbox.command("check")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def check(config_path, as_json):
+    """Say which backends are usable here, and why not."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import backend_availability
+
+    settings = _settings(config_path)
+    rows = [{"backend": name, "available": ok, "reason": why}
+            for name, (ok, why) in backend_availability(settings).items()]
+    chosen = next((r["backend"] for r in rows if r["available"] and settings.backend in ("auto", r["backend"])), None)
+    if as_json:
+        click.echo(json.dumps({"backends": rows, "selected": chosen, "setting": settings.backend}, indent=2))
+        return
+    table = Table("backend", "available", "reason")
+    for row in rows:
+        table.add_row(row["backend"], "yes" if row["available"] else "no", row["reason"])
+    console = Console()
+    console.print(table)
+    console.print(f"backend = {settings.backend!r} -> {chosen or 'none usable'}")
+
+
+@sandbox.command("build")
+@config_option
+@click.option("--rebuild-base", is_flag=True, help="Run debootstrap again even if the base image exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the build report as JSON.")
+def build(config_path, rebuild_base, as_json):
+    """Build the sandbox image offline: debootstrap base, host wheelhouse, Dockerfile."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .image import build_image
+
+    settings = _settings(config_path)
+    console = Console(stderr=as_json)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        report = build_image(settings, progress=progress, rebuild_base=rebuild_base)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    for step, seconds, note in report.steps:
+        console.print(f"{step:14} {seconds:7.1f} s  {note}")
+    console.print(f"{report.image}: {report.size_bytes / 1e9:.2f} GB (base {report.base} "
+                  f"{report.base_size_bytes / 1e6:.0f} MB)")
+
+
+@sandbox.command("sweep")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def sweep(as_json):
+    """Remove sandbox containers and cgroups that a crashed run left behind."""
+    from selfloop.core.errors import SandboxError
+
+    from . import confine
+
+    containers = None
+    try:
+        from .docker_backend import docker_client, sweep_containers
+
+        containers = sweep_containers(docker_client())
+    except SandboxError:
+        pass  # no engine: no containers to remove
+    cgroups = confine.sweep_cgroups()
+    if as_json:
+        click.echo(json.dumps({"containers": containers, "cgroups": cgroups}))
+    else:
+        click.echo(f"removed {containers if containers is not None else 'no (no Docker engine)'} "
+                   f"containers and {cgroups} cgroups")

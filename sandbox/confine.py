@@ -1,0 +1,187 @@
+"""Kernel confinement for the process backend: cgroups, namespaces, a private tmpfs and Landlock.
+
+Each function either applies its layer or raises OSError; the runner records which layers held.
+Standard library and ctypes only (this runs inside the sandbox runner).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+import time
+from pathlib import Path
+
+CGROUP_V1 = Path("/sys/fs/cgroup")
+CGROUP_PARENT = "selfloop-sandbox"
+
+CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
+MS_REC, MS_PRIVATE = 0x4000, 0x40000
+PR_SET_NO_NEW_PRIVS = 38
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+    return result
+
+
+# --- cgroups (v1 hierarchies, as root) ---------------------------------------------------------
+
+def join_cgroups(limits: dict) -> tuple[list[Path], Path | None]:
+    """Create a memory and a pids cgroup for this run, move this process in (the payload inherits
+    them), and return the groups and the file that counts out-of-memory kills."""
+    if not (CGROUP_V1 / "memory" / "memory.limit_in_bytes").exists():
+        raise OSError(0, "no cgroup v1 memory hierarchy")
+    name = f"run-{os.getpid()}"
+    memory = CGROUP_V1 / "memory" / CGROUP_PARENT / name
+    pids = CGROUP_V1 / "pids" / CGROUP_PARENT / name
+    memory.mkdir(parents=True, exist_ok=True)
+    groups = [memory]
+    (memory / "memory.limit_in_bytes").write_text(str(limits["memory_bytes"]))
+    swap_limit = memory / "memory.memsw.limit_in_bytes"
+    if swap_limit.exists():
+        swap_limit.write_text(str(limits["memory_bytes"]))
+    if (CGROUP_V1 / "pids" / "cgroup.procs").exists():
+        pids.mkdir(parents=True, exist_ok=True)
+        (pids / "pids.max").write_text(str(limits["pids"]))
+        groups.append(pids)
+    for group in groups:
+        (group / "cgroup.procs").write_text(str(os.getpid()))
+    return groups, memory / "memory.oom_control"
+
+
+def leave_cgroups(groups: list[Path]) -> None:
+    """Move back to the parent groups and remove ours (empty once the payload is gone)."""
+    for group in groups:
+        try:
+            (group.parent.parent / "cgroup.procs").write_text(str(os.getpid()))
+        except OSError:
+            continue
+        for _ in range(50):  # the kernel releases an exited task's charge a moment later
+            try:
+                group.rmdir()
+                break
+            except OSError:
+                time.sleep(0.01)
+        # what is still there, `selfloop sandbox sweep` removes
+
+
+def sweep_cgroups() -> int:
+    """Remove run cgroups no process is in any more; return how many went."""
+    removed = 0
+    for hierarchy in ("memory", "pids"):
+        parent = CGROUP_V1 / hierarchy / CGROUP_PARENT
+        if not parent.is_dir():
+            continue
+        for group in parent.iterdir():
+            if group.is_dir() and not (group / "cgroup.procs").read_text().strip():
+                try:
+                    group.rmdir()
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
+
+
+# --- namespaces ---------------------------------------------------------------------------------
+
+def unshare_namespaces() -> None:
+    """New mount, PID and network namespaces for this process's children (and a user namespace
+    first when not root). The next child becomes PID 1 of the new PID namespace: when it dies the
+    kernel kills every process left in it."""
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET
+    uid, gid = os.geteuid(), os.getegid()
+    if uid != 0:
+        flags |= CLONE_NEWUSER
+    _check(_libc.unshare(flags), "unshare")
+    if uid != 0:
+        Path("/proc/self/setgroups").write_text("deny")
+        Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
+        Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
+    _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
+
+
+def mount_private_tmpfs(directory: str, size_mb: int) -> None:
+    """A size-limited tmpfs over ``directory`` (and over /dev/shm), seen by this mount namespace only."""
+    _mount_tmpfs(directory, f"size={size_mb}m,mode=0700")
+    if os.path.isdir("/dev/shm"):
+        _mount_tmpfs("/dev/shm", "size=64m,mode=1777")
+
+
+def _mount_tmpfs(target: str, options: str) -> None:
+    _check(_libc.mount(b"tmpfs", target.encode(), b"tmpfs", 0, options.encode()), f"mount tmpfs on {target}")
+
+
+# --- Landlock -----------------------------------------------------------------------------------
+
+SYS_LANDLOCK = {"x86_64": (444, 445, 446), "aarch64": (444, 445, 446)}
+LANDLOCK_CREATE_RULESET_VERSION = 1
+LANDLOCK_RULE_PATH_BENEATH = 1
+FS_EXECUTE, FS_WRITE_FILE, FS_READ_FILE, FS_READ_DIR = 1, 2, 4, 8
+FS_ALL_BY_ABI = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 4: (1 << 15) - 1,
+                 5: (1 << 16) - 1}
+FS_FILE_ONLY = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | (1 << 14) | (1 << 15)
+NET_BIND_TCP, NET_CONNECT_TCP = 1, 2
+SCOPE_ABSTRACT_UNIX_SOCKET, SCOPE_SIGNAL = 1, 2
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
+                ("scoped", ctypes.c_uint64)]
+
+
+class _PathBeneathAttr(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version, 0 where there is none."""
+    numbers = SYS_LANDLOCK.get(platform.machine())
+    if numbers is None:
+        return 0
+    version = _libc.syscall(numbers[0], None, ctypes.c_size_t(0), LANDLOCK_CREATE_RULESET_VERSION)
+    return max(version, 0)
+
+
+def landlock_restrict(read: list[str], write: list[str]) -> None:
+    """From now on this process and its children may read (and execute) only beneath ``read``,
+    write only beneath ``write``, make no TCP connection or bind (ABI 4+), and signal nothing
+    outside their own domain (ABI 6+). Landlock also denies ptrace and /proc/PID access to
+    processes outside the domain, which hides the host's environment variables."""
+    abi = landlock_abi()
+    create, add_rule, restrict_self = SYS_LANDLOCK[platform.machine()]
+    fs_all = FS_ALL_BY_ABI.get(abi, FS_ALL_BY_ABI[5])
+    attr = _RulesetAttr(handled_access_fs=fs_all,
+                        handled_access_net=(NET_BIND_TCP | NET_CONNECT_TCP) if abi >= 4 else 0,
+                        scoped=(SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL) if abi >= 6 else 0)
+    size = 8 if abi < 4 else 16 if abi < 6 else 24
+    ruleset = _check(_libc.syscall(create, ctypes.byref(attr), ctypes.c_size_t(size), 0), "landlock ruleset")
+    try:
+        read_access = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR
+        for paths, access in ((read, read_access), (write, fs_all)):
+            for path in paths:
+                _allow(add_rule, ruleset, path, access)
+        _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+        _check(_libc.syscall(restrict_self, ruleset, 0), "landlock restrict")
+    finally:
+        os.close(ruleset)
+
+
+def _allow(add_rule: int, ruleset: int, path: str, access: int) -> None:
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return  # a path this machine lacks needs no rule
+    try:
+        if not os.path.isdir(path):
+            access &= FS_FILE_ONLY
+        rule = _PathBeneathAttr(allowed_access=access, parent_fd=fd)
+        _check(_libc.syscall(add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH, ctypes.byref(rule), 0),
+               f"landlock rule for {path}")
+    finally:
+        os.close(fd)

@@ -1,0 +1,338 @@
+"""Builds the sandbox image where no container registry is reachable.
+
+Three layers of work, each redone only when its input changed:
+
+1. base: Debian bookworm with python3, made by debootstrap from the Debian mirror and
+   `docker import`ed as ``selfloop-sandbox-base:<suite>-<hash of the package list>``;
+2. wheelhouse: selfloop's runtime dependencies, pinned to the versions installed on the host,
+   as wheels in the cache directory (``pip wheel`` through the host's configured indexes and
+   find-links); only missing wheels are fetched;
+3. image: ``sandbox/Dockerfile`` over the base, installing the wheelhouse with ``pip --no-index``
+   and copying the host's selfloop packages; Docker's layer cache skips unchanged steps.
+
+The image's Python is bookworm's python3 (3.11), so the host must run Python 3.11 too: wheels are
+built for the host's interpreter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as metadata
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from selfloop.core.config import SandboxSettings
+from selfloop.core.errors import SandboxError
+
+from .integrity import package_dir, protected_manifest
+
+SUITE = "bookworm"
+MIRROR = os.environ.get("SELFLOOP_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+BASE_PACKAGES = ("python3", "python3-venv")
+BASE_REPOSITORY = "selfloop-sandbox-base"
+IMAGE_PYTHON = (3, 11)
+IMAGE_GLIBC = (2, 36)
+TRIMMED = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
+           "var/cache/apt/archives", "var/lib/apt/lists")
+APP_PACKAGES = ("core", "plugins", "archive", "sandbox")
+MANIFEST_LABEL = "selfloop.manifest"
+
+
+@dataclass
+class BuildReport:
+    image: str
+    base: str
+    steps: list[tuple[str, float, str]] = field(default_factory=list)  # (step, seconds, what happened)
+    size_bytes: int = 0
+    base_size_bytes: int = 0
+
+    def to_dict(self) -> dict:
+        return {"image": self.image, "base": self.base, "size_bytes": self.size_bytes,
+                "base_size_bytes": self.base_size_bytes,
+                "steps": [{"step": s, "seconds": round(t, 2), "note": n} for s, t, n in self.steps]}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("SELFLOOP_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "selfloop"
+    path = Path(root) / "sandbox"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def base_tag() -> str:
+    digest = hashlib.sha256(json.dumps([SUITE, BASE_PACKAGES, TRIMMED]).encode()).hexdigest()[:12]
+    return f"{BASE_REPOSITORY}:{SUITE}-{digest}"
+
+
+def manifest_digest(manifest: dict[str, str] | None = None) -> str:
+    manifest = protected_manifest() if manifest is None else manifest
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+
+
+def build_image(settings: SandboxSettings, *, progress=None, rebuild_base: bool = False) -> BuildReport:
+    """Build (or bring up to date) ``settings.image``; ``progress`` is a rich Progress or None."""
+    from .docker_backend import docker_client
+
+    if sys.version_info[:2] != IMAGE_PYTHON:
+        raise SandboxError(f"building the sandbox image needs Python {'.'.join(map(str, IMAGE_PYTHON))} "
+                           f"on the host (the image's python3), not {sys.version.split()[0]}")
+    client = docker_client()
+    report = BuildReport(image=settings.image, base=base_tag())
+    step = _Steps(report, progress)
+
+    with step("base image") as note:
+        if rebuild_base or not _image_exists(client, report.base):
+            _build_base(client, report.base, progress)
+            note("debootstrap + import")
+        else:
+            note("cached")
+    with step("wheelhouse") as note:
+        note(_fill_wheelhouse(progress))
+    with step("docker build") as note:
+        note(_docker_build(client, settings.image, report.base, progress))
+    report.size_bytes = client.images.get(settings.image).attrs["Size"]
+    report.base_size_bytes = client.images.get(report.base).attrs["Size"]
+    return report
+
+
+class _Steps:
+    """Times each step and shows it as a line of the progress display."""
+
+    def __init__(self, report: BuildReport, progress):
+        self.report, self.progress = report, progress
+
+    def __call__(self, name: str):
+        steps = self
+
+        class _Step:
+            def __enter__(self):
+                self.started, self.what = time.monotonic(), ""
+                self.task = steps.progress.add_task(name, total=None) if steps.progress else None
+                return self._note
+
+            def _note(self, what: str) -> None:
+                self.what = what
+
+            def __exit__(self, kind, value, tb):
+                seconds = time.monotonic() - self.started
+                if self.task is not None:
+                    steps.progress.update(self.task, total=1, completed=1,
+                                          description=f"{name}: {self.what or ('failed' if kind else 'done')}")
+                if kind is None:
+                    steps.report.steps.append((name, seconds, self.what))
+                return False
+
+        return _Step()
+
+
+def _image_exists(client, tag: str) -> bool:
+    import docker.errors
+
+    try:
+        client.images.get(tag)
+        return True
+    except docker.errors.ImageNotFound:
+        return False
+
+
+# --- 1. base image ------------------------------------------------------------------------------
+
+def _build_base(client, tag: str, progress) -> None:
+    if os.geteuid() != 0:
+        raise SandboxError("building the base image runs debootstrap, which needs root")
+    if shutil.which("debootstrap") is None:
+        raise SandboxError("debootstrap is not installed (apt-get install debootstrap)")
+    task = progress.add_task("debootstrap", total=None) if progress else None
+    with tempfile.TemporaryDirectory(dir=cache_dir(), prefix="base-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        command = ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
+                   SUITE, str(rootfs), MIRROR]
+        log = []
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+            for line in proc.stdout:
+                log.append(line.rstrip())
+                if task is not None:
+                    progress.update(task, description=f"debootstrap: {line.strip()[:70]}")
+        if proc.returncode != 0:
+            raise SandboxError(f"debootstrap failed ({proc.returncode}): {' | '.join(log[-3:])}")
+        for trimmed in TRIMMED:
+            shutil.rmtree(rootfs / trimmed, ignore_errors=True)
+        if task is not None:
+            progress.update(task, description="docker import")
+        tarball = Path(tmp) / "rootfs.tar"
+        subprocess.run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
+        repository, _, version = tag.partition(":")
+        client.api.import_image_from_file(str(tarball), repository=repository, tag=version)
+    if task is not None:
+        progress.update(task, total=1, completed=1, description="debootstrap + docker import: done")
+
+
+# --- 2. wheelhouse ------------------------------------------------------------------------------
+
+def runtime_requirements() -> dict[str, str]:
+    """selfloop's runtime dependency closure as installed here: canonical name -> version."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins: dict[str, str] = {}
+
+    def walk(name: str, extras: tuple[str, ...]) -> None:
+        key = canonicalize_name(name)
+        if key in pins:
+            return
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            raise SandboxError(f"{name} is required by selfloop but not installed on the host") from None
+        pins[key] = dist.version
+        for text in dist.requires or []:
+            requirement = Requirement(text)
+            environments = [{"extra": e} for e in extras] or [{"extra": ""}]
+            if requirement.marker and not any(requirement.marker.evaluate(e) for e in environments):
+                continue
+            walk(requirement.name, tuple(requirement.extras))
+
+    walk("selfloop", ())
+    pins.pop("selfloop")
+    return dict(sorted(pins.items()))
+
+
+def wheelhouse_dir() -> Path:
+    path = cache_dir() / "wheels"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+def _fill_wheelhouse(progress) -> str:
+    from packaging.utils import canonicalize_name, parse_wheel_filename
+    from packaging.version import Version
+
+    pins = runtime_requirements()
+    wheels = wheelhouse_dir()
+    have = set()
+    for wheel in wheels.glob("*.whl"):
+        name, version, _, _ = parse_wheel_filename(wheel.name)
+        have.add((canonicalize_name(name), version))
+    missing = [f"{name}=={version}" for name, version in pins.items() if (name, Version(version)) not in have]
+    (wheels / "requirements.txt").write_text("".join(f"{n}=={v}\n" for n, v in pins.items()))
+    if missing:
+        _pip_wheel(missing, wheels, progress)
+    _check_wheel_platforms(wheels, pins)
+    return f"{len(pins)} wheels, {len(missing)} fetched"
+
+
+def _pip_wheel(requirements: list[str], wheels: Path, progress) -> None:
+    task = progress.add_task("pip wheel", total=len(requirements)) if progress else None
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--progress-bar", "off",
+               "--wheel-dir", str(wheels), *requirements]
+    log = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            log.append(line.rstrip())
+            if task is not None and (line.startswith("Saved ") or "already downloaded" in line):
+                progress.advance(task)
+                progress.update(task, description=f"pip wheel: {Path(line.split()[-1]).name[:60]}")
+    if proc.returncode != 0:
+        raise SandboxError(f"pip wheel failed ({proc.returncode}): {' | '.join(log[-3:])}")
+
+
+def _check_wheel_platforms(wheels: Path, pins: dict[str, str]) -> None:
+    """Every wheel must install on the image: cp311 or pure, and glibc no newer than bookworm's."""
+    from packaging.utils import canonicalize_name, parse_wheel_filename
+
+    for wheel in wheels.glob("*.whl"):
+        name, _, _, tags = parse_wheel_filename(wheel.name)
+        if canonicalize_name(name) not in pins:
+            continue
+        fits = False
+        for tag in tags:
+            python_ok = tag.interpreter in ("py3", "py2.py3", "cp311") or tag.interpreter.startswith("py3")
+            match = re.match(r"manylinux_(\d+)_(\d+)_", tag.platform)
+            glibc_ok = tag.platform == "any" or tag.platform.startswith(("manylinux1", "manylinux2010",
+                                                                         "manylinux2014", "linux_"))
+            if match:
+                glibc_ok = (int(match[1]), int(match[2])) <= IMAGE_GLIBC
+            fits = fits or (python_ok and glibc_ok)
+        if not fits:
+            raise SandboxError(f"wheel {wheel.name} does not install on the image (Python 3.11, glibc 2.36); "
+                               "remove it from the wheelhouse and pin a compatible release")
+
+
+# --- 3. the image -------------------------------------------------------------------------------
+
+def _prepare_context(context: Path) -> None:
+    shutil.rmtree(context, ignore_errors=True)
+    context.mkdir(parents=True)
+    shutil.copyfile(resources.files("selfloop.sandbox").joinpath("Dockerfile"), context / "Dockerfile")
+    wheels = context / "wheels"
+    wheels.mkdir()
+    for wheel in wheelhouse_dir().iterdir():
+        try:
+            os.link(wheel, wheels / wheel.name)
+        except OSError:
+            shutil.copyfile(wheel, wheels / wheel.name)
+    app = context / "app" / "selfloop"
+    for package in APP_PACKAGES:
+        shutil.copytree(package_dir(f"selfloop.{package}"), app / package,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    dist = metadata.distribution("selfloop")
+    info = context / "app" / f"selfloop-{dist.version}.dist-info"
+    info.mkdir()
+    for name in ("METADATA", "entry_points.txt", "top_level.txt"):
+        text = dist.read_text(name)
+        if text is not None:
+            (info / name).write_text(text)
+
+
+def _docker_build(client, tag: str, base: str, progress) -> str:
+    import docker.errors
+
+    context = cache_dir() / "context"
+    _prepare_context(context)
+    task = progress.add_task("docker build", total=None) if progress else None
+    steps_done, cached, log = 0, 0, []
+    try:
+        for chunk in client.api.build(path=str(context), tag=tag, buildargs={"BASE_IMAGE": base},
+                                      labels={MANIFEST_LABEL: manifest_digest()}, rm=True,
+                                      forcerm=True, decode=True):
+            if "error" in chunk:
+                raise SandboxError(f"docker build failed: {chunk['error'].strip()}")
+            line = chunk.get("stream", "").strip()
+            if not line:
+                continue
+            log.append(line)
+            step = re.match(r"Step (\d+)/(\d+) : (.*)", line)
+            if step and task is not None:
+                steps_done = int(step[1])
+                progress.update(task, total=int(step[2]), completed=steps_done - 1,
+                                description=f"docker build: {step[3][:60]}")
+            cached += line == "---> Using cache"
+    except docker.errors.APIError as exc:
+        raise SandboxError(f"docker build failed: {exc.explanation or exc}") from None
+    if task is not None:
+        progress.update(task, completed=steps_done, description="docker build: done")
+    return f"{steps_done} steps, {cached} cached"
+
+
+def image_state(client, settings: SandboxSettings) -> tuple[bool, str]:
+    """(usable, why): whether the image exists and holds the host's protected files."""
+    import docker.errors
+
+    try:
+        image = client.images.get(settings.image)
+    except docker.errors.ImageNotFound:
+        return False, f"image {settings.image} is missing: build it with `selfloop sandbox build`"
+    label = (image.labels or {}).get(MANIFEST_LABEL)
+    if label != manifest_digest():
+        return False, (f"image {settings.image} is stale (its selfloop core or sandbox differs from the "
+                       "host's): rebuild with `selfloop sandbox build`")
+    return True, f"image {settings.image} is up to date"

@@ -1,0 +1,160 @@
+"""The process backend: for machines without a Docker engine.
+
+The payload runs as a host subprocess under the sandbox runner, with every layer the kernel allows:
+
+- a scrubbed environment and a fresh temporary working directory;
+- rlimits on CPU time, open files, file size and core dumps (and processes when not root);
+- new mount, PID and network namespaces (a user namespace too when not root): no network at all,
+  a size-limited private tmpfs as the scratch, and every process of the payload dies with it;
+- a memory and a pids cgroup (cgroup v1, as root): real out-of-memory kills and a fork ceiling;
+- Landlock: reads only beneath the system, the Python installation, selfloop's packages, the code
+  and the inputs; writes only in the scratch; no TCP; no signals or /proc access outside.
+
+What it cannot guarantee, compared with Docker: the payload shares the host kernel, user and
+filesystem view; where a layer is unavailable (no unprivileged user namespaces, no Landlock, no
+writable cgroups, not root) its protection is simply absent — ``Sandbox.run`` reports the layers
+that held in ``SandboxResult.protections``, and ``selfloop sandbox check`` lists them. World-readable
+system files (/usr, /etc/passwd) stay readable; without a memory cgroup the memory ceiling is
+RLIMIT_DATA, which counts heap but not every mapping; without a pids cgroup a root payload has no
+process ceiling; there are no CPU shares, only a CPU-time limit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from selfloop.core.config import SandboxSettings
+
+from . import confine
+from .base import HOST_GRACE_S, Sandbox, SandboxResult
+from .integrity import PROTECTED_PACKAGES, package_dir
+
+SYSTEM_READ = ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/proc", "/sys",
+               "/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", "/dev/full",
+               "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime",
+               "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/hosts", "/etc/os-release",
+               "/etc/ssl", "/etc/alternatives", "/etc/mime.types", "/usr/share/zoneinfo"]
+SYSTEM_WRITE = ["/dev/null", "/dev/full", "/dev/zero"]
+READ_LIMIT_BYTES = 64 << 20  # of the runner's own stdout: its report is far smaller
+
+
+class ProcessSandbox(Sandbox):
+    name = "process"
+
+    @classmethod
+    def availability(cls, settings: SandboxSettings) -> tuple[bool, str]:
+        if not sys.platform.startswith("linux"):
+            return False, f"the process sandbox needs Linux, not {sys.platform}"
+        layers = cls.layers()
+        held = [name for name, ok in layers.items() if ok]
+        missing = [name for name, ok in layers.items() if not ok]
+        why = "subprocess with " + ", ".join(held)
+        if missing:
+            why += "; lacking " + ", ".join(missing)
+        return True, why
+
+    @staticmethod
+    def layers() -> dict[str, bool]:
+        """Which confinement layers this machine offers (a cheap probe, no payload run)."""
+        root = os.geteuid() == 0
+        userns = Path("/proc/sys/user/max_user_namespaces")
+        namespaces = root or (userns.exists() and userns.read_text().strip() != "0")
+        cgroup = root and (confine.CGROUP_V1 / "memory" / "memory.limit_in_bytes").exists()
+        return {"rlimits": True, "namespaces": namespaces, "memory/pids cgroup": cgroup,
+                "landlock": confine.landlock_abi() > 0}
+
+    def run(self, command, *, code_dir, inputs=None, env=None, timeout_s=None) -> SandboxResult:
+        code_dir, inputs = self._check_arguments(command, code_dir, inputs)
+        timeout_s = float(timeout_s if timeout_s is not None else self.settings.timeout_s)
+        workdir = Path(tempfile.mkdtemp(prefix="selfloop-sandbox-"))
+        try:
+            return self._run_in(workdir, command, code_dir, inputs, env, timeout_s)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _run_in(self, workdir, command, code_dir, inputs, env, timeout_s) -> SandboxResult:
+        scratch = workdir / "scratch"
+        inputs_dir = workdir / "inputs"
+        scratch.mkdir()
+        inputs_dir.mkdir()
+        for name, path in inputs.items():
+            (inputs_dir / name).symlink_to(path)
+        result_path = scratch / "result.json"
+        inputs_at = {name: str(path) for name, path in inputs.items()}
+        path_var = os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"])
+        environment = self._environment(env, str(code_dir), str(result_path), inputs_at,
+                                        str(inputs_dir), str(scratch), path_var)
+        layers = self.layers()
+        rlimits = self._rlimits(timeout_s)
+        if not layers["memory/pids cgroup"]:
+            rlimits["data_bytes"] = self.settings.memory_mb << 20
+            if os.geteuid() != 0:
+                rlimits["nproc"] = self.settings.pids
+        isolate = {
+            "namespaces": layers["namespaces"], "scratch_mb": self.settings.scratch_mb,
+            "cgroup": {"memory_bytes": self.settings.memory_mb << 20, "pids": self.settings.pids}
+            if layers["memory/pids cgroup"] else None,
+            "landlock": {"read": self._readable(code_dir, inputs, inputs_dir),
+                         "write": [str(scratch)] + SYSTEM_WRITE + ["/dev/shm"] * layers["namespaces"]}
+            if layers["landlock"] else None,
+        }
+        manifest = self._manifest_for(code_dir, inputs, str(code_dir), inputs_at)
+        spec = self._spec(command, timeout_s, str(scratch), str(result_path), manifest, rlimits, isolate,
+                          integrity_hint=" (a protected file changed on the host since the run began)")
+        runner = [sys.executable, "-I", "-m", "selfloop.sandbox.runner", spec]
+        return self._execute(runner, environment, scratch, timeout_s)
+
+    def _readable(self, code_dir: Path, inputs: dict[str, Path], inputs_dir: Path) -> list[str]:
+        python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sysconfig.get_paths()["purelib"],
+                  sysconfig.get_paths()["platlib"], str(Path(sys.executable).resolve().parent.parent)}
+        packages = [str(package_dir(p)) for p in (*PROTECTED_PACKAGES, "selfloop.plugins")]
+        return sorted(python) + SYSTEM_READ + packages + [str(code_dir), str(inputs_dir)] + \
+            [str(path) for path in inputs.values()]
+
+    def _execute(self, runner: list[str], environment: dict, scratch: Path, timeout_s: float) -> SandboxResult:
+        started = time.monotonic()
+        process = subprocess.Popen(runner, cwd=scratch, env=environment, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        out: dict[str, bytes] = {}
+        readers = [threading.Thread(target=_read_capped, args=(getattr(process, n), out, n), daemon=True)
+                   for n in ("stdout", "stderr")]
+        for reader in readers:
+            reader.start()
+        killed = None
+        try:
+            process.wait(timeout=timeout_s + HOST_GRACE_S)
+        except subprocess.TimeoutExpired:
+            killed = f"timeout: the runner outlived its {timeout_s:g} s deadline and was killed"
+        finally:  # also on KeyboardInterrupt: the payload dies with the runner (PDEATHSIG)
+            if process.poll() is None:
+                _kill_group(process.pid)
+                process.wait()
+        for reader in readers:
+            reader.join()
+        return self._result_from_report(out.get("stdout", b"").decode("utf-8", "replace"),
+                                        out.get("stderr", b"").decode("utf-8", "replace"), started, killed)
+
+
+def _read_capped(stream, out: dict, name: str) -> None:
+    kept = bytearray()
+    while chunk := stream.read1(1 << 16):
+        if len(kept) < READ_LIMIT_BYTES:
+            kept += chunk
+    out[name] = bytes(kept)
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
