@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sqlite3
 import threading
@@ -224,6 +225,12 @@ class Archive:
         metric = metric or self.main_metric
         rows = self.list(status, sort=metric, limit=1)
         return rows[0] if rows and rows[0].scores.get(metric) is not None else None
+
+    @_synchronized
+    def compact_rows(self) -> list[tuple]:
+        """(seq, id, parent, status, created, proposer, scores) of every variant, oldest first."""
+        return [(seq, vid, parent, status, created, proposer, json.loads(scores))
+                for seq, vid, parent, status, created, proposer, scores in self._index.light_rows()]
 
     @_synchronized
     def metrics(self) -> list[str]:

@@ -1,0 +1,407 @@
+// The archive browser: lineage tree, score chart, variant pages, compare. No network assets.
+"use strict";
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const PALETTE = ["#d73027", "#fc8d59", "#fee08b", "#91cf60", "#1a9850"]; // low -> high score
+const POLL_MS = 2000;
+const state = { data: null, version: null, metric: null, showRejected: true, byId: new Map() };
+
+// ---- small DOM helpers (text always goes in as text nodes: archive content is untrusted) ----
+function h(tag, attrs, ...kids) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const kid of kids.flat(Infinity)) if (kid !== null && kid !== undefined) el.append(kid instanceof Node ? kid : String(kid));
+  return el;
+}
+function s(tag, attrs) {
+  const el = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, v);
+  return el;
+}
+const fmt = (x) => (x === null || x === undefined ? "–" : Math.abs(x) >= 1000 || (Math.abs(x) < 0.001 && x !== 0) ? x.toExponential(2) : (+x.toFixed(4)).toString());
+const when = (t) => new Date(t * 1000).toISOString().replace("T", " ").slice(0, 19);
+function fill(el, ...kids) {
+  el.replaceChildren(...kids.flat(Infinity).filter((k) => k !== null && k !== undefined && k !== false));
+}
+const link = (id) => h("a", { href: `#/v/${id}`, "data-variant": id }, id);
+
+async function getJSON(url) {
+  const response = await fetch(url, { cache: "no-store" });
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error || response.statusText);
+  return body;
+}
+
+// ---- data ----
+async function loadVariants() {
+  const data = await getJSON("/api/variants");
+  const idx = Object.fromEntries(data.fields.map((f, i) => [f, i]));
+  data.variants = data.rows.map((r) => ({
+    seq: r[idx.seq], id: r[idx.id], parent: r[idx.parent], status: r[idx.status],
+    created: r[idx.created], proposer: r[idx.proposer], scores: r[idx.scores] || {},
+  }));
+  state.data = data;
+  state.version = data.version + "#" + data.count;
+  state.byId = new Map(data.variants.map((v) => [v.id, v]));
+  if (!state.metric || !data.metrics.includes(state.metric))
+    state.metric = data.metrics.includes(data.main_metric) ? data.main_metric : data.metrics[0] || data.main_metric;
+  document.getElementById("archive-path").textContent = data.path;
+}
+
+function scoreRange(metric) {
+  let lo = Infinity, hi = -Infinity;
+  for (const v of state.data.variants) {
+    const x = v.scores[metric];
+    if (typeof x === "number") { lo = Math.min(lo, x); hi = Math.max(hi, x); }
+  }
+  return lo === Infinity ? null : [lo, hi];
+}
+function colour(x, range) {
+  if (typeof x !== "number" || !range) return null;
+  const t = range[1] > range[0] ? (x - range[0]) / (range[1] - range[0]) : 1;
+  const pos = t * (PALETTE.length - 1), i = Math.min(PALETTE.length - 2, Math.floor(pos)), f = pos - i;
+  const a = PALETTE[i].match(/\w\w/g).map((c) => parseInt(c, 16)), b = PALETTE[i + 1].match(/\w\w/g).map((c) => parseInt(c, 16));
+  return `rgb(${a.map((c, k) => Math.round(c + (b[k] - c) * f)).join(",")})`;
+}
+function best(metric) {
+  let top = null;
+  for (const v of state.data.variants)
+    if (v.status === "admitted" && typeof v.scores[metric] === "number" && (!top || v.scores[metric] > top.scores[metric])) top = v;
+  return top;
+}
+
+// ---- home: cards, tree, chart, recent ----
+function renderHome(view) {
+  const { variants } = state.data, metric = state.metric;
+  const admitted = variants.filter((v) => v.status === "admitted").length;
+  const top = best(metric);
+  const metricSelect = h("select", { id: "metric", onchange: (e) => { state.metric = e.target.value; render(); } },
+    (state.data.metrics.length ? state.data.metrics : [metric]).map((m) => h("option", { value: m, selected: m === metric }, m)));
+  const rejectedBox = h("input", { type: "checkbox", id: "show-rejected", checked: state.showRejected,
+    onchange: (e) => { state.showRejected = e.target.checked; render(); } });
+  const range = scoreRange(metric);
+  fill(view, 
+    h("div", { class: "cards" },
+      h("div", { class: "card" }, h("div", { class: "n", id: "count" }, variants.length), h("div", { class: "k" }, "variants")),
+      h("div", { class: "card" }, h("div", { class: "n" }, admitted), h("div", { class: "k" }, "admitted")),
+      h("div", { class: "card" }, h("div", { class: "n" }, variants.length - admitted), h("div", { class: "k" }, "rejected")),
+      h("div", { class: "card" }, h("div", { class: "n" }, top ? fmt(top.scores[metric]) : "–"),
+        h("div", { class: "k" }, "best ", metric, top ? [" (", link(top.id), ")"] : ""))),
+    h("h2", {}, "Lineage"),
+    h("div", { class: "toolbar" }, h("label", {}, "colour by ", metricSelect),
+      h("label", {}, rejectedBox, " show rejected"),
+      h("span", { class: "legend" },
+        range ? [fmt(range[0]), h("span", { class: "ramp", style: `background: linear-gradient(90deg, ${PALETTE.join(",")})` }), fmt(range[1])] : "no scores yet",
+        h("span", {}, h("span", { class: "dot", style: "background:#91cf60" }), " admitted"),
+        h("span", {}, h("span", { class: "dot rejected", style: "background:#eaeef2" }), " rejected"),
+        h("span", {}, h("span", { style: "color:#0969da;font-weight:700" }, "━"), " path to best"))),
+    h("div", { class: "tree-box", id: "tree-box" }, lineageTree(metric, range, top)),
+    h("h2", {}, "Score over iterations (", metric, ")"),
+    h("div", { class: "panel" }, scoreChart(metric, range)),
+    h("h2", {}, "Latest variants"),
+    recentTable(metric),
+  );
+}
+
+function layoutTree(variants) {
+  const kids = new Map(), roots = [], shown = new Set(variants.map((v) => v.id));
+  for (const v of variants) {
+    if (v.parent && shown.has(v.parent)) (kids.get(v.parent) || kids.set(v.parent, []).get(v.parent)).push(v);
+    else roots.push(v);
+  }
+  const pos = new Map();
+  let leaf = 0, maxDepth = 0;
+  // iterative post-order: leaves take the next row, a parent sits in the middle of its children
+  const stack = roots.slice().reverse().map((v) => [v, 0, false]);
+  while (stack.length) {
+    const [v, depth, done] = stack.pop();
+    const children = kids.get(v.id) || [];
+    if (!done && children.length) {
+      stack.push([v, depth, true]);
+      for (let i = children.length - 1; i >= 0; i--) stack.push([children[i], depth + 1, false]);
+      continue;
+    }
+    maxDepth = Math.max(maxDepth, depth);
+    const y = children.length ? (pos.get(children[0].id).y + pos.get(children[children.length - 1].id).y) / 2 : leaf++;
+    pos.set(v.id, { x: depth, y });
+  }
+  return { pos, kids, leaves: leaf, maxDepth };
+}
+
+function lineageTree(metric, range, top) {
+  const variants = state.data.variants.filter((v) => state.showRejected || v.status === "admitted");
+  if (!variants.length) return h("p", { class: "dim", style: "padding:10px" }, "no variants");
+  const { pos, kids, leaves, maxDepth } = layoutTree(variants);
+  const labels = variants.length <= 400;
+  const dx = Math.max(14, Math.min(90, 1100 / Math.max(1, maxDepth))), dy = Math.max(3, Math.min(24, 520 / Math.max(1, leaves)));
+  const r = Math.max(1.5, Math.min(6, dy / 2.6)), pad = 16;
+  const X = (p) => pad + p.x * dx, Y = (p) => pad + p.y * dy;
+  const width = pad * 2 + maxDepth * dx + (labels ? 60 : 0), height = pad * 2 + Math.max(0, leaves - 1) * dy;
+  const svg = s("svg", { width, height, viewBox: `0 0 ${width} ${height}`, id: "lineage", role: "img" });
+  let edges = "";
+  for (const [parent, children] of kids) {
+    const p = pos.get(parent);
+    for (const c of children) { const q = pos.get(c.id); const mx = (X(p) + X(q)) / 2; edges += `M${X(p)},${Y(p)}H${mx}V${Y(q)}H${X(q)}`; }
+  }
+  svg.append(s("path", { class: "edge", d: edges }));
+  if (top && pos.has(top.id)) {
+    let path = "", v = top;
+    while (v.parent && pos.has(v.parent)) { const p = pos.get(v.parent), q = pos.get(v.id), mx = (X(p) + X(q)) / 2; path += `M${X(p)},${Y(p)}H${mx}V${Y(q)}H${X(q)}`; v = state.byId.get(v.parent); }
+    svg.append(s("path", { class: "best-edge", d: path }));
+  }
+  const frag = document.createDocumentFragment();
+  for (const v of variants) {
+    const p = pos.get(v.id), fill = colour(v.scores[metric], range);
+    const node = s("circle", { cx: X(p), cy: Y(p), r, class: `node ${v.status}${fill ? "" : " unscored"}`, "data-id": v.id });
+    if (fill) node.setAttribute("fill", fill);
+    frag.append(node);
+    if (labels) { const t = s("text", { x: X(p) + r + 3, y: Y(p) + 3.5, class: "label" }); t.textContent = v.id; frag.append(t); }
+  }
+  svg.append(frag);
+  svg.addEventListener("click", (e) => { const id = e.target.getAttribute && e.target.getAttribute("data-id"); if (id) location.hash = `#/v/${id}`; });
+  hoverTips(svg, (id) => { const v = state.byId.get(id); return `${v.id} · ${v.status} · ${metric} ${fmt(v.scores[metric])}${v.proposer ? " · " + v.proposer : ""}`; });
+  return svg;
+}
+
+function hoverTips(el, text) {
+  const tip = document.getElementById("tooltip");
+  el.addEventListener("mousemove", (e) => {
+    const id = e.target.getAttribute && e.target.getAttribute("data-id");
+    if (!id) { tip.hidden = true; return; }
+    tip.textContent = text(id); tip.hidden = false;
+    tip.style.left = e.clientX + 12 + "px"; tip.style.top = e.clientY + 12 + "px";
+  });
+  el.addEventListener("mouseleave", () => { tip.hidden = true; });
+}
+
+function scoreChart(metric, range) {
+  const points = state.data.variants.filter((v) => typeof v.scores[metric] === "number");
+  if (!points.length || !range) return h("p", { class: "dim" }, "no variant has a ", metric, " score yet");
+  const W = 1100, H = 260, L = 50, R = 14, T = 12, B = 28;
+  const n = state.data.variants.length, maxSeq = Math.max(1, state.data.variants[n - 1].seq);
+  const span = range[1] - range[0] || 1, lo = range[0] - span * 0.05, hi = range[1] + span * 0.05;
+  const X = (seq) => L + (seq / maxSeq) * (W - L - R), Y = (x) => T + (1 - (x - lo) / (hi - lo)) * (H - T - B);
+  const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, width: "100%", id: "score-chart" });
+  for (let i = 0; i <= 4; i++) {
+    const x = lo + ((hi - lo) * i) / 4;
+    svg.append(s("line", { class: "grid", x1: L, x2: W - R, y1: Y(x), y2: Y(x) }));
+    const t = s("text", { class: "tick", x: L - 6, y: Y(x) + 3, "text-anchor": "end" }); t.textContent = fmt(x); svg.append(t);
+  }
+  for (let i = 0; i <= 5; i++) {
+    const seq = Math.round((maxSeq * i) / 5), t = s("text", { class: "tick", x: X(seq), y: H - 8, "text-anchor": "middle" });
+    t.textContent = "v" + seq; svg.append(t);
+  }
+  svg.append(s("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }), s("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));
+  let bestSoFar = -Infinity, line = "";
+  const dots = document.createDocumentFragment(), rr = points.length > 2000 ? 1.6 : 3.2;
+  for (const v of points) {
+    const x = v.scores[metric];
+    if (v.status === "admitted") {
+      if (x > bestSoFar) { line += `${line ? "H" + X(v.seq) + "V" : "M" + X(v.seq) + ","}${Y(x)}`; bestSoFar = x; }
+      dots.append(s("circle", { cx: X(v.seq), cy: Y(x), r: rr, fill: colour(x, range), stroke: "#57606a", "stroke-width": 0.6, "data-id": v.id, class: "pt" }));
+    } else {
+      const cx = X(v.seq), cy = Y(x), d = rr;
+      dots.append(s("path", { d: `M${cx - d},${cy - d}L${cx + d},${cy + d}M${cx - d},${cy + d}L${cx + d},${cy - d}`, class: "pt-rejected", "data-id": v.id }));
+    }
+  }
+  if (line) svg.append(s("path", { class: "best-line", d: line + `H${X(maxSeq)}` }));
+  svg.append(dots);
+  svg.addEventListener("click", (e) => { const id = e.target.getAttribute && e.target.getAttribute("data-id"); if (id) location.hash = `#/v/${id}`; });
+  hoverTips(svg, (id) => { const v = state.byId.get(id); return `${v.id} · ${v.status} · ${metric} ${fmt(v.scores[metric])}`; });
+  return h("div", {}, svg, h("div", { class: "legend" }, h("span", {}, "● admitted (colour = score)"), h("span", {}, "✕ rejected"), h("span", { style: "color:#0969da" }, "— best admitted so far")));
+}
+
+function recentTable(metric) {
+  const rows = state.data.variants.slice(-30).reverse();
+  return h("table", { class: "grid", id: "recent" },
+    h("tr", {}, h("th", {}, "id"), h("th", {}, "parent"), h("th", {}, "status"), h("th", {}, metric), h("th", {}, "proposer"), h("th", {}, "created (UTC)")),
+    rows.map((v) => h("tr", {}, h("td", {}, link(v.id)), h("td", {}, v.parent ? link(v.parent) : "–"),
+      h("td", {}, h("span", { class: `badge ${v.status}` }, v.status)), h("td", { class: "num" }, fmt(v.scores[metric])),
+      h("td", {}, v.proposer || "–"), h("td", { class: "dim" }, when(v.created)))));
+}
+
+// ---- diff rendering with light Python highlighting ----
+const PY_TOKENS = /(#.*$)|("""|'''|"(?:[^"\\]|\\.)*"?|'(?:[^'\\]|\\.)*'?)|\b(def|class|return|if|elif|else|for|while|in|not|and|or|import|from|as|with|try|except|finally|raise|lambda|yield|None|True|False|pass|break|continue|is|async|await|assert|del|global|nonlocal)\b|\b(\d+(?:\.\d+)?(?:e-?\d+)?)\b/g;
+function highlight(el, code, python) {
+  if (!python) { el.append(code); return; }
+  let last = 0;
+  for (const m of code.matchAll(PY_TOKENS)) {
+    if (m.index > last) el.append(code.slice(last, m.index));
+    const cls = m[1] ? "tok-com" : m[2] ? "tok-str" : m[3] ? (m[3] === "def" || m[3] === "class" ? "tok-def" : "tok-kw") : "tok-num";
+    el.append(h("span", { class: cls }, m[0]));
+    last = m.index + m[0].length;
+  }
+  el.append(code.slice(last));
+}
+function renderDiff(text) {
+  const box = h("div", { class: "diff", id: "diff" });
+  if (!text.trim()) { box.append(h("div", { class: "empty" }, "no changes")); return box; }
+  let python = false;
+  for (const line of text.split("\n")) {
+    if (line.startsWith("diff --git ")) {
+      const path = line.split(" ").pop().replace(/^[^/]*\//, "");
+      python = path.endsWith(".py");
+      box.append(h("div", { class: "file" }, path));
+      continue;
+    }
+    let cls = "ctx";
+    if (line.startsWith("+++") || line.startsWith("---") || /^(index|new file|deleted file|similarity|rename|old mode|new mode|Binary)/.test(line)) cls = "meta";
+    else if (line.startsWith("@@")) cls = "hunk";
+    else if (line.startsWith("+")) cls = "add";
+    else if (line.startsWith("-")) cls = "del";
+    const el = h("div", { class: `ln ${cls}` });
+    if (cls === "add" || cls === "del" || cls === "ctx") { el.append(line.slice(0, 1)); highlight(el, line.slice(1), python); }
+    else el.append(line);
+    box.append(el);
+  }
+  return box;
+}
+
+// ---- variant page ----
+function scoresTable(scores, against, againstLabel) {
+  const metrics = [...new Set([...Object.keys(scores), ...Object.keys(against || {})])].sort();
+  if (!metrics.length) return h("p", { class: "dim" }, "no scores recorded");
+  return h("table", { class: "grid", id: "scores" },
+    h("tr", {}, h("th", {}, "metric"), h("th", {}, "value"), against ? [h("th", {}, againstLabel), h("th", {}, "change")] : []),
+    metrics.map((m) => {
+      const x = scores[m], y = against ? against[m] : undefined;
+      const delta = typeof x === "number" && typeof y === "number" ? x - y : null;
+      return h("tr", {}, h("td", {}, m), h("td", { class: "num" }, fmt(x)), against ? [h("td", { class: "num" }, fmt(y)),
+        h("td", { class: "num " + (delta > 0 ? "up" : delta < 0 ? "down" : "") }, delta === null ? "–" : (delta > 0 ? "+" : "") + fmt(delta))] : []);
+    }));
+}
+function callsSection(calls) {
+  if (!Array.isArray(calls) || !calls.length) return h("p", { class: "dim" }, "no language-model calls recorded");
+  return calls.map((c, i) => {
+    const tokens = (c.prompt_tokens || 0) + (c.completion_tokens || 0);
+    const messages = Array.isArray(c.messages) ? c.messages : c.prompt ? [{ role: "user", content: c.prompt }] : [];
+    return h("details", { open: i === 0 && calls.length === 1 },
+      h("summary", {}, `call ${i + 1}: ${c.model || "?"} · ${tokens} tokens · cost ${c.cost_usd === null || c.cost_usd === undefined ? "unknown" : "$" + (+c.cost_usd).toFixed(4)}${c.seconds ? " · " + (+c.seconds).toFixed(1) + " s" : ""}`),
+      messages.map((m) => [h("div", { class: "msg-role" }, m.role || "message"), h("pre", { class: "block" }, typeof m.content === "string" ? m.content : JSON.stringify(m.content, null, 1))]),
+      h("div", { class: "msg-role" }, "response"), h("pre", { class: "block response" }, c.response ?? ""));
+  });
+}
+function sandboxSection(sandbox) {
+  if (typeof sandbox !== "object" || Array.isArray(sandbox)) return h("pre", { class: "block", id: "sandbox" }, typeof sandbox === "string" ? sandbox : JSON.stringify(sandbox, null, 2));
+  const entries = Object.entries(sandbox), long = entries.filter(([, v]) => typeof v === "string" && v.includes("\n"));
+  const short = entries.filter(([, v]) => !(typeof v === "string" && v.includes("\n")));
+  return h("div", { id: "sandbox" },
+    short.length ? h("div", { class: "panel kv" }, short.map(([k, v]) => [h("span", { class: "k" }, k), h("span", {}, typeof v === "object" ? JSON.stringify(v) : String(v))])) : null,
+    long.map(([k, v]) => [h("div", { class: "msg-role" }, k), h("pre", { class: "block" }, v)]));
+}
+async function renderVariant(view, id) {
+  const v = await getJSON(`/api/variant/${encodeURIComponent(id)}`);
+  const m = v.meta || {}, calls = Array.isArray(m.calls) ? m.calls : [];
+  const tokens = calls.reduce((a, c) => a + (c.prompt_tokens || 0) + (c.completion_tokens || 0), 0);
+  const costs = calls.map((c) => c.cost_usd);
+  const known = new Set(["scores", "calls", "sandbox", "summary", "proposer", "model", "decision", "reasons", "seconds"]);
+  const extra = Object.fromEntries(Object.entries(m).filter(([k]) => !known.has(k)));
+  const reasons = Array.isArray(m.reasons) ? m.reasons : m.reasons ? [m.reasons] : [];
+  const sandbox = m.sandbox === undefined || m.sandbox === null ? null : sandboxSection(m.sandbox);
+  fill(view, 
+    h("div", { class: "crumbs" }, v.lineage.map((a, i) => [i ? " → " : "", a === v.id ? h("b", {}, a) : link(a)])),
+    h("h1", {}, `Variant ${v.id}`, h("span", { class: `badge ${v.status}`, id: "status" }, v.status)),
+    m.summary ? h("p", {}, m.summary) : null,
+    h("div", { class: "cols" },
+      h("div", {},
+        h("h2", {}, "Diff against ", v.parent ? link(v.parent) : "nothing (root)"),
+        renderDiff(v.diff)),
+      h("div", {},
+        h("h2", {}, "Record"),
+        h("div", { class: "panel kv" },
+          h("span", { class: "k" }, "parent"), h("span", {}, v.parent ? link(v.parent) : "none (root)"),
+          h("span", { class: "k" }, "children"), h("span", {}, v.children.length ? v.children.map((c, i) => [i ? ", " : "", link(c)]) : "none"),
+          h("span", { class: "k" }, "proposer"), h("span", {}, m.proposer || "–"),
+          h("span", { class: "k" }, "model"), h("span", {}, m.model || "–"),
+          h("span", { class: "k" }, "created"), h("span", {}, when(v.created), " UTC"),
+          h("span", { class: "k" }, "seconds"), h("span", {}, m.seconds !== undefined ? fmt(m.seconds) : "–"),
+          h("span", { class: "k" }, "LLM calls"), h("span", {}, `${calls.length} · ${tokens} tokens · ${costs.some((c) => c === null || c === undefined) ? "cost unknown" : "$" + costs.reduce((a, c) => a + c, 0).toFixed(4)}`),
+          h("span", { class: "k" }, "commit"), h("span", { class: "dim" }, h("code", {}, v.commit.slice(0, 12)))),
+        h("h2", {}, "Scores"),
+        scoresTable(v.scores, v.parent ? v.parent_scores : null, v.parent || ""),
+        h("h2", {}, "Decision"),
+        h("div", { class: "panel", id: "decision" }, h("b", {}, m.decision || v.status),
+          reasons.length ? h("ul", { class: "reasons" }, reasons.map((r) => h("li", {}, typeof r === "string" ? r : JSON.stringify(r)))) : null),
+        h("h2", {}, "Compare"),
+        compareForm(v.id, v.parent || ""))),
+    h("h2", {}, "Proposer prompt and response"),
+    h("div", { id: "calls" }, callsSection(calls)),
+    h("h2", {}, "Sandbox log"),
+    sandbox || h("p", { class: "dim" }, "no sandbox log recorded"),
+    Object.keys(extra).length ? [h("h2", {}, "Other metadata"), h("pre", { class: "block" }, JSON.stringify(extra, null, 2))] : null,
+  );
+}
+
+// ---- compare ----
+function compareForm(a, b) {
+  const options = h("datalist", { id: "variant-ids" }, (state.data ? state.data.variants : []).slice(-2000).map((v) => h("option", { value: v.id })));
+  const ia = h("input", { id: "cmp-a", list: "variant-ids", value: a, size: 8, placeholder: "v0" });
+  const ib = h("input", { id: "cmp-b", list: "variant-ids", value: b, size: 8, placeholder: "v1" });
+  const go = () => { if (ia.value && ib.value) location.hash = `#/compare/${ia.value.trim()}/${ib.value.trim()}`; };
+  return h("div", { class: "toolbar" }, options, ia, " → ", ib, h("button", { id: "cmp-go", onclick: go }, "compare"));
+}
+function commonAncestor(a, b) {
+  const seen = new Set();
+  for (let v = state.byId.get(a); v; v = state.byId.get(v.parent)) seen.add(v.id);
+  for (let v = state.byId.get(b); v; v = state.byId.get(v.parent)) if (seen.has(v.id)) return v.id;
+  return null;
+}
+async function renderCompare(view, a, b) {
+  if (!a || !b) {
+    const top = state.metric ? best(state.metric) : null;
+    fill(view, h("h1", {}, "Compare two variants"), compareForm(a || "v0", b || (top ? top.id : "")));
+    return;
+  }
+  const [va, vb, d] = await Promise.all([getJSON(`/api/variant/${encodeURIComponent(a)}`), getJSON(`/api/variant/${encodeURIComponent(b)}`),
+    getJSON(`/api/diff?a=${encodeURIComponent(a)}&b=${encodeURIComponent(b)}`)]);
+  const ancestor = commonAncestor(a, b);
+  fill(view, 
+    h("h1", {}, "Compare ", link(a), " → ", link(b)),
+    compareForm(a, b),
+    h("p", { class: "dim" }, "common ancestor: ", ancestor ? link(ancestor) : "none", ` · ${va.status} → ${vb.status}`),
+    h("h2", {}, "Scores (", b, " against ", a, ")"),
+    scoresTable(vb.scores, va.scores, a),
+    h("h2", {}, "Diff ", a, " → ", b),
+    renderDiff(d.diff));
+}
+
+// ---- routing and live refresh ----
+async function render() {
+  const view = document.getElementById("view");
+  const route = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  try {
+    if (!state.data) await loadVariants();
+    if (route[0] === "v" && route[1]) await renderVariant(view, route[1]);
+    else if (route[0] === "compare") await renderCompare(view, route[1], route[2]);
+    else {
+      const box = document.getElementById("tree-box"), scroll = box ? [box.scrollTop, box.scrollLeft] : null;
+      renderHome(view);
+      if (scroll) { const nb = document.getElementById("tree-box"); nb.scrollTop = scroll[0]; nb.scrollLeft = scroll[1]; }
+    }
+  } catch (err) {
+    fill(view, h("p", { class: "error" }, String(err.message || err)), h("p", {}, h("a", { href: "#/" }, "back to the lineage")));
+  }
+}
+async function poll() {
+  const badge = document.getElementById("live");
+  try {
+    const st = await getJSON("/api/state");
+    badge.classList.remove("stale");
+    if (state.data && st.version + "#" + st.count !== state.version) {
+      await loadVariants();
+      badge.textContent = `live · ${st.count}`;
+      badge.classList.add("flash"); setTimeout(() => badge.classList.remove("flash"), 600);
+      const route = location.hash.replace(/^#\/?/, "");
+      if (!route || route === "/") render();
+    } else if (state.data) badge.textContent = `live · ${state.data.count}`;
+  } catch (err) {
+    badge.classList.add("stale"); badge.textContent = "offline";
+  }
+  setTimeout(poll, POLL_MS);
+}
+window.addEventListener("hashchange", () => { document.getElementById("tooltip").hidden = true; window.scrollTo(0, 0); render(); });
+render().then(() => setTimeout(poll, POLL_MS));
