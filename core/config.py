@@ -51,14 +51,33 @@ class LifecycleSettings(Strict):
 
 
 class EvolveSettings(Strict):
-    """The meta loop: budgets, workers and admission."""
+    """The meta loop: rounds, budgets, workers, the staged evaluation and admission.
+
+    ``rounds`` training rounds of the lifecycle interleave with evolution: ``iterations`` (the total)
+    are split evenly across them. Sizes are problems per difficulty (refinement) or per pool
+    (selection); the held-out ones are drawn by the judge from the pinned task.
+    """
 
     iterations: int = Field(10, ge=0)
+    rounds: int = Field(2, ge=1)
     workers: int = Field(1, ge=1)
     max_seconds: float | None = Field(None, gt=0)
     max_tokens: int | None = Field(None, gt=0)
     max_usd: float | None = Field(None, gt=0)
     archive: str = "runs/archive"
+    out: str | None = None  # the run directory (journal, checkpoints); default: "<archive>.run"
+    targets: list[str] = Field(default_factory=lambda: ["refiner", "selector"])  # kinds it may edit
+    refine_difficulties: list[int] = Field(default_factory=lambda: [6, 7, 8])
+    select_difficulty: int = Field(7, ge=1)
+    smoke_per_difficulty: int = Field(16, ge=1)
+    smoke_select: int = Field(32, ge=1)
+    full_per_difficulty: int = Field(64, ge=1)
+    full_select: int = Field(128, ge=1)
+    held_out_per_difficulty: int = Field(128, ge=1)
+    held_out_select: int = Field(256, ge=1)
+    full_threshold: float = Field(0.8, ge=0)  # full evaluation only if smoke >= this x parent's smoke
+    max_visible_gap: float = Field(0.15, ge=0)  # visible above held-out by more: rejected as gaming
+    novelty_attempts: int = Field(5, ge=1)  # proposals tried per iteration to get an unseen variant
 
 
 class SandboxSettings(Strict):

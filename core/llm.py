@@ -72,8 +72,8 @@ class LLM:
 
     def __post_init__(self):
         check_model_string(self.model)
-        if isinstance(self.mock_response, list):
-            self.mock_response = list(self.mock_response)  # consumed one per call
+        if isinstance(self.mock_response, list) and not self.mock_response:
+            raise LLMError("mock_response is an empty list")
 
     @property
     def tokens(self) -> int:
@@ -123,9 +123,9 @@ class LLM:
         if self.api_base:
             request["api_base"] = self.api_base
         if self.mock_response is not None:
-            mock = self.mock_response.pop(0) if isinstance(self.mock_response, list) else self.mock_response
-            if isinstance(self.mock_response, list) and not self.mock_response:
-                self.mock_response = mock  # the last one repeats
+            mock = self.mock_response
+            if isinstance(mock, list):  # one per call; the last one repeats
+                mock = mock.pop(0) if len(mock) > 1 else mock[0]
             request["mock_response"] = mock
         return request
 

@@ -83,48 +83,54 @@ class LLMProposer:
         if not model:
             raise ProposalError("the llm proposer needs a model: --model PROVIDER/NAME, "
                                 "SELFLOOP_LLM_MODEL, or [llm] model in the run config")
-        self.llm = LLM(model=model, api_base=api_base, temperature=temperature, max_tokens=max_tokens,
-                       timeout_s=timeout_s, mock_response=mock_response, retries=retries,
-                       backoff_s=backoff_s)
+        self.llm_options = dict(model=model, api_base=api_base, temperature=temperature,
+                                max_tokens=max_tokens, timeout_s=timeout_s, retries=retries,
+                                backoff_s=backoff_s)
+        self.mock_response = list(mock_response) if isinstance(mock_response, list) else mock_response
+        LLM(**self.llm_options)  # a bad model string fails here, before any work
         self.fix_attempts = fix_attempts
         self.max_file_chars = max_file_chars
 
     def propose(self, parent: VariantView, *, editable: Sequence[str], others: Sequence[VariantView],
                 rng: random.Random) -> Edit:
-        first_call = len(self.llm.calls)
+        # One LLM (and call log) per proposal: proposals may run in parallel workers. A list of mock
+        # responses is shared, so that consecutive proposals consume it in turn.
+        llm = LLM(**self.llm_options, mock_response=self.mock_response)
+        if isinstance(self.mock_response, list):
+            llm.mock_response = self.mock_response
         try:
-            return self._propose(parent, editable, first_call)
+            return self._propose(llm, parent, editable)
         except (LLMError, ProposalError) as exc:
             failure = ProposalError(str(exc))
-            failure.calls = self.llm.calls[first_call:]  # spent tokens count even when nothing came of them
+            failure.calls = list(llm.calls)  # spent tokens count even when nothing came of them
             raise failure from None
 
-    def _propose(self, parent: VariantView, editable: Sequence[str], first_call: int) -> Edit:
+    def _propose(self, llm: LLM, parent: VariantView, editable: Sequence[str]) -> Edit:
         shown = render_files(parent.files, editable, self.max_file_chars)
         messages = [
             {"role": "system", "content": SYSTEM},
             {"role": "user", "content": DIAGNOSE.format(id=parent.id, files=shown,
                                                         feedback=parent.feedback or "(none)")},
         ]
-        problem = self.llm.complete(messages).strip()
+        problem = llm.complete(messages).strip()
         messages += [{"role": "assistant", "content": problem},
                      {"role": "user", "content": IMPLEMENT.format(problem=problem)}]
         errors: list[str] = []
         for attempt in range(self.fix_attempts + 1):
-            reply = self.llm.complete(messages)
+            reply = llm.complete(messages)
             changed, errors = apply_blocks(parse_blocks(reply), parent.files, editable)
             if not errors and changed:
                 changed = {p: t for p, t in changed.items() if parent.files.get(p) != t}
             if not errors and changed:
                 return Edit(files=changed, summary=_first_line(problem), proposer="llm",
-                            calls=self.llm.calls[first_call:],
+                            calls=list(llm.calls),
                             meta={"problem": problem, "fix_attempts": attempt})
             if not errors:
                 errors = ["the blocks change nothing"]
             messages += [{"role": "assistant", "content": reply},
                          {"role": "user", "content": RETRY.format(errors="\n".join(f"- {e}" for e in errors))}]
         raise ProposalError(
-            f"{self.llm.model}: no applicable edit after {self.fix_attempts + 1} attempts: {errors[0]}",
+            f"{llm.model}: no applicable edit after {self.fix_attempts + 1} attempts: {errors[0]}",
         )
 
 

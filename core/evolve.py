@@ -1,0 +1,513 @@
+"""The meta loop: select parent → propose edit → validate in the sandbox → admit to the archive,
+interleaved with the GRO loop that trains the base model.
+
+A run is a sequence of rounds. Each round trains a checkpoint (round 0: the base model on labelled
+data; later rounds: a self-improvement round of the lifecycle with the current champion's plugins),
+evaluates the seed plugins and the champion against it, and then spends its share of the iterations
+evolving the plugins against that checkpoint. The best admitted variant of the round is the champion
+promoted into the next training round. Scores are only compared within a round (one checkpoint, one
+held-out set), so every round re-evaluates the seed and the champion as new archive entries whose
+tree equals their source's.
+
+Iterations run in batches of ``workers``: the parents of a batch are chosen from the archive as it
+stood before the batch, each worker proposes and validates one child in its own sandbox, and the one
+archive writer (this thread) adds the results in iteration order, so a seed gives the same run
+whatever the timing. Every finished evaluation is first written to a journal (``journal.jsonl`` in
+the run directory, fsync'd); ``resume`` replays it, archives what was evaluated but not yet archived
+(each archived variant carries its ``evolve_key``, so nothing is added twice) and re-runs only what
+never finished. Budgets (iterations, wall-clock, tokens, US dollars) are checked before every batch
+and every proposal; the loop stops cleanly at the first one reached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .errors import ArchiveError, ConfigError, ProposalError, SelfloopError
+from .judge import ProblemPlan, draw_held_out, pinned_task
+from .types import Edit, VariantView
+from .validate import Validator, Verdict, write_tree
+
+SEED_PACKAGE = "selfloop.plugins"
+
+
+class Trainer(Protocol):
+    """Trains one round's checkpoint; returns the model directory."""
+
+    def train(self, round_index: int, *, plugins_dir: Path, previous: Path | None, out: Path) -> Path: ...
+
+
+# --- budgets and the journal ------------------------------------------------------------------------
+
+
+@dataclass
+class Budget:
+    """Limits of one run; ``None`` means unlimited."""
+
+    iterations: int
+    max_seconds: float | None = None
+    max_tokens: int | None = None
+    max_usd: float | None = None
+
+    def reached(self, *, iterations: int, seconds: float, tokens: int, usd: float) -> str | None:
+        """The first limit reached, as a sentence, or None."""
+        if iterations >= self.iterations:
+            return f"iteration budget reached ({iterations}/{self.iterations})"
+        if self.max_seconds is not None and seconds >= self.max_seconds:
+            return f"wall-clock budget reached ({seconds:.0f}/{self.max_seconds:.0f} s)"
+        if self.max_tokens is not None and tokens >= self.max_tokens:
+            return f"token budget reached ({tokens}/{self.max_tokens})"
+        if self.max_usd is not None and usd >= self.max_usd:
+            return f"cost budget reached (${usd:.4f}/${self.max_usd:.4f})"
+        return None
+
+
+class Journal:
+    """An append-only JSON-lines log, fsync'd per event; a torn last line (kill -9) is ignored."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def events(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue  # the line a kill cut short; its event is redone
+        return out
+
+    def append(self, event: dict[str, Any]) -> None:
+        line = json.dumps(event, default=_jsonable) + "\n"
+        with open(self.path, "a") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _jsonable(value):
+    if hasattr(value, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(value)
+    return str(value)
+
+
+# --- one iteration ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Attempt:
+    """One iteration's outcome, as journalled before it is archived."""
+
+    key: str
+    iteration: int
+    round: int
+    parent: str
+    files: dict[str, str]  # the child's full tree
+    edit_summary: str
+    proposer: str
+    verdict: dict[str, Any]
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens(self) -> int:
+        return sum(int(c.get("prompt_tokens", 0)) + int(c.get("completion_tokens", 0)) for c in self.calls)
+
+    @property
+    def usd(self) -> float:
+        return sum(c.get("cost_usd") or 0.0 for c in self.calls)
+
+
+def tree_hash(files: dict[str, str]) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(path.encode() + b"\0" + files[path].encode() + b"\0")
+    return digest.hexdigest()
+
+
+def surface_dir() -> Path:
+    """The installed seed plugins (the editable surface's origin)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(SEED_PACKAGE)
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def read_surface(directory: Path) -> dict[str, str]:
+    """A plugin tree as {relative path: text}; caches and compiled files left out."""
+    out = {}
+    for path in sorted(directory.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".pyc", ".pyo"):
+            out[path.relative_to(directory).as_posix()] = path.read_text()
+    return out
+
+
+def editable_files(config, registry, kinds: list[str], surface: Path) -> list[str]:
+    """The surface files defining the components of ``kinds`` that the config uses."""
+    out = set()
+    for _, kind, component in config.components():
+        if kind not in kinds:
+            continue
+        location = Path(registry.get(kind, component.name).location).resolve()
+        if surface.resolve() in location.parents:
+            out.add(location.relative_to(surface.resolve()).as_posix())
+    return sorted(out)
+
+
+# --- the loop ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class RoundResult:
+    round: int
+    checkpoint: str
+    seed_variant: str
+    seed_score: float | None
+    champion: str
+    champion_score: float | None
+    variants: list[str]
+
+
+class Evolution:
+    """One `selfloop evolve` run: rounds of training and evolving, journalled for resume."""
+
+    def __init__(self, config, *, archive_path: Path, out: Path, sandbox, registry, trainer: Trainer,
+                 proposer, parent_selector, progress: Callable[[str, dict], None] | None = None,
+                 seed_dir: Path | None = None):
+        self.config, self.settings = config, config.evolve
+        self.archive_path, self.out = Path(archive_path), Path(out)
+        self.sandbox, self.registry, self.trainer = sandbox, registry, trainer
+        self.proposer, self.parent_selector = proposer, parent_selector
+        self.progress = progress or (lambda event, data: None)
+        self.seed_dir = Path(seed_dir) if seed_dir else surface_dir()
+        self.journal = Journal(self.out / "journal.jsonl")
+        self.seed = config.seed
+        self.budget = Budget(self.settings.iterations, self.settings.max_seconds, self.settings.max_tokens,
+                             self.settings.max_usd)
+        self.editable = editable_files(config, registry, list(self.settings.targets), self.seed_dir)
+        if not self.editable:
+            raise ConfigError(f"[evolve] targets {list(self.settings.targets)}: the config's components of "
+                              "these kinds are not in the editable surface; nothing to evolve")
+        self.task = pinned_task(config)
+        self.archive = None
+
+    # --- state ----------------------------------------------------------------------------------
+
+    def _replay(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"trained": {}, "rounds": {}, "attempts": {}, "archived": {},
+                                 "baselines": {}, "started": None, "spent_seconds": 0.0}
+        for event in self.journal.events():
+            kind = event["event"]
+            if kind == "start":
+                if event["seed"] != self.seed:
+                    raise ConfigError(f"{self.out}: this run was started with seed {event['seed']}, "
+                                      f"not {self.seed}; resume it with the same config")
+                state["started"] = event
+            elif kind == "trained":
+                state["trained"][event["round"]] = event["checkpoint"]
+            elif kind == "baseline":
+                state["baselines"].setdefault(event["round"], {})[event["role"]] = event["variant"]
+            elif kind == "attempt":
+                state["attempts"][event["attempt"]["key"]] = Attempt(**event["attempt"])
+            elif kind == "archived":
+                state["archived"][event["key"]] = event["variant"]
+            elif kind == "round_done":
+                state["rounds"][event["round"]] = event["result"]
+            elif kind == "session":
+                state["spent_seconds"] += event["seconds"]
+        return state
+
+    def _archived_keys(self) -> dict[str, str]:
+        """evolve_key -> variant id, from the archive itself (covers a kill between add and journal)."""
+        out = {}
+        for variant in self.archive.list():
+            key = variant.meta.get("evolve_key")
+            if key and variant.meta.get("run") == self.run_id:
+                out[key] = variant.id
+        return out
+
+    # --- the run --------------------------------------------------------------------------------
+
+    def run(self, *, resume: bool = False) -> list[RoundResult]:
+        from selfloop.archive import Archive
+
+        state = self._replay()
+        if state["started"] and not resume:
+            raise ConfigError(f"{self.out} already holds a run; continue it with --resume, or choose "
+                              "another --archive")
+        if resume and not state["started"]:
+            raise ConfigError(f"{self.out}: nothing to resume (no journal)")
+        if not state["started"]:
+            if self.archive_path.exists() and any(self.archive_path.iterdir()):
+                raise ConfigError(f"{self.archive_path} already exists; a new run needs a new --archive "
+                                  "(or --resume to continue the run that made it)")
+            self.run_id = hashlib.sha1(f"{time.time()}:{os.getpid()}".encode()).hexdigest()[:12]
+            self.journal.append({"event": "start", "seed": self.seed, "run": self.run_id,
+                                 "editable": self.editable, "time": time.time()})
+        else:
+            self.run_id = state["started"]["run"]
+        if self.archive_path.exists() and (self.archive_path / "HEAD").exists():
+            self.archive = Archive(self.archive_path)
+            state["archived"].update(self._archived_keys())
+
+        session_start = time.monotonic()
+        self.spent_before = state["spent_seconds"]
+        self.stopped: str | None = None
+        results = [RoundResult(**state["rounds"][r]) for r in sorted(state["rounds"])]
+        try:
+            for r in range(self.settings.rounds):
+                if r in state["rounds"]:
+                    continue
+                results.append(self._round(r, state, results[-1] if results else None, session_start))
+                self.journal.append({"event": "round_done", "round": r, "result": vars(results[-1])})
+                state["rounds"][r] = vars(results[-1])
+                reason = self._stop_reason(state, session_start)
+                if reason and not reason.startswith("iteration"):  # iterations are split per round
+                    self.stopped = reason
+                    break
+        finally:
+            self.journal.append({"event": "session", "seconds": time.monotonic() - session_start})
+        return results
+
+    def _seconds(self, session_start: float) -> float:
+        return self.spent_before + time.monotonic() - session_start
+
+    def _stop_reason(self, state, session_start) -> str | None:
+        attempts = list(state["attempts"].values())
+        return self.budget.reached(iterations=len(attempts), seconds=self._seconds(session_start),
+                                   tokens=sum(a.tokens for a in attempts), usd=sum(a.usd for a in attempts))
+
+    def _quota(self, r: int) -> int:
+        """Iterations of round ``r``: the total split evenly, the remainder to the first rounds."""
+        total, rounds = self.settings.iterations, self.settings.rounds
+        return total // rounds + (1 if r < total % rounds else 0)
+
+    def _round(self, r: int, state, previous: RoundResult | None, session_start: float) -> RoundResult:
+        ckpt_dir = self.out / "checkpoints" / f"round-{r}"
+        if r in state["trained"] and Path(state["trained"][r]).is_dir():
+            checkpoint = Path(state["trained"][r])
+        else:
+            champion_dir = self.out / "champion"
+            files = self.archive.files(previous.champion) if previous else read_surface(self.seed_dir)
+            write_tree(files, champion_dir)
+            self.progress("train", {"round": r, "champion": previous.champion if previous else "seed"})
+            checkpoint = Path(self.trainer.train(r, plugins_dir=champion_dir,
+                                                 previous=Path(previous.checkpoint) if previous else None,
+                                                 out=ckpt_dir))
+            self.journal.append({"event": "trained", "round": r, "checkpoint": str(checkpoint)})
+        validator = self._validator(r, checkpoint)
+        seed_id = self._baseline(r, "seed", validator, state, previous)
+        members = [seed_id]
+        if previous and previous.champion != previous.seed_variant:
+            members.append(self._baseline(r, "champion", validator, state, previous))
+        # Attempts journalled before a crash: archive what was evaluated but not archived.
+        finished = sorted((a for a in state["attempts"].values() if a.round == r), key=lambda a: a.iteration)
+        for attempt in finished:
+            variant = state["archived"].get(attempt.key) or self._archive_attempt(attempt, state)
+            if attempt.verdict["admitted"]:
+                members.append(variant)
+        first = sum(self._quota(q) for q in range(r))
+        todo = [i for i in range(first, first + self._quota(r)) if f"r{r}-i{i}" not in state["attempts"]]
+        while todo:
+            reason = self._stop_reason(state, session_start)
+            if reason:
+                self.stopped = reason
+                break
+            batch, todo = todo[: self.settings.workers], todo[self.settings.workers:]
+            members += self._batch(r, batch, validator, state, members)
+        best = self._best(members)
+        return RoundResult(round=r, checkpoint=str(checkpoint), seed_variant=seed_id,
+                           seed_score=self.archive.get(seed_id).scores.get("score"), champion=best.id,
+                           champion_score=best.scores.get("score"), variants=members)
+
+    def _best(self, members: list[str]):
+        variants = [self.archive.get(v) for v in members]
+        scored = [v for v in variants if v.admitted and v.scores.get("score") is not None]
+        if not scored:
+            return variants[0]
+        return max(scored, key=lambda v: (v.scores["score"], -v.seq))
+
+    def _validator(self, r: int, checkpoint: Path) -> Validator:
+        s = self.settings
+        plan = ProblemPlan(refine_difficulties=list(s.refine_difficulties), select_difficulty=s.select_difficulty,
+                           refine_per_difficulty=s.held_out_per_difficulty, select_count=s.held_out_select)
+        secret = int(hashlib.sha256(f"selfloop-held-out:{self.seed}:{r}".encode()).hexdigest()[:12], 16)
+        held_out = draw_held_out(self.task, plan, secret)
+        return Validator(
+            sandbox=self.sandbox, config=self.config, checkpoint=checkpoint, plan=plan, held_out=held_out,
+            pinned_task=self.task, visible_seed=self.seed * 1000 + r, sample_seed=self.seed,
+            smoke_size={"refine": s.smoke_per_difficulty, "select": s.smoke_select},
+            full_size={"refine": s.full_per_difficulty, "select": s.full_select},
+            max_visible_gap=s.max_visible_gap, timeout_s=self.config.sandbox.timeout_s)
+
+    def _baseline(self, r: int, role: str, validator: Validator, state, previous: RoundResult | None) -> str:
+        """Evaluate the seed (or the champion) on this round's checkpoint; archive the result."""
+        from selfloop.archive import Archive
+
+        key = f"r{r}-{role}"
+        if role in state["baselines"].get(r, {}):
+            return state["baselines"][r][role]
+        if key in state["archived"]:  # archived, then killed before the journal said so
+            return state["archived"][key]
+        source = None if role == "seed" and r == 0 else ("v0" if role == "seed" else previous.champion)
+        files = read_surface(self.seed_dir) if source is None else self.archive.files(source)
+        self.progress("baseline", {"round": r, "role": role, "source": source})
+        verdict = validator.validate(files, changed=[], editable=self.editable, threshold=None)
+        if not verdict.admitted:
+            raise SelfloopError(f"round {r}: the {role} plugins fail validation on this checkpoint: "
+                                f"{'; '.join(verdict.reasons)}")
+        meta = self._meta(verdict, proposer="seed" if source is None else "re-evaluation", round_=r,
+                          key=key,
+                          summary=(f"seed plugins on round {r}'s checkpoint" if source is None else
+                                   f"{source} ({role}) re-evaluated on round {r}'s checkpoint"))
+        if self.archive is None:
+            if self.archive_path.exists() and any(self.archive_path.iterdir()):
+                raise ArchiveError(f"{self.archive_path}: exists but is not an archive")
+            self.archive = Archive.init(self.archive_path, self.seed_dir, meta=meta)
+            variant = "v0"
+        else:
+            variant = self.archive.add(parent=source, files=files, meta=meta)
+        self.journal.append({"event": "baseline", "round": r, "role": role, "variant": variant})
+        state["baselines"].setdefault(r, {})[role] = variant
+        self.progress("variant", {"round": r, "variant": variant, "verdict": verdict, "summary": meta["summary"]})
+        return variant
+
+    def _meta(self, verdict: Verdict, *, proposer: str, round_: int, key: str, summary: str,
+              calls: list | None = None, extra: dict | None = None) -> dict[str, Any]:
+        model = calls[0]["model"] if calls else None
+        return {
+            "proposer": proposer, "model": model, "summary": summary, "calls": calls or [],
+            "tokens": sum(int(c.get("prompt_tokens", 0)) + int(c.get("completion_tokens", 0)) for c in calls or []),
+            "cost_usd": _total_cost(calls or []),
+            "scores": verdict.scores, "decision": "admitted" if verdict.admitted else "rejected",
+            "reasons": verdict.reasons, "stages": verdict.stages, "sandbox": verdict.sandbox,
+            "feedback": verdict.feedback(), "seconds": round(verdict.seconds, 3),
+            "round": round_, "evolve_key": key, "run": self.run_id, **(extra or {}),
+        }
+
+    # --- a batch of iterations -------------------------------------------------------------------
+
+    def _batch(self, r: int, iterations: list[int], validator: Validator, state, members: list[str]) -> list[str]:
+        summaries = [s for s in self.archive.summaries() if s.id in set(members)]
+        rng = random.Random(f"{self.seed}:parents:{iterations[0]}")
+        parents = self.parent_selector.choose(summaries, len(iterations), rng)
+        if len(parents) < len(iterations):
+            raise SelfloopError(f"round {r}: the parent selector chose {len(parents)} parents for "
+                                f"{len(iterations)} iterations")
+        seen = {tree_hash(self.archive.files(v)) for v in members}
+        views = {v: self._view(v) for v in set(parents) | set(members[-8:])}
+        self.progress("batch", {"round": r, "iterations": iterations, "parents": parents})
+        with ThreadPoolExecutor(max_workers=self.settings.workers) as pool:
+            futures = [pool.submit(self._attempt, r, i, p, views, validator, seen)
+                       for i, p in zip(iterations, parents)]
+            for future in as_completed(futures):  # journalled the moment it finishes
+                attempt = future.result()
+                self.journal.append({"event": "attempt", "attempt": vars(attempt)})
+                state["attempts"][attempt.key] = attempt
+        attempts = [state["attempts"][f"r{r}-i{i}"] for i in iterations]
+        admitted = []
+        for attempt in attempts:  # archived by this one writer, in iteration order
+            variant = self._archive_attempt(attempt, state)
+            if attempt.verdict["admitted"]:
+                admitted.append(variant)
+        return admitted
+
+    def _archive_attempt(self, attempt: Attempt, state) -> str:
+        verdict = Verdict.from_dict(attempt.verdict)
+        meta = self._meta(verdict, proposer=attempt.proposer, round_=attempt.round, key=attempt.key,
+                          summary=attempt.edit_summary, calls=attempt.calls,
+                          extra={"iteration": attempt.iteration, **attempt.meta})
+        variant = self.archive.add(parent=attempt.parent, files=attempt.files, meta=meta,
+                                   status="admitted" if verdict.admitted else "rejected")
+        self.journal.append({"event": "archived", "key": attempt.key, "variant": variant})
+        state["archived"][attempt.key] = variant
+        self.progress("variant", {"round": attempt.round, "variant": variant, "verdict": verdict,
+                                  "summary": attempt.edit_summary, "parent": attempt.parent})
+        return variant
+
+    def _view(self, variant: str) -> VariantView:
+        v = self.archive.get(variant)
+        visible = {k: val for k, val in v.scores.items() if k.split(".")[0] in ("smoke", "full")}
+        return VariantView(id=v.id, files=self.archive.files(v.id), scores=visible,
+                           feedback=v.meta.get("feedback", ""))
+
+    def _attempt(self, r: int, i: int, parent: str, views: dict[str, VariantView], validator: Validator,
+                 seen: set[str]) -> Attempt:
+        rng = random.Random(f"{self.seed}:propose:{i}")
+        view = views[parent]
+        others = [v for vid, v in sorted(views.items()) if vid != parent]
+        key = f"r{r}-i{i}"
+        calls: list[dict] = []
+        edit: Edit | None = None
+        failure = None
+        for _ in range(self.settings.novelty_attempts):
+            try:
+                edit = self.proposer.propose(view, editable=self.editable, others=others, rng=rng)
+            except SelfloopError as exc:
+                calls += [_call_dict(c) for c in getattr(exc, "calls", [])]
+                failure, edit = f"proposal: {exc}", None
+                break
+            except Exception as exc:  # a proposer plugin's bug is this iteration's failure, not the run's
+                failure, edit = f"proposal: the proposer raised {type(exc).__name__}: {exc}", None
+                break
+            calls += [_call_dict(c) for c in edit.calls]
+            files = _apply(view.files, edit)
+            if tree_hash(files) not in seen:
+                break
+            failure, edit = "proposal: only produced variants already in this round", None
+        if edit is None:
+            verdict = Verdict(False, [failure or "proposal: nothing proposed"], stages={})
+            return Attempt(key=key, iteration=i, round=r, parent=parent, files=view.files,
+                           edit_summary=failure or "no edit", proposer=_proposer_name(self.proposer),
+                           verdict=verdict.to_dict(), calls=calls)
+        files = _apply(view.files, edit)
+        parent_smoke = view.scores.get("smoke")
+        threshold = None if parent_smoke is None else self.settings.full_threshold * parent_smoke
+        self.progress("validate", {"round": r, "iteration": i, "parent": parent, "summary": edit.summary})
+        verdict = validator.validate(files, changed=sorted(edit.files), editable=self.editable, threshold=threshold)
+        if any(r_.startswith("static: ") and "outside" in r_ for r_ in verdict.reasons):
+            files = view.files  # never archive files from beyond the surface; the edit is in the meta
+        return Attempt(key=key, iteration=i, round=r, parent=parent, files=files, edit_summary=edit.summary,
+                       proposer=edit.proposer, verdict=verdict.to_dict(), calls=calls,
+                       meta={"edit_paths": sorted(edit.files), **edit.meta})
+
+
+def _apply(files: dict[str, str], edit: Edit) -> dict[str, str]:
+    out = dict(files)
+    for path, text in edit.files.items():
+        if text is None:
+            out.pop(path, None)
+        else:
+            out[path] = text
+    return out
+
+
+def _call_dict(call) -> dict[str, Any]:
+    from dataclasses import asdict, is_dataclass
+
+    return asdict(call) if is_dataclass(call) else dict(call)
+
+
+def _total_cost(calls: list[dict]) -> float | None:
+    costs = [c.get("cost_usd") for c in calls]
+    if not costs or all(c is None for c in costs):
+        return None
+    return sum(c or 0.0 for c in costs)
+
+
+def _proposer_name(proposer) -> str:
+    return getattr(proposer, "name", type(proposer).__name__)

@@ -1,0 +1,198 @@
+"""`selfloop evolve`: the main job. The GRO loop trains the base model; between training rounds the
+meta-agent evolves the lifecycle's refinement and selection plugins against the current checkpoint,
+and the best variant is promoted into the next round.
+
+With no LLM configured the offline ``mutation`` proposer is used (no network); with ``--model``
+(or ``SELFLOOP_LLM_MODEL``, or ``[llm] model``) the ``llm`` proposer is, unless the run config names
+a proposer itself. Against a real provider::
+
+    export OPENAI_API_KEY=...
+    selfloop evolve --model openai/gpt-4o-mini --iterations 20
+    selfloop evolve --model hosted_vllm/Qwen/Qwen2.5-7B-Instruct --api-base http://localhost:8000/v1
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import click
+
+from .cli import CONTEXT, config_option, plugins_dir_option, print_json
+
+
+@click.command("evolve", context_settings=CONTEXT)
+@config_option
+@plugins_dir_option
+@click.option("--iterations", type=click.IntRange(min=0), help="Total meta-loop iterations (over all rounds).")
+@click.option("--rounds", type=click.IntRange(min=1), help="Training rounds interleaved with evolution.")
+@click.option("--workers", type=click.IntRange(min=1), help="Variants evaluated at once.")
+@click.option("--archive", "archive_path", envvar="SELFLOOP_ARCHIVE", type=click.Path(file_okay=False),
+              help="The variant archive (a git repository) to create or continue.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory (journal, checkpoints); default ARCHIVE.run")
+@click.option("--resume", is_flag=True, help="Continue the run that made --archive after a crash or kill.")
+@click.option("--seed", type=int, help="Seed of the run (offline runs with one seed are reproducible).")
+@click.option("--model", envvar="SELFLOOP_LLM_MODEL", help="LLM for the proposer, litellm provider/name.")
+@click.option("--api-base", envvar="SELFLOOP_LLM_API_BASE", help="API base URL of the LLM (local servers).")
+@click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), help="Wall-clock budget.")
+@click.option("--max-tokens", type=click.IntRange(min=1), help="LLM token budget.")
+@click.option("--max-usd", type=click.FloatRange(min=0, min_open=True), help="LLM cost budget in US dollars.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def evolve(config_path, plugins_dirs, iterations, rounds, workers, archive_path, out, resume, seed, model,
+           api_base, max_seconds, max_tokens, max_usd, as_json):
+    """Evolve the lifecycle's plugins while the GRO loop trains the model (the main job)."""
+    from rich.console import Console
+
+    from .config import load_config
+    from .registry import load_registry
+
+    overrides: dict = {"evolve": {}, "llm": {}}
+    for key, value in {"iterations": iterations, "rounds": rounds, "workers": workers, "max_seconds": max_seconds,
+                       "max_tokens": max_tokens, "max_usd": max_usd, "archive": archive_path, "out": out}.items():
+        if value is not None:
+            overrides["evolve"][key] = value
+    if seed is not None:
+        overrides["seed"] = seed
+    if model:
+        overrides["llm"]["model"] = model
+    if api_base:
+        overrides["llm"]["api_base"] = api_base
+    config = load_config(config_path, overrides)
+    if config.llm.model and not _names_proposer(config_path):
+        config.proposer.name = "llm"  # an LLM is configured and the user named no proposer
+    registry = load_registry(plugins_dirs)
+    config.check_names(registry)
+
+    console = Console(stderr=as_json)
+    archive = Path(config.evolve.archive)
+    run_dir = Path(config.evolve.out) if config.evolve.out else archive.with_name(archive.name + ".run")
+    seed_dir = next((Path(d) for d in plugins_dirs if _is_surface(Path(d))), None)
+    evolution = build_evolution(config, registry, archive, run_dir, console, seed_dir)
+    with EvolveProgress(console, config) as progress:
+        evolution.progress = progress
+        results = evolution.run(resume=resume)
+    report = final_report(evolution, results)
+    if as_json:
+        print_json(report)
+    else:
+        print_report(console, evolution, report)
+
+
+def _names_proposer(config_path) -> bool:
+    if not config_path:
+        return False
+    try:
+        return "proposer" in tomllib.loads(Path(config_path).read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+
+
+def _is_surface(directory: Path) -> bool:
+    init = directory / "__init__.py"
+    return init.is_file() and "SURFACE" in init.read_text()
+
+
+def build_evolution(config, registry, archive: Path, run_dir: Path, console, seed_dir: Path | None = None):
+    from selfloop.sandbox import choose_backend
+
+    from .evolve import Evolution
+    from .evolve_train import LifecycleTrainer
+
+    options = dict(config.proposer.options)
+    if config.proposer.name == "llm":
+        llm = config.llm
+        for key, value in {"model": llm.model, "api_base": llm.api_base, "temperature": llm.temperature,
+                           "max_tokens": llm.max_tokens, "timeout_s": llm.timeout_s}.items():
+            options.setdefault(key, value)
+    proposer = registry.create("proposer", config.proposer.name, options)
+    parent_selector = registry.create("parent_selector", config.parent_selector.name,
+                                      config.parent_selector.options)
+    sandbox = choose_backend(config.sandbox)
+    console.print(f"sandbox: [bold]{sandbox.name}[/]; proposer: [bold]{config.proposer.name}[/]"
+                  + (f" ({config.llm.model})" if config.proposer.name == "llm" else "")
+                  + f"; parents: {config.parent_selector.name}; archive: {archive}")
+    return Evolution(config, archive_path=archive, out=run_dir, sandbox=sandbox, registry=registry,
+                     trainer=LifecycleTrainer(config, console=console), proposer=proposer,
+                     parent_selector=parent_selector, seed_dir=seed_dir)
+
+
+class EvolveProgress:
+    """Rich progress bars: one for the iterations, one line per archived variant."""
+
+    def __init__(self, console, config):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = console
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=console)
+        self.task = self.bar.add_task("evolve", total=config.evolve.iterations, status="starting")
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+    def __call__(self, event: str, data: dict) -> None:
+        if event == "train":
+            self.bar.update(self.task, status=f"round {data['round']}: training with {data['champion']} plugins")
+        elif event == "baseline":
+            self.bar.update(self.task, status=f"round {data['round']}: evaluating the {data['role']}")
+        elif event == "validate":
+            self.bar.update(self.task, status=f"validating {data['summary'][:60]}")
+        elif event == "variant":
+            verdict = data["verdict"]
+            score = verdict.scores.get("score")
+            mark = "[green]admitted[/]" if verdict.admitted else "[red]rejected[/]"
+            shown = f"{score:.3f}" if isinstance(score, float) else "-"
+            self.console.print(f"  {data['variant']:>5} {mark} held-out {shown}  {data['summary'][:70]}"
+                               + ("" if verdict.admitted else f"  ({verdict.reasons[0][:90]})"))
+            if "parent" in data:
+                self.bar.advance(self.task)
+
+
+def final_report(evolution, results) -> dict:
+    """The champion's lineage and the seed against the champion, per round."""
+    archive = evolution.archive
+    last = results[-1] if results else None
+    lineage = []
+    if last is not None:
+        for v in archive.lineage(last.champion):
+            lineage.append({"id": v.id, "parent": v.parent, "proposer": v.meta.get("proposer"),
+                            "round": v.meta.get("round"), "summary": v.meta.get("summary"),
+                            "held_out": v.scores.get("score"), "visible": v.scores.get("full")})
+    return {
+        "archive": str(evolution.archive_path), "stopped": evolution.stopped,
+        "rounds": [vars(r) for r in results], "champion": last.champion if last else None,
+        "seed_score": last.seed_score if last else None,
+        "champion_score": last.champion_score if last else None, "lineage": lineage,
+        "browse": f"selfloop archive serve --archive {evolution.archive_path}",
+    }
+
+
+def print_report(console, evolution, report: dict) -> None:
+    from rich.table import Table
+
+    rounds = Table("round", "checkpoint", "seed held-out", "champion", "champion held-out", "Δ",
+                   title="Seed plugins against the champion, per training round")
+    for r in report["rounds"]:
+        delta = (r["champion_score"] - r["seed_score"]) if None not in (r["champion_score"], r["seed_score"]) else None
+        rounds.add_row(str(r["round"]), Path(r["checkpoint"]).name, _fmt(r["seed_score"]), r["champion"],
+                       _fmt(r["champion_score"]), _fmt(delta, signed=True))
+    console.print(rounds)
+    lineage = Table("variant", "parent", "round", "proposer", "held-out", "visible", "change",
+                    title=f"Champion lineage ({report['champion']})")
+    for row in report["lineage"]:
+        lineage.add_row(row["id"], row["parent"] or "-", str(row["round"]), row["proposer"] or "-",
+                        _fmt(row["held_out"]), _fmt(row["visible"]), (row["summary"] or "")[:80])
+    console.print(lineage)
+    if report["stopped"]:
+        console.print(f"stopped: {report['stopped']}")
+    console.print(f"browse the archive: [bold]{report['browse']}[/]")
+
+
+def _fmt(value, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"

@@ -1,0 +1,185 @@
+"""What runs inside the sandbox for one variant: ``python -m selfloop.core.judge_payload``.
+
+The sandbox mounts the variant's plugin tree at ``$SELFLOOP_CODE``, the job at
+``$SELFLOOP_INPUT_JOB`` and the current checkpoint at ``$SELFLOOP_INPUT_MODEL``; the result JSON goes
+to ``$SELFLOOP_RESULT`` and is rewritten after every stage, so a crash still reports how far it got.
+
+Stages, each stopping the run when it fails:
+
+1. ``load``: the variant's plugins import, register, and every component the config names builds
+   and satisfies its Protocol.
+2. ``contract``: the plugins' behavioural tests: the task's problems verify against their own
+   answers, the refiner answers every problem with text, every selector keeps a subset.
+3. ``smoke``: the visible evaluation on a small subset (the variant's own task and verifier).
+4. ``full``: the visible evaluation on the full set, only when the smoke score reaches the job's
+   threshold; then the held-out prompts are answered and selected (scored later, on the host).
+
+Self-labels for the selection stages come from greedy decoding with the variant's generator: the
+judge holds acquisition fixed so that what is measured is what the selectors keep.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from .judge import combined_score, problems_from_prompts, selection_quality
+from .types import Example, Problem
+
+LABEL_SLACK_TOKENS = 4  # beyond the digits of the answer: room for EOS and a stray token
+
+
+class StageFailed(Exception):
+    def __init__(self, stage: str, message: str):
+        super().__init__(f"{stage}: {message}")
+        self.stage, self.message = stage, message
+
+
+class Payload:
+    def __init__(self, job: dict[str, Any], code: Path, model_dir: Path, result_path: Path):
+        self.job, self.code, self.model_dir, self.result_path = job, code, model_dir, result_path
+        self.result: dict[str, Any] = {"stages": {}, "failed": None, "held_out_outputs": None}
+
+    def save(self) -> None:
+        tmp = self.result_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.result))
+        os.replace(tmp, self.result_path)
+
+    def stage(self, name: str, fn):
+        start = time.perf_counter()
+        try:
+            out = fn()
+        except StageFailed:
+            raise
+        except Exception as exc:  # the variant's code raised: that is this stage's verdict
+            tb = traceback.format_exc(limit=-3)
+            print(tb, file=sys.stderr)
+            raise StageFailed(name, f"{type(exc).__name__}: {exc}") from None
+        self.result["stages"][name] = {**(out or {}), "seconds": round(time.perf_counter() - start, 3)}
+        self.save()
+        print(f"stage {name}: {json.dumps(out)[:500]}", flush=True)
+        return out
+
+    def run(self) -> None:
+        try:
+            self.stage("load", self.load)
+            self.stage("contract", self.contract)
+            smoke = self.stage("smoke", lambda: self.visible(self.job["visible"]["smoke"]))
+            threshold = self.job.get("threshold")
+            if threshold is not None and smoke["score"] < threshold:
+                self.result["stopped"] = f"smoke score {smoke['score']:.3f} is below the threshold {threshold:.3f}"
+                self.save()
+                return
+            self.stage("full", lambda: self.visible(self.job["visible"]["full"]))
+            self.stage("held_out", self.held_out)
+        except StageFailed as exc:
+            self.result["failed"] = {"stage": exc.stage, "error": exc.message}
+            self.save()
+
+    # --- stages ---------------------------------------------------------------------------------
+
+    def load(self) -> dict[str, Any]:
+        from .config import RunConfig
+        from .registry import load_registry
+
+        self.config = RunConfig.model_validate(self.job["config"])
+        registry = load_registry([self.code])
+        sources = {reg.source for reg in registry.all() if reg.kind == "task"}
+        if "builtin" in sources:
+            raise StageFailed("load", "the variant is not a surface variant (its __init__.py lost SURFACE)")
+        c = self.config
+        self.task = registry.create("task", c.task.name, c.task.options)
+        self.generator = registry.create("generator", c.generator.name, c.generator.options)
+        self.rewarder = registry.create("rewarder", c.rewarder.name, c.rewarder.options)
+        self.refiner = registry.create("refiner", c.refiner.name, c.refiner.options)
+        self.selectors = [registry.create("selector", s.name, s.options) for s in c.select]
+        return {"components": [f"{kind}:{comp.name}" for _, kind, comp in c.components()]}
+
+    def contract(self) -> dict[str, Any]:
+        from .models import load_policy
+
+        rng = random.Random(0)
+        plan = self.job["plan"]
+        for d in sorted({1, plan["select_difficulty"], *plan["refine_difficulties"]}):
+            problems = self.task.problems(d, 3, rng)
+            if len(problems) != 3 or not all(isinstance(p, Problem) for p in problems):
+                raise StageFailed("contract", f"task.problems({d}, 3) did not return 3 Problems")
+            if not all(self.task.verify(p, p.answer) for p in problems if p.answer is not None):
+                raise StageFailed("contract", f"the task's verifier rejects its own answers at difficulty {d}")
+        self.policy = load_policy(self.model_dir)
+        return {"checked_difficulties": sorted({1, plan["select_difficulty"], *plan["refine_difficulties"]})}
+
+    def visible(self, size: dict[str, int]) -> dict[str, Any]:
+        """The variant's own view of itself: its task makes the problems and judges the answers."""
+        plan = self.job["plan"]
+        rng = random.Random(f"visible:{self.job['visible']['seed']}")
+        refine = [p for d in plan["refine_difficulties"] for p in self.task.problems(d, size["refine"], rng)]
+        answers = self.refine(refine)
+        refine_accuracy = sum(self.task.verify(p, a) for p, a in zip(refine, answers)) / max(1, len(refine))
+        pool = self.task.problems(plan["select_difficulty"], size["select"], rng)
+        labels = self.label(pool)
+        kept = self.select(pool, labels)
+        by_prompt = {p.prompt: p for p in pool}
+        kept_correct = sum(self.task.verify(by_prompt[e.prompt], e.completion) for e in kept if e.prompt in by_prompt)
+        correct_total = sum(self.task.verify(p, c) for p, c in zip(pool, labels))
+        selection = selection_quality(kept_correct, len(kept), correct_total)
+        return {"score": combined_score(refine_accuracy, selection["f"]), "refine_accuracy": refine_accuracy,
+                **{f"select_{k}": v for k, v in selection.items()}}
+
+    def held_out(self) -> dict[str, Any]:
+        prompts = self.job["held_out"]
+        refine = problems_from_prompts(prompts["refine"])
+        answers = self.refine(refine)
+        pool = problems_from_prompts(prompts["select"])
+        labels = self.label(pool)
+        kept = self.select(pool, labels)
+        self.result["held_out_outputs"] = {
+            "refine": answers, "select_labels": labels,
+            "select_kept": [[e.prompt, e.completion] for e in kept],
+        }
+        return {"answered": len(answers), "kept": len(kept)}
+
+    # --- the lifecycle pieces under test ---------------------------------------------------------
+
+    def refine(self, problems: list[Problem]) -> list[str]:
+        answers = self.refiner.refine(self.policy, problems, generator=self.generator,
+                                      rewarder=self.rewarder, seed=self.job["sample_seed"])
+        if not isinstance(answers, list) or len(answers) != len(problems) or not all(isinstance(a, str) for a in answers):
+            raise StageFailed("refine", f"the refiner must return one str per problem ({len(problems)})")
+        return answers
+
+    def label(self, pool: list[Problem]) -> list[str]:
+        if not pool:
+            return []
+        longest = max(p.difficulty for p in pool) + 1 + LABEL_SLACK_TOKENS
+        samples = self.generator.generate(self.policy, [p.prompt for p in pool], n=1, temperature=0.0,
+                                          max_new_tokens=longest, seed=self.job["sample_seed"])
+        return [group[0] if group else "" for group in samples]
+
+    def select(self, pool: list[Problem], labels: list[str]) -> list[Example]:
+        examples = [Example(prompt=p.prompt, completion=c, difficulty=p.difficulty, source="self_label")
+                    for p, c in zip(pool, labels)]
+        rng = random.Random(self.job["sample_seed"])
+        for selector in self.selectors:
+            selection = selector.select(examples, task=self.task, policy=self.policy, generator=self.generator,
+                                        round_index=1, rng=rng)
+            examples = list(selection.kept)
+        return examples
+
+
+def main() -> int:
+    result_path = Path(os.environ["SELFLOOP_RESULT"])
+    job = json.loads(Path(os.environ["SELFLOOP_INPUT_JOB"]).read_text())
+    payload = Payload(job, Path(os.environ["SELFLOOP_CODE"]), Path(os.environ["SELFLOOP_INPUT_MODEL"]), result_path)
+    payload.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
