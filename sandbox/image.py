@@ -154,26 +154,39 @@ def _build_base(client, tag: str, progress) -> None:
     task = progress.add_task("debootstrap", total=None) if progress else None
     with tempfile.TemporaryDirectory(dir=cache_dir(), prefix="base-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        command = ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
-                   SUITE, str(rootfs), MIRROR]
-        log = []
-        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
-            for line in proc.stdout:
-                log.append(line.rstrip())
-                if task is not None:
-                    progress.update(task, description=f"debootstrap: {line.strip()[:70]}")
-        if proc.returncode != 0:
-            raise SandboxError(f"debootstrap failed ({proc.returncode}): {' | '.join(log[-3:])}")
-        for trimmed in TRIMMED:
-            shutil.rmtree(rootfs / trimmed, ignore_errors=True)
-        if task is not None:
-            progress.update(task, description="docker import")
-        tarball = Path(tmp) / "rootfs.tar"
-        subprocess.run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
-        repository, _, version = tag.partition(":")
-        client.api.import_image_from_file(str(tarball), repository=repository, tag=version)
+        try:
+            _debootstrap_and_import(client, tag, rootfs, progress, task)
+        finally:  # debootstrap mounts /proc and /sys inside: never delete through a mount
+            _unmount_beneath(rootfs)
     if task is not None:
         progress.update(task, total=1, completed=1, description="debootstrap + docker import: done")
+
+
+def _unmount_beneath(root: Path) -> None:
+    mounted = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for point in sorted((m for m in mounted if m.startswith(f"{root}/")), reverse=True):
+        subprocess.run(["umount", "-l", point], check=False)
+
+
+def _debootstrap_and_import(client, tag: str, rootfs: Path, progress, task) -> None:
+    command = ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
+               SUITE, str(rootfs), MIRROR]
+    log = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        for line in proc.stdout:
+            log.append(line.rstrip())
+            if task is not None:
+                progress.update(task, description=f"debootstrap: {line.strip()[:70]}")
+    if proc.returncode != 0:
+        raise SandboxError(f"debootstrap failed ({proc.returncode}): {' | '.join(log[-3:])}")
+    for trimmed in TRIMMED:
+        shutil.rmtree(rootfs / trimmed, ignore_errors=True)
+    if task is not None:
+        progress.update(task, description="docker import")
+    tarball = rootfs.parent / "rootfs.tar"
+    subprocess.run(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], check=True)
+    repository, _, version = tag.partition(":")
+    client.api.import_image_from_file(str(tarball), repository=repository, tag=version)
 
 
 # --- 2. wheelhouse ------------------------------------------------------------------------------
@@ -184,11 +197,14 @@ def runtime_requirements() -> dict[str, str]:
     from packaging.utils import canonicalize_name
 
     pins: dict[str, str] = {}
+    visited: set[tuple[str, str]] = set()  # (distribution, extra): an extra can add requirements
 
     def walk(name: str, extras: tuple[str, ...]) -> None:
         key = canonicalize_name(name)
-        if key in pins:
+        todo = [e for e in ("", *extras) if (key, e) not in visited]
+        if not todo:
             return
+        visited.update((key, e) for e in todo)
         try:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
@@ -196,8 +212,7 @@ def runtime_requirements() -> dict[str, str]:
         pins[key] = dist.version
         for text in dist.requires or []:
             requirement = Requirement(text)
-            environments = [{"extra": e} for e in extras] or [{"extra": ""}]
-            if requirement.marker and not any(requirement.marker.evaluate(e) for e in environments):
+            if requirement.marker and not any(requirement.marker.evaluate({"extra": e}) for e in todo):
                 continue
             walk(requirement.name, tuple(requirement.extras))
 
@@ -246,24 +261,19 @@ def _pip_wheel(requirements: list[str], wheels: Path, progress) -> None:
 
 
 def _check_wheel_platforms(wheels: Path, pins: dict[str, str]) -> None:
-    """Every wheel must install on the image: cp311 or pure, and glibc no newer than bookworm's."""
+    """Every wheel must install on the image: CPython 3.11, glibc no newer than bookworm's."""
+    from packaging.tags import compatible_tags, cpython_tags
     from packaging.utils import canonicalize_name, parse_wheel_filename
 
+    platforms = ["linux_x86_64", "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
+    platforms += [f"manylinux_{IMAGE_GLIBC[0]}_{minor}_x86_64" for minor in range(IMAGE_GLIBC[1], 4, -1)]
+    interpreter = f"cp{IMAGE_PYTHON[0]}{IMAGE_PYTHON[1]}"
+    supported = set(cpython_tags(IMAGE_PYTHON, [interpreter], platforms))
+    supported |= set(compatible_tags(IMAGE_PYTHON, interpreter, platforms))
     for wheel in wheels.glob("*.whl"):
         name, _, _, tags = parse_wheel_filename(wheel.name)
-        if canonicalize_name(name) not in pins:
-            continue
-        fits = False
-        for tag in tags:
-            python_ok = tag.interpreter in ("py3", "py2.py3", "cp311") or tag.interpreter.startswith("py3")
-            match = re.match(r"manylinux_(\d+)_(\d+)_", tag.platform)
-            glibc_ok = tag.platform == "any" or tag.platform.startswith(("manylinux1", "manylinux2010",
-                                                                         "manylinux2014", "linux_"))
-            if match:
-                glibc_ok = (int(match[1]), int(match[2])) <= IMAGE_GLIBC
-            fits = fits or (python_ok and glibc_ok)
-        if not fits:
-            raise SandboxError(f"wheel {wheel.name} does not install on the image (Python 3.11, glibc 2.36); "
+        if canonicalize_name(name) in pins and not tags & supported:
+            raise SandboxError(f"wheel {wheel.name} does not install on the image (CPython 3.11, glibc 2.36); "
                                "remove it from the wheelhouse and pin a compatible release")
 
 
@@ -305,7 +315,8 @@ def _docker_build(client, tag: str, base: str, progress) -> str:
                                       labels={MANIFEST_LABEL: manifest_digest()}, rm=True,
                                       forcerm=True, decode=True):
             if "error" in chunk:
-                raise SandboxError(f"docker build failed: {chunk['error'].strip()}")
+                context_lines = " | ".join(line for line in log[-3:] if line)
+                raise SandboxError(f"docker build failed: {chunk['error'].strip()} | {context_lines}")
             line = chunk.get("stream", "").strip()
             if not line:
                 continue
