@@ -21,6 +21,9 @@ from .record import STATUSES, Variant, clean_meta, encode_message, make_record, 
 
 INDEX_FILE = "selfloop-index.sqlite"
 LOCK_FILE = "selfloop-writer.lock"
+# Exists while a writer is between its ref update and its index write. Found by someone holding the
+# lock, it means that writer died there: its variant is complete in git but missing from the index.
+PENDING_FILE = "selfloop-pending"
 DEFAULT_METRIC = "score"
 
 
@@ -94,7 +97,9 @@ class Archive:
                 with self._lock.held():
                     Index.remove(db)  # damaged: git is the truth, rebuild from it
                     self._index_obj = Index(db)
-        if self._index_obj.fingerprint() != refs_fingerprint(self.path):
+        # the fingerprint alone can miss a change made within one tick of the file-system clock
+        stale = self._index_obj.fingerprint() != refs_fingerprint(self.path)
+        if stale or (self.path / PENDING_FILE).exists():
             self._sync()
         return self._index_obj
 
@@ -102,10 +107,12 @@ class Archive:
         with self._lock.held():
             index = self._index_obj
             fingerprint = refs_fingerprint(self.path)
-            if index.fingerprint() == fingerprint:
+            pending = self.path / PENDING_FILE
+            if index.fingerprint() == fingerprint and not pending.exists():
                 return  # another process synced while we waited for the lock
             index.sync(self._store.variant_refs(), self._store.commit_message, self._progress)
             index.set_fingerprint(fingerprint)
+            pending.unlink(missing_ok=True)
 
     def reindex(self) -> int:
         """Throw the index away and rebuild it from git; returns the number of variants."""
@@ -180,8 +187,11 @@ class Archive:
                 ids.append(vid)
                 if status == "admitted":
                     main = sha
+            pending = self.path / PENDING_FILE
+            pending.write_text(" ".join(ids) + "\n")
             self._store.publish([(vid, sha) for vid, sha, _ in published], main)
             index.insert_many([(record, sha) for _, sha, record in published], refs_fingerprint(self.path))
+            pending.unlink()
         return ids
 
     # --- queries -----------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """The git side of the archive: a bare repository written with plumbing only, never a checkout.
 
 Blobs, trees and commits go straight into the object database (gitdb, gitpython's object store);
-refs change through one `git update-ref --stdin` transaction, so a variant's tag and the `main`
-branch move together or not at all. Objects are written first and the ref last: a process killed in
-between leaves only unreachable objects, never a ref to something missing.
+then the variant's tag and the ``main`` branch are written with gitpython's reference API. Objects
+are written first and refs last: a process killed in between leaves only unreachable objects, never
+a ref to something missing.
 """
 
 from __future__ import annotations
@@ -150,24 +150,23 @@ class GitStore:
         return self._store(b"commit", "\n".join(lines).encode())
 
     def publish(self, tags: list[tuple[str, str]], main: str | None) -> None:
-        """Create the variants' tags (none may exist yet) and move main, in one ref transaction."""
-        commands = "".join(f"create {TAG_PREFIX}{vid} {sha}\n" for vid, sha in tags)
-        if main:
-            commands += f"update {MAIN_REF} {main}\n"
-        self._update_refs(commands)
+        """Create the variants' tags, then move main.
 
-    def _update_refs(self, commands: str) -> None:
-        import tempfile
+        gitpython writes each ref in-process as git does (a ``.lock`` file renamed over the ref),
+        so a writer killed here leaves each ref either absent or complete, and no child process
+        behind it still writing. The caller holds the archive lock, so no tag exists yet.
+        """
+        from git.refs import Reference
 
-        import git
-
-        with tempfile.TemporaryFile() as stdin:
-            stdin.write(commands.encode())
-            stdin.seek(0)
-            try:
-                self.repo.git.update_ref("--stdin", istream=stdin)
-            except git.GitCommandError as exc:
-                raise ArchiveError(f"{self.path}: git update-ref failed: {exc.stderr.strip()}") from None
+        refs = [(f"{TAG_PREFIX}{vid}", sha, False) for vid, sha in tags]
+        refs += [(MAIN_REF, main, True)] if main else []
+        try:
+            for ref, sha, force in refs:
+                # under the archive lock, a ref's .lock file is one a killed writer left behind
+                (self.path / f"{ref}.lock").unlink(missing_ok=True)
+                Reference.create(self.repo, ref, sha, force=force)
+        except (OSError, ValueError) as exc:
+            raise ArchiveError(f"{self.path}: could not write refs: {exc}") from None
 
     # --- reading -----------------------------------------------------------------------------
 
