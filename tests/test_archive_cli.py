@@ -1,0 +1,113 @@
+"""`selfloop archive ...` through the real console script, on the project's own plugins/."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
+
+
+def git(path: Path, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True)
+
+
+@pytest.fixture
+def edited_plugins(tmp_path) -> Path:
+    copy = tmp_path / "mine"
+    shutil.copytree(PLUGINS, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    target = next(p for p in sorted(copy.rglob("*.py")) if "def register_task" in p.read_text())
+    target.write_text(target.read_text() + "\n# a person's own fix\n")
+    return copy
+
+
+def test_init_two_adds_list_json_fsck_and_log(run_selfloop, tmp_path, edited_plugins):
+    archive = tmp_path / "A"
+    result = run_selfloop("archive", "init", "--archive", archive, "--from", PLUGINS)
+    assert result.returncode == 0, result.stderr
+    result = run_selfloop("archive", "add", "--archive", archive, "--parent", "v0", "--from", edited_plugins,
+                          "--scores", '{"score": 0.5, "held_out": 0.4}', "--summary", "my fix")
+    assert result.returncode == 0, result.stderr
+    assert "added v1" in result.stdout
+    result = run_selfloop("archive", "add", "--archive", archive, "--parent", "v1", "--from", edited_plugins,
+                          "--scores", '{"score": 0.1}', "--rejected", "--json")
+    assert json.loads(result.stdout)["id"] == "v2"
+
+    listed = json.loads(run_selfloop("archive", "list", "--archive", archive, "--json").stdout)
+    assert [(v["id"], v["parent"], v["status"]) for v in listed] == [
+        ("v0", None, "admitted"), ("v1", "v0", "admitted"), ("v2", "v1", "rejected")]
+    assert listed[1]["scores"] == {"score": 0.5, "held_out": 0.4}
+
+    fsck = git(archive, "fsck", "--strict")
+    assert fsck.returncode == 0 and "error" not in fsck.stderr
+    log = git(archive, "log", "--format=%s").stdout.splitlines()
+    assert log == ["v1: admitted from v0 by human", "v0: admitted (root) by seed"]
+    assert git(archive, "log", "--format=%s", "v2").stdout.splitlines()[0] == "v2: rejected from v1 by human"
+
+    best = json.loads(run_selfloop("archive", "list", "--archive", archive, "--json", "--sort", "score",
+                                   "--status", "admitted").stdout)
+    assert [v["id"] for v in best] == ["v1", "v0"]
+
+    table = run_selfloop("archive", "list", "--archive", archive).stdout
+    assert "v2" in table and "rejected" in table and "held_out" in table
+
+    shown = json.loads(run_selfloop("archive", "show", "v1", "--archive", archive, "--json").stdout)
+    assert shown["meta"]["summary"] == "my fix" and shown["children"] == ["v2"] and shown["lineage"] == ["v0", "v1"]
+    assert "lineage:  v0 -> v1" in run_selfloop("archive", "show", "v1", "--archive", archive).stdout
+
+    diff = run_selfloop("archive", "diff", "v1", "--archive", archive).stdout
+    assert "+# a person's own fix" in diff and diff.startswith("diff --git v0/")
+    assert run_selfloop("archive", "diff", "v0", "v2", "--archive", archive).stdout == diff.replace("v1/", "v2/")
+
+    tree = run_selfloop("archive", "tree", "--archive", archive).stdout.splitlines()
+    assert tree[0].startswith("v0") and tree[1].startswith("└── v1") and "x rejected" in tree[2]
+    tree_json = json.loads(run_selfloop("archive", "tree", "--archive", archive, "--json").stdout)
+    assert tree_json[0]["children"] == ["v1"]
+
+
+def test_archive_path_from_environment_and_materialize(run_selfloop, tmp_path, edited_plugins):
+    env = {"SELFLOOP_ARCHIVE": str(tmp_path / "env-archive")}
+    assert run_selfloop("archive", "init", "--from", PLUGINS, env=env).returncode == 0
+    assert run_selfloop("archive", "add", "--parent", "v0", "--from", edited_plugins, env=env).returncode == 0
+    result = run_selfloop("archive", "materialize", "v1", tmp_path / "out", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "# a person's own fix" in "".join(p.read_text() for p in (tmp_path / "out").rglob("*.py"))
+    loaded = run_selfloop("plugins", "--plugins-dir", tmp_path / "out", "--json")
+    assert loaded.returncode == 0 and str(tmp_path / "out") in loaded.stdout
+
+
+def test_default_archive_is_the_run_configs(run_selfloop, tmp_path):
+    result = run_selfloop("archive", "init", "--from", PLUGINS, env={"SELFLOOP_ARCHIVE": None}, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "runs" / "archive" / "HEAD").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["list", "--archive", "{tmp}/none"], "no archive here"),
+    (["show", "v9", "--archive", "{A}"], "unknown variant 'v9'"),
+    (["add", "--parent", "v0", "--from", "{plugins}", "--scores", "{{oops", "--archive", "{A}"], "--scores: not valid JSON"),
+    (["add", "--parent", "v0", "--from", "{plugins}", "--scores", '{{"s": "x"}}', "--archive", "{A}"], "must be a number"),
+    (["add", "--parent", "v5", "--from", "{plugins}", "--archive", "{A}"], "unknown variant 'v5'"),
+    (["init", "--from", "{plugins}", "--archive", "{A}"], "already exists"),
+    (["export", "v0", "{plugins}", "--archive", "{A}"], "not an empty directory"),
+])
+def test_user_errors_are_one_line(run_selfloop, tmp_path, args, message):
+    archive = tmp_path / "A"
+    assert run_selfloop("archive", "init", "--archive", archive, "--from", PLUGINS).returncode == 0
+    args = [a.format(tmp=tmp_path, A=archive, plugins=PLUGINS) for a in args]
+    result = run_selfloop("archive", *args)
+    assert result.returncode != 0
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    listed = json.loads(run_selfloop("archive", "list", "--archive", archive, "--json").stdout)
+    assert [v["id"] for v in listed] == ["v0"]  # nothing lost, nothing half-added
+
+
+def test_help_lists_every_verb(run_selfloop):
+    out = run_selfloop("archive", "-h").stdout
+    for verb in ("init", "add", "list", "show", "diff", "tree", "export", "materialize", "serve", "reindex"):
+        assert verb in out

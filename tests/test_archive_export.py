@@ -1,0 +1,58 @@
+"""An exported variant is a real, pip-installable plugin distribution with `selfloop` entry points."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from selfloop.archive import Archive
+from selfloop.core.errors import ArchiveError
+
+PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
+
+
+@pytest.fixture
+def evolved(tmp_path) -> Archive:
+    archive = Archive.init(tmp_path / "A", PLUGINS)
+    files = archive.files("v0")
+    target = next(p for p, text in sorted(files.items()) if "def register_task" in text)
+    files[target] = files[target].replace('description="', 'description="EVOLVED ', 1)
+    archive.add(parent="v0", files=files, meta={"score": 0.9, "proposer": "test"})
+    return archive
+
+
+def test_export_writes_a_package_with_one_entry_point_per_plugin_module(evolved, tmp_path):
+    out = evolved.export("v1", tmp_path / "pkg")
+    project = tomllib.loads((out / "pyproject.toml").read_text())
+    assert project["project"]["name"] == "selfloop-variant-v1"
+    entry_points = project["project"]["entry-points"]["selfloop"]
+    modules_with_hooks = sorted(
+        "selfloop_variant_v1." + path[:-3].replace("/", ".")
+        for path, text in evolved.files("v1").items() if path.endswith(".py") and "\ndef register_" in text)
+    assert sorted(entry_points.values()) == modules_with_hooks
+    record = json.loads((out / "selfloop_variant_v1" / "variant.json").read_text())
+    assert record["id"] == "v1" and record["scores"] == {"score": 0.9}
+    with pytest.raises(ArchiveError, match="not an empty directory"):
+        evolved.export("v1", out)
+
+
+@pytest.mark.slow
+def test_pip_installed_export_replaces_the_builtin_plugins(evolved, tmp_path, run_selfloop):
+    out = evolved.export("v1", tmp_path / "pkg")
+    target = tmp_path / "site"
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(out)], capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr
+    env = {"PYTHONPATH": str(target), "SELFLOOP_LOAD_PLUGINS": "selfloop-variant-v1"}
+    result = run_selfloop("plugins", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    components = json.loads(result.stdout)
+    task = next(c for c in components if c["kind"] == "task" and "EVOLVED" in c["description"])
+    assert task["source"] == "entrypoint" and task["plugin"].startswith("selfloop_variant_v1.")
+    assert not any(c["source"] == "builtin" for c in components)  # the variant replaced them
