@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -149,49 +150,54 @@ class Archive:
 
     @_synchronized
     def add_many(self, items: Iterable[dict[str, Any]]) -> list[str]:
-        """Record several variants under one lock and one ref transaction (imports, benchmarks).
+        """Record several variants under one lock, their new objects written as one pack (imports).
 
         Each item has the keyword arguments of :meth:`add`. A parent must already be archived.
         """
         from .gitstore import author_line, normalize_files, read_directory
 
-        prepared = []
-        for item in items:
-            status = item.get("status", "admitted")
-            if status not in STATUSES:
-                raise ArchiveError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
-            meta = clean_meta(item.get("meta"))
-            files = item["files"]
-            tree_files = normalize_files(files) if isinstance(files, dict) else read_directory(Path(files))
-            parent = item.get("parent")
-            if parent is not None:
-                self._row(parent)  # fail before writing anything
-            prepared.append((parent, status, meta, self._store.write_tree(tree_files)))
-
-        with self._lock.held():
-            index = self._index  # synced under the lock: next_seq sees every published variant
-            seq = index.next_seq()
-            published, ids, main = [], [], None
-            for parent, status, meta, tree in prepared:
-                parent_sha = None
+        items = list(items)
+        store = self._store
+        with store.batch() if len(items) > 1 else contextlib.nullcontext():
+            prepared = []
+            for item in items:
+                status = item.get("status", "admitted")
+                if status not in STATUSES:
+                    raise ArchiveError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+                meta = clean_meta(item.get("meta"))
+                files = item["files"]
+                tree_files = normalize_files(files) if isinstance(files, dict) else read_directory(Path(files))
+                parent = item.get("parent")
                 if parent is not None:
-                    parent_sha = next((sha for vid, sha, _ in published if vid == parent), None)
-                    parent_sha = parent_sha or self._row(parent).commit
-                vid = variant_id(seq)
-                seq += 1
-                created = time.time()
-                record = make_record(vid, parent, created, status, meta)
-                sha = self._store.write_commit(tree, parent_sha, encode_message(record),
-                                               author_line(meta.get("proposer")), created)
-                published.append((vid, sha, record))
-                ids.append(vid)
-                if status == "admitted":
-                    main = sha
-            pending = self.path / PENDING_FILE
-            pending.write_text(" ".join(ids) + "\n")
-            self._store.publish([(vid, sha) for vid, sha, _ in published], main)
-            index.insert_many([(record, sha) for _, sha, record in published], refs_fingerprint(self.path))
-            pending.unlink()
+                    self._row(parent)  # fail before writing anything
+                prepared.append((parent, status, meta, self._store.write_tree(tree_files)))
+
+            with self._lock.held():
+                index = self._index  # synced under the lock: next_seq sees every published variant
+                seq = index.next_seq()
+                published, ids, main = [], [], None
+                for parent, status, meta, tree in prepared:
+                    parent_sha = None
+                    if parent is not None:
+                        parent_sha = next((sha for vid, sha, _ in published if vid == parent), None)
+                        parent_sha = parent_sha or self._row(parent).commit
+                    vid = variant_id(seq)
+                    seq += 1
+                    created = time.time()
+                    record = make_record(vid, parent, created, status, meta)
+                    sha = self._store.write_commit(tree, parent_sha, encode_message(record),
+                                                   author_line(meta.get("proposer")), created)
+                    published.append((vid, sha, record))
+                    ids.append(vid)
+                    if status == "admitted":
+                        main = sha
+                if len(items) > 1:
+                    store.flush()  # objects before refs, always
+                pending = self.path / PENDING_FILE
+                pending.write_text(" ".join(ids) + "\n")
+                self._store.publish([(vid, sha) for vid, sha, _ in published], main)
+                index.insert_many([(record, sha) for _, sha, record in published], refs_fingerprint(self.path))
+                pending.unlink()
         return ids
 
     # --- queries -----------------------------------------------------------------------------

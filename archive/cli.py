@@ -141,15 +141,13 @@ def add_command(archive_path, parent, from_dir, scores, meta, summary, proposer,
 @archive_option
 @click.option("--sort", "sort_metric", metavar="METRIC", help="Best first by this metric.")
 @click.option("--status", type=click.Choice(["admitted", "rejected"]), help="Only these.")
-@click.option("--limit", type=click.IntRange(min=0), default=None,
-              help="At most this many rows (the table shows 200 unless told; 0 = all).")
+@click.option("--limit", type=click.IntRange(min=0), default=0, help="At most this many rows (0: all).")
 @json_option
 def list_command(archive_path, sort_metric, status, limit, as_json):
     """List variants: id, parent, status, scores (oldest first, or best first with --sort)."""
     with open_archive(archive_path) as store:
         total = len(store)
-        table_limit = 200 if limit is None and not as_json else (limit or None)
-        variants = store.list(status, sort=sort_metric, limit=table_limit)
+        variants = store.list(status, sort=sort_metric, limit=limit or None)
         if as_json:
             # one line per variant keeps 10,000 of them fast to write and to read back
             rows = [json.dumps({"id": v.id, "parent": v.parent, "status": v.status,
@@ -158,18 +156,20 @@ def list_command(archive_path, sort_metric, status, limit, as_json):
             click.echo("[\n" + ",\n".join(rows) + "\n]")
             return
         metrics = store.metrics()
-    from rich.console import Console
-    from rich.table import Table
-
     shown = sorted(metrics, key=lambda m: (m != (sort_metric or "score"), m))[:6]
-    table = Table("id", "parent", "status", *shown, "created (UTC)", box=None, header_style="bold")
-    for v in variants:
-        status_text = v.status if v.admitted else f"[red]{v.status}[/red]"
-        table.add_row(v.id, v.parent or "-", status_text, *(fmt(v.scores.get(m)) for m in shown), when(v.created))
-    console = Console()
-    console.print(table)
+    header = ["id", "parent", "status", *shown, "created (UTC)"]
+    rows = [[v.id, v.parent or "-", v.status, *(fmt(v.scores.get(m)) for m in shown), when(v.created)]
+            for v in variants]
+    click.echo(text_table(header, rows))
     if len(variants) < total and not status:
-        console.print(f"[dim]{len(variants)} of {total} variants shown; --limit 0 shows all[/dim]")
+        click.echo(f"{len(variants)} of {total} variants shown", err=True)
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    """Plain aligned columns: instant for 10,000 rows, and friendly to grep and cut."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(line.format(*row).rstrip() for row in [header, *rows])
 
 
 @archive.command("show")

@@ -12,6 +12,7 @@ import hashlib
 import os
 import re
 import stat
+from contextlib import contextmanager
 from io import BytesIO
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -96,6 +97,7 @@ class GitStore:
                 f"`selfloop archive init --archive {self.path} --from DIR`"
             ) from None
         self.objects = GitDB(str(self.path / "objects"))
+        self._batch: dict[bytes, tuple[bytes, bytes]] | None = None
 
     @classmethod
     def create(cls, path: Path) -> GitStore:
@@ -110,9 +112,34 @@ class GitStore:
         from gitdb import IStream
 
         sha = hashlib.sha1(b"%s %d\0" % (kind, len(data)) + data).digest()
-        if not self.objects.has_object(sha):
+        if self._batch is not None:
+            if sha not in self._batch and not self.objects.has_object(sha):
+                self._batch[sha] = (kind, data)
+        elif not self.objects.has_object(sha):
             self.objects.store(IStream(kind, len(data), BytesIO(data)))
         return sha.hex()
+
+    @contextmanager
+    def batch(self):
+        """Collect new objects in memory and write them as one pack on ``flush``: thousands of
+        variants cost two files instead of four loose objects each. Unflushed objects are dropped."""
+        self._batch = {}
+        try:
+            yield
+        finally:
+            self._batch = None
+
+    def flush(self) -> None:
+        """Write the batch's objects as a pack (and its index) before any ref may point at them."""
+        if not self._batch:
+            return
+        from gitdb.base import OStream
+        from gitdb.pack import PackEntity
+
+        objects = [OStream(sha, kind, len(data), BytesIO(data)) for sha, (kind, data) in self._batch.items()]
+        PackEntity.create(objects, str(self.path / "objects" / "pack"), object_count=len(objects))
+        self.objects.update_cache(force=True)
+        self._batch = {}
 
     def write_tree(self, files: dict[str, tuple[bytes, int]]) -> str:
         """Write blobs and (nested) trees for a flat {path: (content, mode)} map; returns the root tree."""

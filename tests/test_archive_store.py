@@ -192,3 +192,21 @@ def test_meta_with_nan_and_paths_is_stored_as_plain_json(archive):
     meta = archive.get(vid).meta
     assert meta["loss"] is None and meta["where"] == "/tmp/x"
     assert archive.get(vid).scores["score"] is None
+
+
+def test_add_many_writes_one_pack_that_git_reads(archive):
+    ids = archive.add_many([
+        {"parent": "v0", "files": edited(archive, "v0", 100 + i), "meta": {"score": i}, "status": "admitted" if i % 2 == 0 else "rejected"}
+        for i in range(6)
+    ])
+    assert ids == [f"v{i}" for i in range(1, 7)]
+    assert "LIMIT = 105" in git(archive, "show", "v6:select/short.py")
+    assert [v.status for v in archive.list()][1:] == ["admitted", "rejected"] * 3
+    assert archive.best().id == "v5"
+    assert git(archive, "rev-parse", "main").strip() == archive.get("v5").commit  # last admitted
+    packs = list((archive.path / "objects" / "pack").glob("pack-*.idx"))
+    assert len(packs) == 1
+    verified = subprocess.run(["git", "-C", str(archive.path), "verify-pack", str(packs[0])], capture_output=True)
+    assert verified.returncode == 0, verified.stderr
+    fsck = subprocess.run(["git", "-C", str(archive.path), "fsck", "--strict"], capture_output=True, text=True)
+    assert fsck.returncode == 0 and "error" not in fsck.stderr
