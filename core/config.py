@@ -38,6 +38,10 @@ class ModelSettings(Strict):
     n_embd: int = Field(128, ge=8)
     n_head: int = Field(4, ge=1)
     max_positions: int = Field(256, ge=16)
+    # "abacus": each digit's index in its own number (length generalization); "learned": stock.
+    positions: Literal["abacus", "learned"] = "abacus"
+    max_position_offset: int = Field(100, ge=0)  # random offset of abacus positions in training
+    init_seed: int = 0
     memory_limit_gib: float = Field(3.0, gt=0)
     path: str | None = None  # start from this Hugging Face model directory instead
 
@@ -47,7 +51,10 @@ class LifecycleSettings(Strict):
 
     rounds: int = Field(4, ge=0)
     out: str = "runs/lifecycle"
-    labelled_max_difficulty: int = Field(5, ge=1)
+    max_seconds: float | None = Field(None, gt=0)  # start no new round after this much wall-clock
+    keep_checkpoints: bool = True  # keep every round's model directory (else only the last)
+    plot: bool = True
+    threads: int | None = Field(None, ge=1)  # torch CPU threads (None: torch's default)
 
 
 class EvolveSettings(Strict):

@@ -36,20 +36,24 @@ class Task(Protocol):
 
 
 class Acquirer(Protocol):
-    """Produces candidate training examples for one round."""
+    """Produces candidate training examples for one round (round 0 trains the base model)."""
 
     def acquire(
-        self, *, task: Task, policy: Policy | None, generator: Generator, round_index: int,
+        self, *, task: Task, policy: Policy, generator: Generator, round_index: int,
         rng: random.Random,
     ) -> list[Example]: ...
 
 
 class Selector(Protocol):
-    """Keeps, drops or weights examples, and reports how many and why."""
+    """Keeps, drops or weights examples, and reports how many and why.
+
+    ``history`` is the previous round's training set (the labelled data and earlier rounds' kept
+    examples); callers outside the lifecycle may omit it, so give it a default (``()``).
+    """
 
     def select(
         self, examples: list[Example], *, task: Task, policy: Policy | None, generator: Generator,
-        round_index: int, rng: random.Random,
+        round_index: int, rng: random.Random, history: Sequence[Example],
     ) -> Selection: ...
 
 
@@ -71,11 +75,11 @@ class Rewarder(Protocol):
 
 
 class Optimizer(Protocol):
-    """Updates a policy from examples (GRO: optimization)."""
+    """Updates a policy from examples (GRO: optimization); round 0 trains the base model."""
 
     def optimize(
         self, policy: Policy, examples: list[Example], *, task: Task, generator: Generator,
-        rewarder: Rewarder, rng: random.Random, workdir: Path,
+        rewarder: Rewarder, rng: random.Random, workdir: Path, round_index: int,
     ) -> OptimizeResult: ...
 
 

@@ -18,10 +18,11 @@ MINIMAL = {
     "task": "def problems(self, difficulty, count, rng): return []\n"
             "def verify(self, problem, completion): return True",
     "acquirer": "def acquire(self, *, task, policy, generator, round_index, rng): return []",
-    "selector": "def select(self, examples, *, task, policy, generator, round_index, rng): return None",
+    "selector": "def select(self, examples, *, task, policy, generator, round_index, rng, history=()): return None",
     "generator": "def generate(self, policy, prompts, *, n, temperature, max_new_tokens, seed): return []",
     "rewarder": "def reward(self, problems, completions, *, task): return []",
-    "optimizer": "def optimize(self, policy, examples, *, task, generator, rewarder, rng, workdir): return None",
+    "optimizer": "def optimize(self, policy, examples, *, task, generator, rewarder, rng, workdir,\n"
+                 "             round_index=0): return None",
     "refiner": "def refine(self, policy, problems, *, generator, rewarder, seed): return []",
     "evaluator": "def evaluate(self, policy, **kwargs): return None",
     "proposer": "def propose(self, parent, *, surface, others, rng): return None",

@@ -1,0 +1,475 @@
+"""The closed loop of self-improvement: acquire → select → GRO (generate, reward, optimize) →
+refine → evaluate, round after round, resumable.
+
+Round 0 trains the base model (the acquirers that offer labelled data); rounds 1..N are
+self-improvement rounds (the acquirers that label harder problems with the current model). Every
+stage is a component from the registry, so this module knows no task and no training recipe.
+
+What other parts of selfloop (the meta-agent's ``evolve``) build on:
+
+1. ``build_components(config, registry) -> Components``: every lifecycle component of a RunConfig.
+2. ``selfloop.core.models.load_policy(dir)`` / ``save_policy(policy, dir)`` / ``new_policy(
+   config.model)``: a Policy from/to a standard Hugging Face model directory (``CheckpointError``
+   when missing, corrupt, or too large for ``memory_limit_gib``).
+3. ``run_round(components, policy, round_index, *, history, seed, workdir) -> RoundResult``: one
+   round (training included); ``RoundResult.policy`` is the new policy, ``.report`` the round's
+   report entry (below), ``.training_set`` the examples to pass as ``history`` to the next round.
+   ``LifecycleTrainer(config).train(round_index, plugins_dir=, previous=, out=)`` wraps it for
+   checkpoints on disk (``out/model`` is returned; ``out/data.jsonl`` holds the training set).
+4. ``evaluate_problems(policy, problems, *, components, refiner=None, seed=0) ->
+   dict[int, float]``: accuracy by difficulty of a refiner's answers on given problems (a few
+   hundred short problems take seconds); ``draw_problems(task, difficulties, per_difficulty,
+   seed)`` draws such a set; ``evaluate_policy(policy, components, *, seen_prompts, seed)`` runs the
+   configured evaluators.
+5. ``DIR/report.json``::
+
+     {"config": {...validated RunConfig...}, "seed": 0, "started": <unix time>,
+      "finished": true|false, "peak_rss_mib": ...,
+      "rounds": [{"round": 0, "accuracy_by_digits": {"1": 1.0, ...},   # first evaluator
+                  "evaluations": [{"evaluator", "metrics", "accuracy_by_difficulty", "details"}],
+                  "acquired": {"labelled": 20000}, "selection": [{"selector", "kept", "dropped"}],
+                  "data": {"new": n, "training_set": n, "label_accuracy_acquired": x|null,
+                           "label_accuracy_kept": x|null, "distinct_ratio": x, ...},
+                  "optimize": {"steps", "loss", "tokens_per_second", "seconds", ...},
+                  "seconds": {"acquire": s, "select": s, "optimize": s, "evaluate": s},
+                  "checkpoint": "rounds/round_000/model", "peak_rss_mib": ...}, ...]}
+
+On disk, round r lives in ``DIR/rounds/round_{r:03d}/`` (``model/``, ``data.jsonl``,
+``report.json``); a round counts as finished once its ``report.json`` exists (written last,
+atomically), so a run killed at any point resumes from the last finished round.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError, ConfigError, SelfloopError, StageError
+from .types import Evaluation, Example, Policy, Problem
+
+REPORT = "report.json"
+PLOT = "accuracy_by_digits.png"
+ROUNDS_DIR = "rounds"
+# Settings that may differ between a run and its resumption.
+RESUMABLE_CHANGES = {("lifecycle", "rounds"), ("lifecycle", "out"), ("lifecycle", "max_seconds")}
+
+
+@dataclass
+class Part:
+    """A built component and where it came from (for error messages)."""
+
+    kind: str
+    name: str
+    plugin: str
+    component: Any
+
+
+@dataclass
+class Components:
+    """Every lifecycle component of a run config, built."""
+
+    task: Part
+    acquirers: list[Part]
+    selectors: list[Part]
+    generator: Part
+    rewarder: Part
+    optimizer: Part
+    refiner: Part
+    evaluators: list[Part]
+    config: Any = None
+
+
+@dataclass
+class RoundResult:
+    policy: Policy
+    report: dict[str, Any]
+    training_set: list[Example]
+
+
+def build_components(config, registry) -> Components:
+    """Build the task and every lifecycle component the config names (not proposer/parents)."""
+    config.check_names(registry)
+
+    def part(kind, component):
+        reg = registry.get(kind, component.name)
+        return Part(kind, component.name, reg.plugin,
+                    registry.create(kind, component.name, component.options))
+
+    return Components(
+        task=part("task", config.task),
+        acquirers=[part("acquirer", c) for c in config.acquire],
+        selectors=[part("selector", c) for c in config.select],
+        generator=part("generator", config.generator),
+        rewarder=part("rewarder", config.rewarder),
+        optimizer=part("optimizer", config.optimizer),
+        refiner=part("refiner", config.refiner),
+        evaluators=[part("evaluator", c) for c in config.evaluate],
+        config=config,
+    )
+
+
+def call_stage(stage: str, part: Part, method: str, *args, **kwargs):
+    """Run one component method; anything it raises becomes a StageError naming it."""
+    try:
+        return getattr(part.component, method)(*args, **kwargs)
+    except (SelfloopError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        raise StageError(stage, part.name, part.plugin, exc) from exc
+
+
+# --- one round ----------------------------------------------------------------------------------
+
+def run_round(components: Components, policy: Policy, round_index: int, *,
+              history: list[Example], seed: int, workdir: Path, log=None) -> RoundResult:
+    """One round: acquire, select, optimize, evaluate. Returns the new policy and the report."""
+    import torch
+
+    log = log or (lambda message: None)
+    rng = random.Random(f"{seed}:{round_index}")
+    torch.manual_seed(rng.randrange(2**31))
+    c = components
+    seconds: dict[str, float] = {}
+    task, generator = c.task.component, c.generator.component
+
+    started = time.perf_counter()
+    acquired, acquired_by = [], {}
+    for part in c.acquirers:
+        examples = call_stage("acquire", part, "acquire", task=task, policy=policy,
+                              generator=generator, round_index=round_index, rng=rng)
+        _check_examples(examples, "acquire", part)
+        acquired_by[part.name] = len(examples)
+        acquired += examples
+    seconds["acquire"] = time.perf_counter() - started
+    log(f"round {round_index}: acquired {len(acquired)} examples {acquired_by}")
+
+    started = time.perf_counter()
+    kept, selection = list(acquired), []
+    for part in c.selectors:
+        result = call_stage("select", part, "select", kept, task=task, policy=policy,
+                            generator=generator, round_index=round_index, rng=rng, history=history)
+        _check_examples(result.kept, "select", part)
+        kept = list(result.kept)
+        selection.append(result.report.to_dict())
+        log(f"round {round_index}: {part.name} kept {result.report.kept}, dropped "
+            f"{result.report.dropped or 'none'}")
+    seconds["select"] = time.perf_counter() - started
+    old_keys = {(e.prompt, e.completion) for e in history}
+    new_kept = [e for e in kept if (e.prompt, e.completion) not in old_keys]
+    training_set = kept
+
+    started = time.perf_counter()
+    workdir.mkdir(parents=True, exist_ok=True)
+    result = call_stage("optimize", c.optimizer, "optimize", policy, training_set, task=task,
+                        generator=generator, rewarder=c.rewarder.component, rng=rng,
+                        workdir=workdir, round_index=round_index)
+    policy = result.policy
+    seconds["optimize"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    seen = {e.prompt for e in training_set} | {e.prompt for e in history}
+    evaluations = evaluate_policy(policy, c, seen_prompts=seen, seed=rng.randrange(2**31))
+    seconds["evaluate"] = time.perf_counter() - started
+
+    report = {
+        "round": round_index,
+        "accuracy_by_digits": {str(d): a for d, a in
+                               (evaluations[0].accuracy_by_difficulty if evaluations else {}).items()},
+        "evaluations": [_evaluation_dict(e) for e in evaluations],
+        "acquired": acquired_by,
+        "selection": selection,
+        "data": _data_report(acquired, new_kept, training_set),
+        "optimize": {k: _plain(v) for k, v in result.metrics.items()},
+        "seconds": seconds,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+    return RoundResult(policy, report, training_set)
+
+
+def _check_examples(examples, stage, part) -> None:
+    if not isinstance(examples, list) or not all(isinstance(e, Example) for e in examples):
+        raise StageError(stage, part.name, part.plugin,
+                         TypeError(f"expected a list of Example, got {type(examples).__name__}"))
+
+
+def _data_report(acquired: list[Example], kept_new: list[Example], training_set: list[Example]):
+    """Sizes, diversity, and (when the acquirer recorded the truth) how clean the labels are."""
+    from collections import Counter
+    import math
+
+    def label_accuracy(examples):
+        audited = [e for e in examples if e.meta.get("audit_answer") is not None]
+        if not audited:
+            return None
+        return sum(e.completion == e.meta["audit_answer"] for e in audited) / len(audited)
+
+    completions = [e.completion for e in kept_new]
+    chars = Counter("".join(completions))
+    total = sum(chars.values()) or 1
+    return {
+        "acquired": len(acquired), "new": len(kept_new), "training_set": len(training_set),
+        "difficulties": sorted({e.difficulty for e in kept_new}),
+        "label_accuracy_acquired": label_accuracy(acquired),
+        "label_accuracy_kept": label_accuracy(kept_new),
+        "distinct_ratio": len(set(completions)) / len(completions) if completions else None,
+        "char_entropy_bits": -sum(n / total * math.log2(n / total) for n in chars.values())
+        if completions else None,
+    }
+
+
+def _evaluation_dict(e: Evaluation) -> dict[str, Any]:
+    return {"evaluator": e.evaluator, "metrics": {k: _plain(v) for k, v in e.metrics.items()},
+            "accuracy_by_difficulty": {str(k): v for k, v in e.accuracy_by_difficulty.items()},
+            "details": e.details}
+
+
+def _plain(value):
+    if isinstance(value, float) and value != value:  # NaN is not JSON
+        return None
+    return value
+
+
+# --- evaluation ---------------------------------------------------------------------------------
+
+def evaluate_policy(policy: Policy, components: Components, *, seen_prompts: set[str],
+                    seed: int) -> list[Evaluation]:
+    """Run every configured evaluator on ``policy`` with the configured refiner."""
+    out = []
+    for part in components.evaluators:
+        evaluation = call_stage(
+            "evaluate", part, "evaluate", policy, task=components.task.component,
+            refiner=components.refiner.component, generator=components.generator.component,
+            rewarder=components.rewarder.component, seen_prompts=seen_prompts, seed=seed)
+        if not isinstance(evaluation, Evaluation):
+            raise StageError("evaluate", part.name, part.plugin,
+                             TypeError(f"expected an Evaluation, got {type(evaluation).__name__}"))
+        out.append(evaluation)
+    return out
+
+
+def draw_problems(task, difficulties, per_difficulty: int, seed: int | str) -> list[Problem]:
+    """``per_difficulty`` problems of ``task`` at each difficulty, from a seed."""
+    rng = random.Random(f"problems:{seed}")
+    return [p for d in difficulties for p in task.problems(d, per_difficulty, rng)]
+
+
+def evaluate_problems(policy: Policy, problems: list[Problem], *, components: Components,
+                      refiner=None, seed: int = 0) -> dict[int, float]:
+    """Accuracy by difficulty of ``refiner`` (default: the configured one) on ``problems``."""
+    refiner_part = components.refiner if refiner is None else Part("refiner", "given", "?", refiner)
+    answers = call_stage("refine", refiner_part, "refine", policy, problems,
+                         generator=components.generator.component,
+                         rewarder=components.rewarder.component, seed=seed)
+    task = components.task.component
+    by: dict[int, list[bool]] = {}
+    for problem, answer in zip(problems, answers, strict=True):
+        by.setdefault(problem.difficulty, []).append(task.verify(problem, answer))
+    return {d: sum(v) / len(v) for d, v in sorted(by.items())}
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- the run on disk ----------------------------------------------------------------------------
+
+def round_dir(out: Path, round_index: int) -> Path:
+    return out / ROUNDS_DIR / f"round_{round_index:03d}"
+
+
+def save_examples(examples: list[Example], path: Path) -> None:
+    tmp = path.with_suffix(".partial")
+    with tmp.open("w") as f:
+        for e in examples:
+            f.write(json.dumps(asdict(e)) + "\n")
+    os.replace(tmp, path)
+
+
+def load_examples(path: Path) -> list[Example]:
+    try:
+        return [Example(**json.loads(line)) for line in path.read_text().splitlines() if line]
+    except (OSError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: corrupt training data: {exc}") from None
+
+
+def write_json(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def finished_rounds(out: Path) -> list[dict[str, Any]]:
+    """The reports of the rounds finished in ``out``, in order (stops at the first gap)."""
+    reports = []
+    index = 0
+    while (round_dir(out, index) / REPORT).is_file():
+        try:
+            reports.append(json.loads((round_dir(out, index) / REPORT).read_text()))
+        except ValueError as exc:
+            raise CheckpointError(f"{round_dir(out, index) / REPORT}: corrupt: {exc}") from None
+        index += 1
+    return reports
+
+
+class Lifecycle:
+    """A run of the closed loop in ``out``: builds the components, trains, resumes."""
+
+    def __init__(self, config, registry, out: str | os.PathLike, *, log=None):
+        self.config = config
+        self.out = Path(out)
+        self.log = log or (lambda message: None)
+        self.components = build_components(config, registry)
+
+    def _check_same_config(self) -> dict[str, Any] | None:
+        path = self.out / REPORT
+        if not path.is_file():
+            return None
+        try:
+            previous = json.loads(path.read_text())
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: corrupt report: {exc}") from None
+        now = self.config.model_dump(mode="json")
+        before = previous.get("config", {})
+        for section in sorted(set(now) | set(before)):
+            a, b = now.get(section), before.get(section)
+            if isinstance(a, dict) and isinstance(b, dict):
+                diff = [k for k in set(a) | set(b) if a.get(k) != b.get(k)
+                        and (section, k) not in RESUMABLE_CHANGES]
+                if diff:
+                    raise ConfigError(f"{self.out} holds a run with a different config "
+                                      f"([{section}] {', '.join(sorted(diff))}); resume it with "
+                                      "its own config or choose another --out")
+            elif a != b:
+                raise ConfigError(f"{self.out} holds a run with a different config ({section}); "
+                                  "resume it with its own config or choose another --out")
+        return previous
+
+    def run(self, rounds: int | None = None, *, on_round=None) -> dict[str, Any]:
+        """Run (or resume) rounds 0..``rounds``; returns the report (also in ``out/report.json``)."""
+        from .models import load_policy, new_policy, save_policy
+
+        settings = self.config.lifecycle
+        rounds = settings.rounds if rounds is None else rounds
+        if settings.threads:
+            import torch
+
+            torch.set_num_threads(settings.threads)
+        self.out.mkdir(parents=True, exist_ok=True)
+        previous = self._check_same_config()
+        done = finished_rounds(self.out)
+        report = {
+            "config": self.config.model_dump(mode="json"), "seed": self.config.seed,
+            "started": previous.get("started", time.time()) if previous else time.time(),
+            "finished": False, "rounds": done, "peak_rss_mib": peak_rss_mib(),
+        }
+        write_json(self.out / REPORT, report)
+        if done:
+            last = round_dir(self.out, len(done) - 1)
+            self.log(f"resuming after round {len(done) - 1} from {last}")
+            policy = load_policy(last / "model", memory_limit_gib=self.config.model.memory_limit_gib)
+            history = load_examples(last / "data.jsonl")
+        else:
+            policy = new_policy(self.config.model)
+            history = []
+        run_started = time.monotonic()
+        for index in range(len(done), rounds + 1):
+            if settings.max_seconds is not None and time.monotonic() - run_started > settings.max_seconds:
+                self.log(f"stopping before round {index}: lifecycle.max_seconds reached")
+                break
+            directory = round_dir(self.out, index)
+            result = run_round(self.components, policy, index, history=history,
+                               seed=self.config.seed, workdir=directory / "work", log=self.log)
+            policy, history = result.policy, result.training_set
+            save_policy(policy, directory / "model")
+            save_examples(history, directory / "data.jsonl")
+            result.report["checkpoint"] = str((directory / "model").relative_to(self.out))
+            write_json(directory / REPORT, result.report)  # the round is finished from here on
+            if not settings.keep_checkpoints and index > 0:
+                _drop_model(round_dir(self.out, index - 1))
+            report["rounds"].append(result.report)
+            report["peak_rss_mib"] = peak_rss_mib()
+            write_json(self.out / REPORT, report)
+            if settings.plot:
+                plot_accuracy(report["rounds"], self.out / PLOT)
+            if on_round:
+                on_round(result.report)
+        report["finished"] = len(report["rounds"]) >= rounds + 1
+        write_json(self.out / REPORT, report)
+        if settings.plot and report["rounds"]:
+            plot_accuracy(report["rounds"], self.out / PLOT)
+        return report
+
+
+def _drop_model(directory: Path) -> None:
+    import shutil
+
+    if (directory / "model").is_dir():
+        shutil.rmtree(directory / "model")
+
+
+class LifecycleTrainer:
+    """Trains one round's checkpoint from a plugins directory (for the meta-agent's ``evolve``).
+
+    ``train(r, plugins_dir=, previous=, out=)``: loads the plugins, starts from ``previous`` (a
+    model directory whose parent holds ``data.jsonl``; None for round 0), runs round ``r`` and
+    writes ``out/model``, ``out/data.jsonl`` and ``out/report.json``. Returns ``out/model``.
+    """
+
+    def __init__(self, config, *, log=None):
+        self.config = config
+        self.log = log
+
+    def train(self, round_index: int, *, plugins_dir: Path | None, previous: Path | None,
+              out: Path) -> Path:
+        from .models import load_policy, new_policy, save_policy
+        from .registry import load_registry
+
+        registry = load_registry([plugins_dir] if plugins_dir else [])
+        components = build_components(self.config, registry)
+        if previous is None:
+            policy, history = new_policy(self.config.model), []
+        else:
+            policy = load_policy(previous, memory_limit_gib=self.config.model.memory_limit_gib)
+            data = Path(previous).parent / "data.jsonl"
+            history = load_examples(data) if data.is_file() else []
+        out = Path(out)
+        result = run_round(components, policy, round_index, history=history,
+                           seed=self.config.seed, workdir=out / "work", log=self.log)
+        save_policy(result.policy, out / "model")
+        save_examples(result.training_set, out / "data.jsonl")
+        write_json(out / REPORT, result.report)
+        return out / "model"
+
+
+# --- the plot -----------------------------------------------------------------------------------
+
+def plot_accuracy(rounds: list[dict[str, Any]], path: Path) -> None:
+    """Accuracy by number of digits, one line per round, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for entry in rounds:
+        acc = entry.get("accuracy_by_digits") or {}
+        xs = sorted(int(d) for d in acc)
+        ax.plot(xs, [acc[str(x)] for x in xs], marker="o", label=f"round {entry['round']}")
+    ax.set_xlabel("digits per operand")
+    ax.set_ylabel("exact-match accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("accuracy by length, per round")
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".partial.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)

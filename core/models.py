@@ -1,0 +1,261 @@
+"""The embedded model: a character-level tokenizer and a stock GPT-2 or Llama built from scratch.
+
+Length generalization depends on positions. The default scheme, ``abacus`` (McLeish et al. 2024),
+gives every digit the index it has inside its own number, plus an offset; every other character
+gets the offset itself. The i-th digit of both operands and the (i-1)-th digit of the answer then
+share a position, wherever they are in the text, so "add the digits at my position" is one rule for
+every length. While training, the offset is drawn at random per sequence (up to
+``max_position_offset``), so every position embedding is trained and a longer number at offset 0
+only meets positions the model already knows. ``learned`` keeps the architecture's own positions.
+
+The scheme lives in the model: ``attach_positions`` installs a forward pre-hook that computes the
+position ids from the input ids (also step by step under a KV cache), so ``model(...)``, its
+``generate()``, and TRL's trainers all see the same positions without knowing about them. The
+scheme is saved in the model's config (``selfloop_positions``); a model directory is a standard
+Hugging Face directory, and ``load_policy`` reattaches the hook.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import CheckpointError
+from .types import Policy
+
+CHARS = "0123456789+=-*/ abcdefghijklmnopqrstuvwxyz"
+PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
+POSITION_SCHEMES = ("abacus", "learned")
+
+
+def build_tokenizer():
+    """A fast character-level tokenizer with distinct PAD and EOS tokens."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {PAD: 0, EOS: 1, UNK: 2}
+    for ch in CHARS:
+        vocab.setdefault(ch, len(vocab))
+    core = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token=PAD, eos_token=EOS, unk_token=UNK,
+        padding_side="left", model_input_names=["input_ids", "attention_mask"],
+    )
+
+
+def build_model(settings, tokenizer):
+    """A freshly initialized stock model from ``ModelSettings``, with its position scheme attached."""
+    import torch
+
+    check_memory(settings)
+    torch.manual_seed(settings.init_seed)
+    config = _model_config(settings, tokenizer)
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_config(config)
+    attach_positions(model)
+    return model
+
+
+def _model_config(settings, tokenizer):
+    common = dict(
+        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
+    )
+    extra = dict(selfloop_positions=settings.positions,
+                 selfloop_max_position_offset=settings.max_position_offset)
+    if settings.architecture == "gpt2":
+        from transformers import GPT2Config
+
+        return GPT2Config(
+            n_layer=settings.n_layer, n_embd=settings.n_embd, n_head=settings.n_head,
+            n_positions=settings.max_positions, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+            **common, **extra,
+        )
+    from transformers import LlamaConfig
+
+    if settings.positions == "abacus":
+        raise CheckpointError("the abacus position scheme needs learned position embeddings "
+                              "(architecture = 'gpt2'); llama uses rotary positions: set "
+                              "positions = 'learned'")
+    return LlamaConfig(
+        num_hidden_layers=settings.n_layer, hidden_size=settings.n_embd,
+        num_attention_heads=settings.n_head, num_key_value_heads=settings.n_head,
+        intermediate_size=4 * settings.n_embd, max_position_embeddings=settings.max_positions,
+        **common, **extra,
+    )
+
+
+def parameter_count(settings, vocab_size: int = len(CHARS) + 3) -> int:
+    """Parameters of the model ``settings`` describes (close enough for a memory estimate)."""
+    d, layers = settings.n_embd, settings.n_layer
+    per_layer = 12 * d * d + 13 * d
+    return layers * per_layer + vocab_size * d + settings.max_positions * d + 2 * d
+
+
+def check_memory(settings) -> None:
+    """Raise CheckpointError when training the model would not fit ``memory_limit_gib``.
+
+    Training holds weights, gradients and two AdamW moments (16 bytes per parameter in fp32), and
+    activations; the estimate counts a batch of 64 sequences of ``max_positions`` tokens.
+    """
+    params = parameter_count(settings)
+    activations = 64 * settings.max_positions * settings.n_embd * settings.n_layer * 34 * 4
+    needed_gib = (16 * params + activations) / 2**30 + 0.7  # + the Python/torch runtime itself
+    if needed_gib > settings.memory_limit_gib:
+        raise CheckpointError(
+            f"model too large: {params / 1e6:.1f}M parameters need about {needed_gib:.1f} GiB to "
+            f"train, over the limit of {settings.memory_limit_gib:g} GiB (model.memory_limit_gib); "
+            "make the model smaller or raise the limit"
+        )
+
+
+# --- positions ----------------------------------------------------------------------------------
+
+def digit_mask(input_ids, tokenizer_or_model) -> Any:
+    """A bool tensor: which ids are digits (ids of "0".."9" are contiguous in the vocabulary)."""
+    zero = _digit_zero(tokenizer_or_model)
+    return (input_ids >= zero) & (input_ids < zero + 10)
+
+
+def _digit_zero(obj) -> int:
+    if hasattr(obj, "convert_tokens_to_ids"):
+        return obj.convert_tokens_to_ids("0")
+    return 3  # build_tokenizer's layout: PAD, EOS, UNK, then "0".."9"
+
+
+def abacus_positions(input_ids, offset, start=None):
+    """Position ids: each digit's 1-based index in its number, plus ``offset``; others ``offset``.
+
+    ``start`` continues a sequence (under a KV cache): the position and digit flag of the token
+    before ``input_ids``. Returns the ids and the state to continue from.
+    """
+    import torch
+
+    is_digit = digit_mask(input_ids, None)
+    batch, length = input_ids.shape
+    positions = torch.empty_like(input_ids)
+    if start is None:
+        prev_pos = offset.clone()
+        prev_digit = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+    else:
+        prev_pos, prev_digit = start
+    for col in range(length):  # sequences are short: a column loop is cheaper than cumsum tricks
+        digit = is_digit[:, col]
+        pos = torch.where(digit, torch.where(prev_digit, prev_pos + 1, offset + 1), offset)
+        positions[:, col] = pos
+        prev_pos, prev_digit = pos, digit
+    return positions, (prev_pos, prev_digit)
+
+
+def attach_positions(model) -> None:
+    """Install the model's position scheme as a forward pre-hook (idempotent)."""
+    if getattr(model.config, "selfloop_positions", "learned") != "abacus":
+        return
+    if getattr(model, "_selfloop_positions_hook", None) is not None:
+        return
+    max_offset = int(getattr(model.config, "selfloop_max_position_offset", 0))
+    limit = model.config.n_positions
+
+    def hook(module, args, kwargs):
+        import torch
+
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if input_ids is None:
+            return None
+        past = kwargs.get("past_key_values")
+        continuing = past is not None and past.get_seq_length() > 0
+        state = getattr(module, "_selfloop_position_state", None)
+        if continuing and state is not None and state[0].shape[0] == input_ids.shape[0]:
+            offset, prev = state
+            positions, prev = abacus_positions(input_ids, offset, start=prev)
+        else:
+            batch = input_ids.shape[0]
+            offset = torch.zeros(batch, dtype=torch.long, device=input_ids.device)
+            if module.training and max_offset > 0:
+                longest_run = _longest_digit_run(input_ids)
+                room = max(0, min(max_offset, limit - longest_run - 2))
+                offset = torch.randint(0, room + 1, (batch,), device=input_ids.device)
+            positions, prev = abacus_positions(input_ids, offset)
+        if int(positions.max()) >= limit:
+            raise CheckpointError(f"a number is too long for the model: position "
+                                  f"{int(positions.max())} >= {limit} (model.max_positions)")
+        module._selfloop_position_state = (offset, prev)
+        kwargs = dict(kwargs)
+        kwargs["position_ids"] = positions
+        if args:
+            kwargs["input_ids"] = args[0]
+            args = args[1:]
+        return args, kwargs
+
+    model._selfloop_positions_hook = model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def _longest_digit_run(input_ids) -> int:
+    positions, _ = abacus_positions(input_ids, input_ids.new_zeros(input_ids.shape[0]))
+    return int(positions.max())
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+
+def new_policy(settings) -> Policy:
+    """The base policy: a fresh model from ``settings``, or the directory ``settings.path`` names."""
+    if settings.path:
+        return load_policy(settings.path, memory_limit_gib=settings.memory_limit_gib)
+    tokenizer = build_tokenizer()
+    return Policy(model=build_model(settings, tokenizer), tokenizer=tokenizer)
+
+
+def save_policy(policy: Policy, directory: str | os.PathLike) -> Path:
+    """Save as a standard Hugging Face model directory, atomically (a temp dir, then a rename)."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".partial")
+    if tmp.exists():
+        _remove_tree(tmp)
+    tmp.mkdir(parents=True)
+    policy.model.save_pretrained(tmp)
+    policy.tokenizer.save_pretrained(tmp)
+    if directory.exists():
+        _remove_tree(directory)
+    os.replace(tmp, directory)
+    policy.path = directory
+    return directory
+
+
+def load_policy(directory: str | os.PathLike, *, memory_limit_gib: float | None = None) -> Policy:
+    """Load a model directory; a missing, corrupt or too large checkpoint is a CheckpointError."""
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise CheckpointError(f"{directory}: not a model directory (no config.json)")
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{directory}/config.json: corrupt checkpoint: {exc}") from None
+    if memory_limit_gib is not None:
+        weights = sum(p.stat().st_size for p in directory.glob("*.safetensors"))
+        needed = 4 * weights / 2**30 + 0.7
+        if needed > memory_limit_gib:
+            raise CheckpointError(
+                f"{directory}: model too large: {weights / 2**20:.0f} MiB of weights need about "
+                f"{needed:.1f} GiB to train, over the limit of {memory_limit_gib:g} GiB"
+            )
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        model = AutoModelForCausalLM.from_pretrained(directory)
+    except Exception as exc:
+        raise CheckpointError(f"{directory}: corrupt checkpoint ({config.get('model_type', '?')}): "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+    attach_positions(model)
+    return Policy(model=model, tokenizer=tokenizer, path=directory)
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path)

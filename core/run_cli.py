@@ -1,0 +1,71 @@
+"""`selfloop run`: the self-improvement lifecycle on the configured model, round after round."""
+
+from __future__ import annotations
+
+import click
+
+from .cli import CONTEXT, config_option, plugins_dir_option, print_json
+
+
+@click.command("run", context_settings=CONTEXT)
+@config_option
+@plugins_dir_option
+@click.option("--rounds", type=click.IntRange(min=0), default=None,
+              help="Self-improvement rounds after the base round (default: lifecycle.rounds).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Run directory; an existing run there is resumed (default: lifecycle.out).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads (default: lifecycle.threads, else torch's choice).")
+@click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON.")
+def run(config_path, plugins_dirs, rounds, out_dir, threads, as_json):
+    """Train the base model on labelled data (or resume from --out), then run self-improvement
+    rounds: acquire, select, optimize, evaluate. Writes DIR/report.json, a plot of accuracy by
+    length per round, and each round's checkpoint; an interrupted run resumes from its last
+    finished round."""
+    from rich.console import Console
+
+    from .config import load_config
+    from .lifecycle import PLOT, REPORT, Lifecycle
+    from .registry import load_registry
+
+    overrides = {"lifecycle": {k: v for k, v in
+                               {"out": out_dir, "rounds": rounds, "threads": threads}.items()
+                               if v is not None}}
+    config = load_config(config_path, overrides=overrides)
+    console = Console(stderr=True)
+    lifecycle = Lifecycle(config, load_registry(plugins_dirs), config.lifecycle.out,
+                          log=lambda message: console.print(f"[dim]{message}[/dim]"))
+    report = lifecycle.run(on_round=lambda entry: console.print(round_table(entry)))
+    out = lifecycle.out
+    if as_json:
+        print_json(report)
+        return
+    status = "finished" if report["finished"] else "stopped early (lifecycle.max_seconds)"
+    console.print(f"{status}: {len(report['rounds'])} rounds in {out}; report {out / REPORT}, "
+                  f"plot {out / PLOT}; peak memory {report['peak_rss_mib']:.0f} MiB")
+
+
+def round_table(entry):
+    """One round as a rich table: accuracy by length, selection, time per stage."""
+    from rich.table import Table
+
+    acc = entry.get("accuracy_by_digits", {})
+    digits = sorted(acc, key=int)
+    table = Table(title=f"round {entry['round']}", title_justify="left")
+    table.add_column("digits")
+    for d in digits:
+        table.add_column(d, justify="right")
+    table.add_row("accuracy", *[f"{acc[d]:.0%}" for d in digits])
+    selection = "; ".join(
+        f"{s['selector']}: kept {s['kept']}"
+        + (" dropped " + ", ".join(f"{n} {why}" for why, n in s["dropped"].items()) if s["dropped"] else "")
+        for s in entry.get("selection", []))
+    data = entry.get("data", {})
+    label = data.get("label_accuracy_kept")
+    table.caption = (
+        f"acquired {entry.get('acquired')} | {selection or 'no selectors'}"
+        + (f" | kept labels correct: {label:.1%}" if label is not None else "")
+        + " | seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in entry.get("seconds", {}).items())
+    )
+    table.caption_justify = "left"
+    return table

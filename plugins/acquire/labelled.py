@@ -1,0 +1,40 @@
+"""The labelled seed data: the task's own problems, with ground-truth answers, up to a difficulty.
+
+Only the base round (round 0) acquires them; later rounds keep them through the ``accumulate``
+selector, so the original labels are never lost.
+"""
+
+from __future__ import annotations
+
+from selfloop.core.hookspecs import hookimpl
+from selfloop.core.tunable import tunable
+from selfloop.core.types import Example
+
+PER_DIFFICULTY = tunable(4000, low=10, high=1000000)
+
+
+class LabelledProblems:
+    """``per_difficulty`` labelled problems at each difficulty from ``min_difficulty`` to ``max_difficulty``."""
+
+    def __init__(self, min_difficulty: int = 1, max_difficulty: int = 5,
+                 per_difficulty: int = PER_DIFFICULTY, every_round: bool = False):
+        if max_difficulty < min_difficulty:
+            raise ValueError(f"max_difficulty {max_difficulty} < min_difficulty {min_difficulty}")
+        self.min_difficulty, self.max_difficulty = min_difficulty, max_difficulty
+        self.per_difficulty, self.every_round = per_difficulty, every_round
+
+    def acquire(self, *, task, policy, generator, round_index, rng):
+        if round_index > 0 and not self.every_round:
+            return []
+        examples = []
+        for difficulty in range(self.min_difficulty, self.max_difficulty + 1):
+            for problem in task.problems(difficulty, self.per_difficulty, rng):
+                examples.append(Example(problem.prompt, problem.answer, difficulty, "labelled",
+                                        meta={"answer": problem.answer}))
+        return examples
+
+
+@hookimpl(trylast=True)
+def register_acquirer(register):
+    register("labelled", LabelledProblems,
+             description="the task's labelled problems up to a difficulty (the seed data, round 0)")

@@ -1,0 +1,51 @@
+"""Self-labelling: the current model answers problems harder than any it has labels for.
+
+Round r (r >= 1) poses unlabelled problems at the difficulties just past the frontier
+(``start_difficulty + (r - 1) * step`` and the ``lengths - 1`` after it) and labels each with the
+model's greedy answer. What to trust is the selection stage's job (format, agreement, caps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from selfloop.core.hookspecs import hookimpl
+from selfloop.core.tunable import tunable
+from selfloop.core.types import Example
+
+COUNT = tunable(3000, low=10, high=1000000)
+STEP = tunable(1, low=1, high=8)
+LENGTHS_PER_ROUND = tunable(1, low=1, high=8)
+
+
+class SelfLabel:
+    """Labels ``count`` fresh problems per difficulty with the policy's own greedy answers."""
+
+    def __init__(self, start_difficulty: int = 6, count: int = COUNT, step: int = STEP,
+                 lengths: int = LENGTHS_PER_ROUND, slack_tokens: int = 2):
+        self.start_difficulty, self.count, self.step = start_difficulty, count, step
+        self.lengths, self.slack_tokens = lengths, slack_tokens
+
+    def difficulties(self, round_index: int) -> list[int]:
+        first = self.start_difficulty + (round_index - 1) * self.step
+        return list(range(first, first + self.lengths))
+
+    def acquire(self, *, task, policy, generator, round_index, rng):
+        if round_index < 1:
+            return []
+        truths = [p for d in self.difficulties(round_index) for p in task.problems(d, self.count, rng)]
+        problems = [replace(p, answer=None) for p in truths]
+        longest = max(p.difficulty for p in problems) + 1 + self.slack_tokens
+        answers = generator.generate(policy, [p.prompt for p in problems], n=1, temperature=0.0,
+                                     max_new_tokens=longest, seed=rng.randrange(2**31))
+        # The hidden true answer rides along for the round's report only (how clean the kept data
+        # is); no selector may read it, and the meta-agent's judge never provides it.
+        return [Example(p.prompt, group[0].strip(), p.difficulty, "self_label",
+                        meta={"audit_answer": truth.answer})
+                for p, truth, group in zip(problems, truths, answers)]
+
+
+@hookimpl(trylast=True)
+def register_acquirer(register):
+    register("self_label", SelfLabel,
+             description="the model labels fresh problems one step past its frontier (greedy)")

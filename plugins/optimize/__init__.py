@@ -1,0 +1,1 @@
+"""optimize stage components."""

@@ -1,0 +1,1 @@
+"""refine stage components."""
