@@ -114,10 +114,10 @@ class Sandbox(ABC):
         return {"cpu_s": int(timeout_s * self.settings.cpus) + 1, "nofile": 1024,
                 "fsize_bytes": self.settings.scratch_mb << 20, "core_bytes": 0}
 
-    def _spec(self, command, timeout_s, scratch, result_path, manifest, rlimits, isolate=None,
-              integrity_hint="") -> str:
+    def _spec(self, command, timeout_s, scratch, result_path, manifest, package_dirs, rlimits,
+              isolate=None, integrity_hint="") -> str:
         return json.dumps({
-            "command": command, "timeout_s": timeout_s, "scratch": scratch,
+            "command": command, "timeout_s": timeout_s, "scratch": scratch, "package_dirs": package_dirs,
             "result_path": result_path, "manifest": manifest, "rlimits": rlimits,
             "isolate": isolate, "log_limit_bytes": self.settings.log_limit_bytes,
             "output_limit_bytes": self.settings.output_limit_bytes,

@@ -31,14 +31,18 @@ def _check(result: int, what: str) -> int:
 
 # --- cgroups (v1 hierarchies, as root) ---------------------------------------------------------
 
+def run_cgroups(runner_pid: int) -> tuple[Path, Path]:
+    """The memory and pids cgroups of the runner with this pid."""
+    name = f"run-{runner_pid}"
+    return CGROUP_V1 / "memory" / CGROUP_PARENT / name, CGROUP_V1 / "pids" / CGROUP_PARENT / name
+
+
 def join_cgroups(limits: dict) -> tuple[list[Path], Path | None]:
     """Create a memory and a pids cgroup for this run, move this process in (the payload inherits
     them), and return the groups and the file that counts out-of-memory kills."""
     if not (CGROUP_V1 / "memory" / "memory.limit_in_bytes").exists():
         raise OSError(0, "no cgroup v1 memory hierarchy")
-    name = f"run-{os.getpid()}"
-    memory = CGROUP_V1 / "memory" / CGROUP_PARENT / name
-    pids = CGROUP_V1 / "pids" / CGROUP_PARENT / name
+    memory, pids = run_cgroups(os.getpid())
     memory.mkdir(parents=True, exist_ok=True)
     groups = [memory]
     (memory / "memory.limit_in_bytes").write_text(str(limits["memory_bytes"]))
@@ -68,6 +72,18 @@ def leave_cgroups(groups: list[Path]) -> None:
             except OSError:
                 time.sleep(0.01)
         # what is still there, `selfloop sandbox sweep` removes
+
+
+def remove_run_cgroups(runner_pid: int) -> None:
+    """After a runner has exited (or was killed): remove its groups once their processes are gone."""
+    for group in run_cgroups(runner_pid):
+        for _ in range(100):
+            if not group.exists():
+                break
+            try:
+                group.rmdir()
+            except OSError:
+                time.sleep(0.02)
 
 
 def sweep_cgroups() -> int:

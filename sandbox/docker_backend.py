@@ -16,11 +16,13 @@ from selfloop.core.config import SandboxSettings
 from selfloop.core.errors import SandboxError
 
 from .base import HOST_GRACE_S, LABEL, Sandbox, SandboxResult
+from .runner import runner_command
 
 CODE_AT = "/code"
 INPUTS_AT = "/inputs"
 SCRATCH_AT = "/scratch"
 PYTHON_AT = "/opt/selfloop/bin/python"
+PACKAGE_DIRS = {f"selfloop.{name}": f"/opt/selfloop-app/selfloop/{name}" for name in ("core", "sandbox")}
 PATH_IN_IMAGE = "/opt/selfloop/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 API_TIMEOUT_S = 60
 
@@ -65,7 +67,8 @@ class DockerSandbox(Sandbox):
         result_path = f"{SCRATCH_AT}/result.json"
         environment = self._environment(env, CODE_AT, result_path, inputs_at, INPUTS_AT, SCRATCH_AT, PATH_IN_IMAGE)
         manifest = self._manifest_for(code_dir, inputs, CODE_AT, inputs_at)
-        spec = self._spec(command, timeout_s, SCRATCH_AT, result_path, manifest, self._rlimits(timeout_s),
+        spec = self._spec(command, timeout_s, SCRATCH_AT, result_path, manifest, PACKAGE_DIRS,
+                          self._rlimits(timeout_s),
                           integrity_hint=" (stale image? rebuild with `selfloop sandbox build`)")
         mounts = [Mount(CODE_AT, str(code_dir), type="bind", read_only=True)]
         mounts += [Mount(inputs_at[name], str(path), type="bind", read_only=True) for name, path in inputs.items()]
@@ -73,7 +76,7 @@ class DockerSandbox(Sandbox):
         s = self.settings
         started = time.monotonic()
         container = self.client.containers.create(
-            s.image, [PYTHON_AT, "-I", "-m", "selfloop.sandbox.runner", spec],
+            s.image, runner_command(PYTHON_AT, PACKAGE_DIRS["selfloop.sandbox"], spec),
             environment=environment, mounts=mounts, working_dir=SCRATCH_AT,
             tmpfs={SCRATCH_AT: f"size={s.scratch_mb}m,mode=1777"},
             read_only=True, network_disabled=True, network_mode="none",

@@ -33,7 +33,7 @@ from pathlib import Path
 from selfloop.core.config import SandboxSettings
 from selfloop.core.errors import SandboxError
 
-from .integrity import package_dir, protected_manifest
+from .integrity import SELFLOOP_PACKAGES, package_dir, protected_manifest
 
 SUITE = "bookworm"
 MIRROR = os.environ.get("SELFLOOP_DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -43,7 +43,6 @@ IMAGE_PYTHON = (3, 11)
 IMAGE_GLIBC = (2, 36)
 TRIMMED = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
            "var/cache/apt/archives", "var/lib/apt/lists")
-APP_PACKAGES = ("core", "plugins", "archive", "sandbox")
 MANIFEST_LABEL = "selfloop.manifest"
 
 
@@ -291,7 +290,7 @@ def _prepare_context(context: Path) -> None:
         except OSError:
             shutil.copyfile(wheel, wheels / wheel.name)
     app = context / "app" / "selfloop"
-    for package in APP_PACKAGES:
+    for package in SELFLOOP_PACKAGES:
         shutil.copytree(package_dir(f"selfloop.{package}"), app / package,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     dist = metadata.distribution("selfloop")

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 PROTECTED_PACKAGES = ("selfloop.core", "selfloop.sandbox")
+SELFLOOP_PACKAGES = ("core", "plugins", "archive", "sandbox")  # all of selfloop, as selfloop.<name>
 SKIPPED_DIRS = {"__pycache__"}
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
 
@@ -29,9 +30,11 @@ def package_dir(package: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-def package_files(package: str) -> dict[str, Path]:
-    """Every file of a package: manifest key -> path."""
-    root = package_dir(package)
+def package_files(package: str, root: Path | None = None) -> dict[str, Path]:
+    """Every file of a package (found by import, or at ``root``): manifest key -> path."""
+    root = package_dir(package) if root is None else Path(root)
+    if not root.is_dir():
+        raise LookupError(f"package {package} is not installed at {root}")
     files = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d not in SKIPPED_DIRS)
@@ -65,8 +68,11 @@ def protected_manifest(extra: list[Path] | tuple[Path, ...] = ()) -> dict[str, s
     return manifest
 
 
-def verify_manifest(manifest: dict[str, str]) -> list[str]:
+def verify_manifest(manifest: dict[str, str], package_dirs: dict[str, str] | None = None) -> list[str]:
     """Problems found, one line each (empty when every protected file matches).
+
+    ``package_dirs`` says where each package is installed (the sandbox runner is started without
+    site-packages, for speed, and is told); without it packages are found by import.
 
     Besides changed and missing files, a file added to a protected package is a problem too: a
     candidate could otherwise drop a module next to the evaluator.
@@ -76,7 +82,7 @@ def verify_manifest(manifest: dict[str, str]) -> list[str]:
     present: dict[str, Path] = {}
     for package in packages:
         try:
-            present.update(package_files(package))
+            present.update(package_files(package, (package_dirs or {}).get(package)))
         except LookupError as exc:
             problems.append(str(exc))
     for key, expected in sorted(manifest.items()):

@@ -22,6 +22,7 @@ process ceiling; there are no CPU shares, only a CPU-time limit.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -36,7 +37,8 @@ from selfloop.core.config import SandboxSettings
 
 from . import confine
 from .base import HOST_GRACE_S, Sandbox, SandboxResult
-from .integrity import PROTECTED_PACKAGES, package_dir
+from .integrity import PROTECTED_PACKAGES, SELFLOOP_PACKAGES, package_dir
+from .runner import runner_command
 
 SYSTEM_READ = ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/proc", "/sys",
                "/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", "/dev/full",
@@ -108,15 +110,17 @@ class ProcessSandbox(Sandbox):
             if layers["landlock"] else None,
         }
         manifest = self._manifest_for(code_dir, inputs, str(code_dir), inputs_at)
-        spec = self._spec(command, timeout_s, str(scratch), str(result_path), manifest, rlimits, isolate,
+        package_dirs = {package: str(package_dir(package)) for package in PROTECTED_PACKAGES}
+        spec = self._spec(command, timeout_s, str(scratch), str(result_path), manifest, package_dirs,
+                          rlimits, isolate,
                           integrity_hint=" (a protected file changed on the host since the run began)")
-        runner = [sys.executable, "-I", "-m", "selfloop.sandbox.runner", spec]
+        runner = runner_command(sys.executable, package_dirs["selfloop.sandbox"], spec)
         return self._execute(runner, environment, scratch, timeout_s)
 
     def _readable(self, code_dir: Path, inputs: dict[str, Path], inputs_dir: Path) -> list[str]:
         python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sysconfig.get_paths()["purelib"],
                   sysconfig.get_paths()["platlib"], str(Path(sys.executable).resolve().parent.parent)}
-        packages = [str(package_dir(p)) for p in (*PROTECTED_PACKAGES, "selfloop.plugins")]
+        packages = [str(package_dir(f"selfloop.{p}")) for p in SELFLOOP_PACKAGES]
         return sorted(python) + SYSTEM_READ + packages + [str(code_dir), str(inputs_dir)] + \
             [str(path) for path in inputs.values()]
 
@@ -131,17 +135,27 @@ class ProcessSandbox(Sandbox):
             reader.start()
         killed = None
         try:
-            process.wait(timeout=timeout_s + HOST_GRACE_S)
-        except subprocess.TimeoutExpired:
-            killed = f"timeout: the runner outlived its {timeout_s:g} s deadline and was killed"
+            if not wait_for_exit(process, timeout_s + HOST_GRACE_S):
+                killed = f"timeout: the runner outlived its {timeout_s:g} s deadline and was killed"
         finally:  # also on KeyboardInterrupt: the payload dies with the runner (PDEATHSIG)
             if process.poll() is None:
                 _kill_group(process.pid)
                 process.wait()
+            confine.remove_run_cgroups(process.pid)
         for reader in readers:
             reader.join()
         return self._result_from_report(out.get("stdout", b"").decode("utf-8", "replace"),
                                         out.get("stderr", b"").decode("utf-8", "replace"), started, killed)
+
+
+def wait_for_exit(process: subprocess.Popen, timeout_s: float) -> bool:
+    """Wait for ``process`` to exit, at most ``timeout_s``; True if it did. (``Popen.wait`` with a
+    timeout polls with sleeps of up to 50 ms; a pidfd wakes at once.)"""
+    with open(os.pidfd_open(process.pid), "rb", buffering=0) as pidfd:
+        if not select.select([pidfd], [], [], timeout_s)[0]:
+            return False
+    process.wait()
+    return True
 
 
 def _read_capped(stream, out: dict, name: str) -> None:

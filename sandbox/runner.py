@@ -1,4 +1,4 @@
-"""The trusted runner that starts a payload inside a sandbox: ``python -I -m selfloop.sandbox.runner SPEC``.
+"""The trusted runner that starts a payload inside a sandbox (``runner_command`` builds its command line).
 
 Both backends start this module in the sandbox instead of the payload itself. It
 
@@ -10,8 +10,9 @@ Both backends start this module in the sandbox instead of the payload itself. It
 5. checks the protected files again, reads the payload's JSON result, and prints one report line,
    ``REPORT_MARKER <json>``, on its own stdout.
 
-SPEC is one JSON object (see ``RunnerSpec`` in ``selfloop.sandbox.base``). Standard library only:
-this runs before anything else is trusted, and its start-up time is every evaluation's overhead.
+Its one argument is a JSON spec (written by ``Sandbox._spec``). Standard library only: it starts
+as ``python -I -S`` (no site-packages: a third of the start-up time), loading ``selfloop.sandbox``
+from the directory it is given, and its start-up is every evaluation's overhead.
 """
 
 from __future__ import annotations
@@ -32,6 +33,20 @@ PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
 
+BOOTSTRAP = (
+    "import sys, types, importlib.util as iu; where = sys.argv[1]; "
+    "top = types.ModuleType('selfloop'); top.__path__ = []; sys.modules['selfloop'] = top; "
+    "spec = iu.spec_from_file_location('selfloop.sandbox', where + '/__init__.py', submodule_search_locations=[where]); "
+    "package = iu.module_from_spec(spec); sys.modules['selfloop.sandbox'] = package; spec.loader.exec_module(package); "
+    "from selfloop.sandbox.runner import main; sys.exit(main(sys.argv[2:]))"
+)
+
+
+def runner_command(python: str, sandbox_dir: str, spec: str) -> list[str]:
+    """The command line that starts this runner with ``python`` (isolated, without site-packages)."""
+    return [python, "-I", "-S", "-c", BOOTSTRAP, sandbox_dir, spec]
+
+
 def main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
     report = run(spec)
@@ -46,7 +61,7 @@ def run(spec: dict) -> dict:
     report: dict = {"status": "error", "exit_code": None, "reason": None, "result": None,
                     "stdout": "", "stderr": "", "stdout_truncated": False,
                     "stderr_truncated": False, "protections": []}
-    problems = verify_manifest(spec["manifest"])
+    problems = verify_manifest(spec["manifest"], spec["package_dirs"])
     if problems:
         report["reason"] = f"integrity: {_summarise(problems)}{spec.get('integrity_hint', '')}"
         return report
@@ -73,7 +88,9 @@ def run(spec: dict) -> dict:
     capture = OutputCapture(payload, spec["log_limit_bytes"], spec["output_limit_bytes"])
     deadline = spec.get("timeout_s")
     timed_out = not capture.until_exit(deadline)
-    _kill_everything(payload)
+    # In its own PID namespace the payload's death takes every descendant with it; elsewhere
+    # (a container) orphans were reparented to us and are hunted down.
+    _kill_everything(payload, hunt_orphans="namespaces" not in report["protections"])
     capture.drain()
     report["seconds"] = round(time.monotonic() - started, 4)
     report.update(capture.report())
@@ -98,7 +115,7 @@ def run(spec: dict) -> dict:
     else:
         report["reason"] = f"exited with {_describe_exit(code)}"
 
-    problems = verify_manifest(spec["manifest"])
+    problems = verify_manifest(spec["manifest"], spec["package_dirs"])
     if problems:
         report["status"], report["result"] = "error", None
         report["reason"] = f"integrity: {_summarise(problems)} (changed while the payload ran)"
@@ -283,7 +300,7 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def _kill_everything(payload: subprocess.Popen) -> None:
+def _kill_everything(payload: subprocess.Popen, hunt_orphans: bool = True) -> None:
     """SIGKILL the payload's group, then every child we still have (reparented orphans included),
     until none is left."""
     _kill_group(payload.pid)
@@ -292,6 +309,8 @@ def _kill_everything(payload: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     payload.wait()
+    if not hunt_orphans:
+        return
     me = os.getpid()
     for _ in range(1000):
         children = _children_of(me)
