@@ -47,10 +47,9 @@ the sandbox (``python -m selfloop.sandbox.runner``) checks the sha256 of every f
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .integrity import protected_manifest
 
+TYPE_CHECKING = False  # not `typing`'s: importing typing would slow the in-sandbox runner's start
 if TYPE_CHECKING:
     from selfloop.core.config import SandboxSettings
 

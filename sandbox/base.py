@@ -20,7 +20,10 @@ from .runner import REPORT_MARKER
 Status = Literal["ok", "error", "timeout", "oom", "limit"]
 INPUT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 LABEL = "selfloop.sandbox"  # on every container, so a sweep finds what a crash left
-HOST_GRACE_S = 15.0  # beyond the runner's own deadline, before the host kills the sandbox
+HOST_GRACE_S = 15.0
+# There is no network inside: libraries that would try it (and retry for seconds) are told so.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+               "LITELLM_LOCAL_MODEL_COST_MAP": "True"}  # beyond the runner's own deadline, before the host kills the sandbox
 
 
 @dataclass
@@ -101,7 +104,7 @@ class Sandbox(ABC):
         out = {"PATH": path, "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8",
                "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
                "SELFLOOP_CODE": code, "SELFLOOP_RESULT": result, "SELFLOOP_INPUTS": inputs_dir,
-               "SELFLOOP_SANDBOX": self.name}
+               "SELFLOOP_SANDBOX": self.name, **OFFLINE_ENV}
         for name, where in inputs.items():
             out[f"SELFLOOP_INPUT_{name.upper().replace('-', '_').replace('.', '_')}"] = where
         for name in self.settings.env:

@@ -70,8 +70,8 @@ def build(config_path, rebuild_base, as_json):
         return
     for step, seconds, note in report.steps:
         console.print(f"{step:14} {seconds:7.1f} s  {note}")
-    console.print(f"{report.image}: {report.size_bytes / 1e9:.2f} GB (base {report.base} "
-                  f"{report.base_size_bytes / 1e6:.0f} MB)")
+    console.print(f"{report.image}: {report.size_bytes / 1e9:.2f} GB; base {report.base}: "
+                  f"{report.base_size_bytes / 1e6:.0f} MB", soft_wrap=True)
 
 
 @sandbox.command("sweep")

@@ -16,7 +16,7 @@ from selfloop.core.config import SandboxSettings
 from selfloop.core.errors import SandboxError
 
 from .base import HOST_GRACE_S, LABEL, Sandbox, SandboxResult
-from .runner import runner_command
+from .runner import REPORT_MARKER, runner_command
 
 CODE_AT = "/code"
 INPUTS_AT = "/inputs"
@@ -91,13 +91,15 @@ class DockerSandbox(Sandbox):
         try:
             container.start()
             killed = self._wait(container, timeout_s + HOST_GRACE_S)
-            state = self.client.api.inspect_container(container.id)["State"]
             stdout = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
-            stderr = container.logs(stdout=False, stderr=True, tail=200).decode("utf-8", "replace")
+            stderr, oom_killed = "", False
+            if REPORT_MARKER not in stdout:  # the runner itself died: find out why
+                stderr = container.logs(stdout=False, stderr=True, tail=200).decode("utf-8", "replace")
+                oom_killed = self.client.api.inspect_container(container.id)["State"].get("OOMKilled")
         finally:
             _remove(container)
         result = self._result_from_report(stdout, stderr, started, killed)
-        if state.get("OOMKilled") and result.status in ("error", "timeout") and result.exit_code is None:
+        if oom_killed:
             result.status, result.reason = "oom", "out of memory (the container was killed)"
         return result
 

@@ -12,6 +12,7 @@ import pytest
 from selfloop.core.config import SandboxSettings
 from selfloop.core.errors import SandboxError
 from selfloop.sandbox import backend_availability, choose_backend, protected_manifest
+from selfloop.sandbox.base import OFFLINE_ENV
 from selfloop.sandbox.integrity import verify_manifest
 
 BACKENDS = ["process", pytest.param("docker", marks=pytest.mark.docker)]
@@ -50,12 +51,15 @@ def test_result_logs_and_mounts(kind, code, tmp_path):
     data.mkdir()
     (data / "numbers.txt").write_text("1 2 3\n")
     (code / "helper.py").write_text("FACTOR = 10\n")
+    job = tmp_path / "job.json"
+    job.write_text('{"offset": 4}')
     command = script(code, """
         import json, os, sys
         sys.path.insert(0, os.environ["SELFLOOP_CODE"])
         from helper import FACTOR
         numbers = open(os.path.join(os.environ["SELFLOOP_INPUT_DATA"], "numbers.txt")).read().split()
         also = sorted(os.listdir(os.environ["SELFLOOP_INPUTS"]))
+        offset = json.load(open(os.environ["SELFLOOP_INPUT_JOB"]))["offset"]
         print("to stdout"); print("to stderr", file=sys.stderr)
         open("scratch-file", "w").write("ok")
         try:
@@ -63,13 +67,13 @@ def test_result_logs_and_mounts(kind, code, tmp_path):
             input_writable = True
         except OSError:
             input_writable = False
-        json.dump({"score": FACTOR * sum(map(int, numbers)), "inputs": also, "cwd_has": os.listdir("."),
+        json.dump({"score": FACTOR * sum(map(int, numbers)) + offset, "inputs": also, "cwd_has": os.listdir("."),
                    "input_writable": input_writable}, open(os.environ["SELFLOOP_RESULT"], "w"))
     """)
-    result = make_sandbox(kind).run(command, code_dir=code, inputs={"data": data}, timeout_s=30)
+    result = make_sandbox(kind).run(command, code_dir=code, inputs={"data": data, "job": job}, timeout_s=30)
     assert result.status == "ok", (result.reason, result.stderr)
-    assert result.result["score"] == 60
-    assert result.result["inputs"] == ["data"]
+    assert result.result["score"] == 64
+    assert result.result["inputs"] == ["data", "job"]
     assert "scratch-file" in result.result["cwd_has"]
     assert result.result["input_writable"] is False
     assert result.stdout == "to stdout\n" and "to stderr" in result.stderr
@@ -92,7 +96,7 @@ def test_environment_is_scrubbed_except_what_is_named(kind, code, monkeypatch):
     assert "SELFLOOP_TEST_HIDDEN" not in env
     allowed = {"PATH", "HOME", "TMPDIR", "LANG", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "SEED",
                "SELFLOOP_CODE", "SELFLOOP_RESULT", "SELFLOOP_INPUTS", "SELFLOOP_SANDBOX",
-               "SELFLOOP_TEST_PASSED", "HOSTNAME"}  # Docker sets HOSTNAME itself
+               "SELFLOOP_TEST_PASSED", "HOSTNAME", *OFFLINE_ENV}  # Docker sets HOSTNAME itself
     assert set(env) <= allowed
 
 
