@@ -33,7 +33,7 @@ from pathlib import Path
 from selfloop.core.config import SandboxSettings
 from selfloop.core.errors import SandboxError
 
-from .integrity import SELFLOOP_PACKAGES, package_dir, protected_manifest
+from .integrity import SELFLOOP_PACKAGES, package_dir, package_files, protected_manifest
 
 SUITE = "bookworm"
 MIRROR = os.environ.get("SELFLOOP_DEBIAN_MIRROR", "http://deb.debian.org/debian")
@@ -43,7 +43,8 @@ IMAGE_PYTHON = (3, 11)
 IMAGE_GLIBC = (2, 36)
 TRIMMED = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
            "var/cache/apt/archives", "var/lib/apt/lists")
-MANIFEST_LABEL = "selfloop.manifest"
+MANIFEST_LABEL = "selfloop.manifest"  # digest of the protected files' manifest
+BUILD_KEY_LABEL = "selfloop.build-key"  # digest of everything the image is built from
 
 
 @dataclass
@@ -302,30 +303,45 @@ def _prepare_context(context: Path) -> None:
             (info / name).write_text(text)
 
 
+def _build_key(base: str) -> str:
+    """Everything the image is made of: when an image with this key exists, there is nothing to do."""
+    digest = hashlib.sha256(base.encode())
+    digest.update(resources.files("selfloop.sandbox").joinpath("Dockerfile").read_bytes())
+    digest.update((wheelhouse_dir() / "requirements.txt").read_bytes())
+    for package in SELFLOOP_PACKAGES:
+        for key, path in sorted(package_files(f"selfloop.{package}").items()):
+            digest.update(key.encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
 def _docker_build(client, tag: str, base: str, progress) -> str:
     import docker.errors
 
+    key = _build_key(base)
+    if _image_exists(client, tag) and (client.images.get(tag).labels or {}).get(BUILD_KEY_LABEL) == key:
+        return "up to date"
     context = cache_dir() / "context"
     _prepare_context(context)
     task = progress.add_task("docker build", total=None) if progress else None
     steps_done, cached, log = 0, 0, []
+    labels = {MANIFEST_LABEL: manifest_digest(), BUILD_KEY_LABEL: key}
     try:
         for chunk in client.api.build(path=str(context), tag=tag, buildargs={"BASE_IMAGE": base},
-                                      labels={MANIFEST_LABEL: manifest_digest()}, rm=True,
-                                      forcerm=True, decode=True):
+                                      labels=labels, rm=True, forcerm=True, decode=True):
             if "error" in chunk:
                 context_lines = " | ".join(line for line in log[-3:] if line)
                 raise SandboxError(f"docker build failed: {chunk['error'].strip()} | {context_lines}")
-            line = chunk.get("stream", "").strip()
-            if not line:
-                continue
-            log.append(line)
-            step = re.match(r"Step (\d+)/(\d+) : (.*)", line)
-            if step and task is not None:
-                steps_done = int(step[1])
-                progress.update(task, total=int(step[2]), completed=steps_done - 1,
-                                description=f"docker build: {step[3][:60]}")
-            cached += line == "---> Using cache"
+            for line in chunk.get("stream", "").splitlines():
+                line = line.strip()
+                if not line:
+                    continue
+                log.append(line)
+                step = re.match(r"Step (\d+)/(\d+) : (.*)", line)
+                if step and task is not None:
+                    steps_done = int(step[1])
+                    progress.update(task, total=int(step[2]), completed=steps_done - 1,
+                                    description=f"docker build: {step[3][:60]}")
+                cached += line == "---> Using cache"
     except docker.errors.APIError as exc:
         raise SandboxError(f"docker build failed: {exc.explanation or exc}") from None
     if task is not None:
