@@ -210,13 +210,23 @@ class Archive:
     @_synchronized
     def list(self, status: str | None = None, *, sort: str | None = None, limit: int | None = None) -> list[Variant]:
         """Variants oldest first, or best first by the metric ``sort``; ``status`` filters."""
+        return self._index.variants(**self._query(status, sort, limit), fetch=self._fetch_record)
+
+    @_synchronized
+    def list_json(self, status: str | None = None, *, sort: str | None = None, limit: int | None = None) -> list[str]:
+        """What :meth:`list` selects, as JSON object texts (id, parent, status, created, scores,
+        commit) made by SQLite: the fast path for `selfloop archive list --json`."""
+        return self._index.variants_json(**self._query(status, sort, limit))
+
+    @staticmethod
+    def _query(status: str | None, sort: str | None, limit: int | None) -> dict:
         if status is not None and status not in STATUSES:
             raise ArchiveError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
         where, params = ("v.status = ?", (status,)) if status else ("", ())
-        if sort is None:
-            return self._index.variants(where, params, limit=limit, fetch=self._fetch_record)
-        return self._index.variants(where, params, order="s.value IS NULL, s.value DESC, v.seq",
-                                    limit=limit, join_metric=sort, fetch=self._fetch_record)
+        query = {"where": where, "params": params, "limit": limit}
+        if sort is not None:
+            query |= {"order": "s.value IS NULL, s.value DESC, v.seq", "join_metric": sort}
+        return query
 
     def __len__(self) -> int:
         with self._mutex:
@@ -243,10 +253,10 @@ class Archive:
         return rows[0] if rows and rows[0].scores.get(metric) is not None else None
 
     @_synchronized
-    def compact_rows(self) -> list[tuple]:
-        """(seq, id, parent, status, created, proposer, scores) of every variant, oldest first."""
-        return [(seq, vid, parent, status, created, proposer, json.loads(scores))
-                for seq, vid, parent, status, created, proposer, scores in self._index.light_rows()]
+    def compact_json(self) -> str:
+        """Every variant as a JSON array of [seq, id, parent, status, created, proposer, scores],
+        oldest first: what the web browser draws its tree and chart from."""
+        return self._index.compact_json()
 
     @_synchronized
     def metrics(self) -> list[str]:

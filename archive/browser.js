@@ -4,6 +4,7 @@
 const SVG_NS = "http://www.w3.org/2000/svg";
 const PALETTE = ["#d73027", "#fc8d59", "#fee08b", "#91cf60", "#1a9850"]; // low -> high score
 const POLL_MS = 2000;
+const DENSE = 1500; // above this many marks, a drawing groups them into one path per colour
 const state = { data: null, version: null, metric: null, showRejected: true, byId: new Map() };
 
 // ---- small DOM helpers (text always goes in as text nodes: archive content is untrusted) ----
@@ -43,7 +44,7 @@ async function loadVariants() {
   data.variants = data.rows.map((r) => ({
     seq: r[idx.seq], id: r[idx.id], parent: r[idx.parent], status: r[idx.status],
     created: r[idx.created], proposer: r[idx.proposer], scores: r[idx.scores] || {},
-  }));
+  })).sort((a, b) => a.seq - b.seq);
   state.data = data;
   state.version = data.version + "#" + data.count;
   state.byId = new Map(data.variants.map((v) => [v.id, v]));
@@ -60,12 +61,20 @@ function scoreRange(metric) {
   }
   return lo === Infinity ? null : [lo, hi];
 }
-function colour(x, range) {
+const PALETTE_RGB = PALETTE.map((c) => c.match(/\w\w/g).map((x) => parseInt(x, 16)));
+const colourCache = new Map();
+function colour(x, range, steps) {
   if (typeof x !== "number" || !range) return null;
-  const t = range[1] > range[0] ? (x - range[0]) / (range[1] - range[0]) : 1;
-  const pos = t * (PALETTE.length - 1), i = Math.min(PALETTE.length - 2, Math.floor(pos)), f = pos - i;
-  const a = PALETTE[i].match(/\w\w/g).map((c) => parseInt(c, 16)), b = PALETTE[i + 1].match(/\w\w/g).map((c) => parseInt(c, 16));
-  return `rgb(${a.map((c, k) => Math.round(c + (b[k] - c) * f)).join(",")})`;
+  let t = range[1] > range[0] ? (x - range[0]) / (range[1] - range[0]) : 1;
+  if (steps) t = Math.round(t * steps) / steps; // few distinct colours: dense drawings group by colour
+  let rgb = colourCache.get(t);
+  if (rgb === undefined) {
+    const pos = t * (PALETTE.length - 1), i = Math.min(PALETTE.length - 2, Math.floor(pos)), f = pos - i;
+    const a = PALETTE_RGB[i], b = PALETTE_RGB[i + 1];
+    rgb = `rgb(${a.map((c, k) => Math.round(c + (b[k] - c) * f)).join(",")})`;
+    if (colourCache.size < 5000) colourCache.set(t, rgb);
+  }
+  return rgb;
 }
 function best(metric) {
   let top = null;
@@ -139,7 +148,7 @@ function lineageTree(metric, range, top) {
   const labels = variants.length <= 400;
   const dx = Math.max(14, Math.min(90, 1100 / Math.max(1, maxDepth))), dy = Math.max(3, Math.min(24, 520 / Math.max(1, leaves)));
   const r = Math.max(1.5, Math.min(6, dy / 2.6)), pad = 16;
-  const X = (p) => pad + p.x * dx, Y = (p) => pad + p.y * dy;
+  const X = (p) => Math.round((pad + p.x * dx) * 10) / 10, Y = (p) => Math.round((pad + p.y * dy) * 10) / 10;
   const width = pad * 2 + maxDepth * dx + (labels ? 60 : 0), height = pad * 2 + Math.max(0, leaves - 1) * dy;
   const svg = s("svg", { width, height, viewBox: `0 0 ${width} ${height}`, id: "lineage", role: "img" });
   let edges = "";
@@ -152,30 +161,71 @@ function lineageTree(metric, range, top) {
     let path = "", v = top;
     while (v.parent && pos.has(v.parent)) { const p = pos.get(v.parent), q = pos.get(v.id), mx = (X(p) + X(q)) / 2; path += `M${X(p)},${Y(p)}H${mx}V${Y(q)}H${X(q)}`; v = state.byId.get(v.parent); }
     svg.append(s("path", { class: "best-edge", d: path }));
+    const p = pos.get(top.id);
+    svg.dataset.bestX = X(p); svg.dataset.bestY = Y(p);
   }
-  const frag = document.createDocumentFragment();
-  for (const v of variants) {
-    const p = pos.get(v.id), fill = colour(v.scores[metric], range);
-    const node = s("circle", { cx: X(p), cy: Y(p), r, class: `node ${v.status}${fill ? "" : " unscored"}`, "data-id": v.id });
-    if (fill) node.setAttribute("fill", fill);
-    frag.append(node);
-    if (labels) { const t = s("text", { x: X(p) + r + 3, y: Y(p) + 3.5, class: "label" }); t.textContent = v.id; frag.append(t); }
-  }
-  svg.append(frag);
-  svg.addEventListener("click", (e) => { const id = e.target.getAttribute && e.target.getAttribute("data-id"); if (id) location.hash = `#/v/${id}`; });
-  hoverTips(svg, (id) => { const v = state.byId.get(id); return `${v.id} · ${v.status} · ${metric} ${fmt(v.scores[metric])}${v.proposer ? " · " + v.proposer : ""}`; });
+  const dense = variants.length > DENSE;
+  const marks = variants.map((v) => {
+    const p = pos.get(v.id), fill = colour(v.scores[metric], range, dense ? 24 : 0);
+    return { id: v.id, x: X(p), y: Y(p), fill, cls: `node ${v.status}${fill ? "" : " unscored"}`, shape: "dot" };
+  });
+  drawMarks(svg, marks, r, dense);
+  if (labels) for (const m of marks) { const t = s("text", { x: m.x + r + 3, y: m.y + 3.5, class: "label" }); t.textContent = m.id; svg.append(t); }
+  svg.dataset.nodes = variants.length;
+  svg.addEventListener("click", (e) => { const id = markAt(svg, e, marks, r); if (id) location.hash = `#/v/${id}`; });
+  hoverTips(svg, marks, r, (id) => { const v = state.byId.get(id); return `${v.id} · ${v.status} · ${metric} ${fmt(v.scores[metric])}${v.proposer ? " · " + v.proposer : ""}`; });
   return svg;
 }
 
-function hoverTips(el, text) {
+// Up to DENSE marks are one element each; beyond that, one <path> per colour (thousands of
+// elements slow the first paint), and clicks and hovers find the nearest mark by position.
+function drawMarks(svg, marks, r, dense) {
+  const shape = (m) => m.shape === "cross"
+    ? `M${m.x - r},${m.y - r}L${m.x + r},${m.y + r}M${m.x - r},${m.y + r}L${m.x + r},${m.y - r}`
+    : `M${m.x - r},${m.y}a${r},${r} 0 1,0 ${2 * r},0a${r},${r} 0 1,0 ${-2 * r},0`;
+  if (!dense) {
+    const frag = document.createDocumentFragment();
+    for (const m of marks) {
+      const el = m.shape === "cross" ? s("path", { d: shape(m), class: m.cls }) : s("circle", { cx: m.x, cy: m.y, r, class: m.cls });
+      el.setAttribute("data-id", m.id);
+      if (m.fill) el.setAttribute("fill", m.fill);
+      frag.append(el);
+    }
+    svg.append(frag);
+    return;
+  }
+  const groups = new Map();
+  for (const m of marks) {
+    const key = `${m.cls}|${m.fill}|${m.shape}`;
+    if (!groups.has(key)) groups.set(key, { m, d: [] });
+    groups.get(key).d.push(shape(m));
+  }
+  for (const { m, d } of groups.values()) {
+    const el = s("path", { d: d.join(""), class: `${m.cls} dense` });
+    if (m.fill) el.setAttribute("fill", m.fill);
+    svg.append(el);
+  }
+}
+function markAt(svg, e, marks, r) {
+  const id = e.target.getAttribute && e.target.getAttribute("data-id");
+  if (id) return id;
+  const point = svg.createSVGPoint();
+  point.x = e.clientX; point.y = e.clientY;
+  const p = point.matrixTransform(svg.getScreenCTM().inverse());
+  let best = null, bestD = Math.max(6, 2 * r) ** 2;
+  for (const m of marks) { const d = (m.x - p.x) ** 2 + (m.y - p.y) ** 2; if (d < bestD) { bestD = d; best = m.id; } }
+  return best;
+}
+
+function hoverTips(svg, marks, r, text) {
   const tip = document.getElementById("tooltip");
-  el.addEventListener("mousemove", (e) => {
-    const id = e.target.getAttribute && e.target.getAttribute("data-id");
+  svg.addEventListener("mousemove", (e) => {
+    const id = markAt(svg, e, marks, r);
     if (!id) { tip.hidden = true; return; }
     tip.textContent = text(id); tip.hidden = false;
     tip.style.left = e.clientX + 12 + "px"; tip.style.top = e.clientY + 12 + "px";
   });
-  el.addEventListener("mouseleave", () => { tip.hidden = true; });
+  svg.addEventListener("mouseleave", () => { tip.hidden = true; });
 }
 
 function scoreChart(metric, range) {
@@ -184,7 +234,8 @@ function scoreChart(metric, range) {
   const W = 1100, H = 260, L = 50, R = 14, T = 12, B = 28;
   const n = state.data.variants.length, maxSeq = Math.max(1, state.data.variants[n - 1].seq);
   const span = range[1] - range[0] || 1, lo = range[0] - span * 0.05, hi = range[1] + span * 0.05;
-  const X = (seq) => L + (seq / maxSeq) * (W - L - R), Y = (x) => T + (1 - (x - lo) / (hi - lo)) * (H - T - B);
+  const round = (v) => Math.round(v * 10) / 10; // short path data draws faster
+  const X = (seq) => round(L + (seq / maxSeq) * (W - L - R)), Y = (x) => round(T + (1 - (x - lo) / (hi - lo)) * (H - T - B));
   const svg = s("svg", { viewBox: `0 0 ${W} ${H}`, width: "100%", id: "score-chart" });
   for (let i = 0; i <= 4; i++) {
     const x = lo + ((hi - lo) * i) / 4;
@@ -197,21 +248,17 @@ function scoreChart(metric, range) {
   }
   svg.append(s("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B }), s("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B }));
   let bestSoFar = -Infinity, line = "";
-  const dots = document.createDocumentFragment(), rr = points.length > 2000 ? 1.6 : 3.2;
+  const dense = points.length > DENSE, rr = dense ? 1.6 : 3.2, marks = [];
   for (const v of points) {
-    const x = v.scores[metric];
-    if (v.status === "admitted") {
-      if (x > bestSoFar) { line += `${line ? "H" + X(v.seq) + "V" : "M" + X(v.seq) + ","}${Y(x)}`; bestSoFar = x; }
-      dots.append(s("circle", { cx: X(v.seq), cy: Y(x), r: rr, fill: colour(x, range), stroke: "#57606a", "stroke-width": 0.6, "data-id": v.id, class: "pt" }));
-    } else {
-      const cx = X(v.seq), cy = Y(x), d = rr;
-      dots.append(s("path", { d: `M${cx - d},${cy - d}L${cx + d},${cy + d}M${cx - d},${cy + d}L${cx + d},${cy - d}`, class: "pt-rejected", "data-id": v.id }));
-    }
+    const x = v.scores[metric], admitted = v.status === "admitted";
+    if (admitted && x > bestSoFar) { line += `${line ? "H" + X(v.seq) + "V" : "M" + X(v.seq) + ","}${Y(x)}`; bestSoFar = x; }
+    marks.push({ id: v.id, x: X(v.seq), y: Y(x), fill: admitted ? colour(x, range, dense ? 24 : 0) : null,
+      cls: admitted ? "pt" : "pt-rejected", shape: admitted ? "dot" : "cross" });
   }
   if (line) svg.append(s("path", { class: "best-line", d: line + `H${X(maxSeq)}` }));
-  svg.append(dots);
-  svg.addEventListener("click", (e) => { const id = e.target.getAttribute && e.target.getAttribute("data-id"); if (id) location.hash = `#/v/${id}`; });
-  hoverTips(svg, (id) => { const v = state.byId.get(id); return `${v.id} · ${v.status} · ${metric} ${fmt(v.scores[metric])}`; });
+  drawMarks(svg, marks, rr, dense);
+  svg.addEventListener("click", (e) => { const id = markAt(svg, e, marks, rr); if (id) location.hash = `#/v/${id}`; });
+  hoverTips(svg, marks, rr, (id) => { const v = state.byId.get(id); return `${v.id} · ${v.status} · ${metric} ${fmt(v.scores[metric])}`; });
   return h("div", {}, svg, h("div", { class: "legend" }, h("span", {}, "● admitted (colour = score)"), h("span", {}, "✕ rejected"), h("span", { style: "color:#0969da" }, "— best admitted so far")));
 }
 
@@ -380,7 +427,12 @@ async function render() {
     else {
       const box = document.getElementById("tree-box"), scroll = box ? [box.scrollTop, box.scrollLeft] : null;
       renderHome(view);
-      if (scroll) { const nb = document.getElementById("tree-box"); nb.scrollTop = scroll[0]; nb.scrollLeft = scroll[1]; }
+      const nb = document.getElementById("tree-box"), tree = document.getElementById("lineage");
+      if (scroll) { nb.scrollTop = scroll[0]; nb.scrollLeft = scroll[1]; }
+      else if (nb && tree && tree.dataset.bestY) { // first view of a big tree: show the best variant
+        nb.scrollTop = +tree.dataset.bestY - nb.clientHeight / 2;
+        nb.scrollLeft = +tree.dataset.bestX - nb.clientWidth / 2;
+      }
     }
   } catch (err) {
     fill(view, h("p", { class: "error" }, String(err.message || err)), h("p", {}, h("a", { href: "#/" }, "back to the lineage")));

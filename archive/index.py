@@ -163,7 +163,23 @@ class Index:
 
     def variants(self, where: str = "", params: tuple = (), order: str = "v.seq", limit: int | None = None,
                  join_metric: str | None = None, fetch=None) -> list[Variant]:
-        sql = f"SELECT {', '.join('v.' + c for c in LIGHT_COLUMNS.split(', '))} FROM variants v"
+        columns = ", ".join("v." + c for c in LIGHT_COLUMNS.split(", "))
+        return [
+            Variant(vid, parent, created, status, json.loads(scores), sha, None, fetch)
+            for _seq, vid, sha, parent, created, status, scores in
+            self._select(columns, where, params, order, limit, join_metric)
+        ]
+
+    def variants_json(self, where: str = "", params: tuple = (), order: str = "v.seq", limit: int | None = None,
+                      join_metric: str | None = None) -> list[str]:
+        """The same rows as :meth:`variants`, each already a JSON object text (built by SQLite)."""
+        columns = ("json_object('id', v.id, 'parent', v.parent, 'status', v.status, 'created', v.created, "
+                   "'scores', json(v.scores), 'commit', v.sha)")
+        return [row[0] for row in self._select(columns, where, params, order, limit, join_metric)]
+
+    def _select(self, columns: str, where: str, params: tuple, order: str, limit: int | None,
+                join_metric: str | None):
+        sql = f"SELECT {columns} FROM variants v"
         args: list = []
         if join_metric is not None:
             sql += " LEFT JOIN scores s ON s.id = v.id AND s.metric = ?"
@@ -175,10 +191,7 @@ class Index:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        return [
-            Variant(vid, parent, created, status, json.loads(scores), sha, None, fetch)
-            for _seq, vid, sha, parent, created, status, scores in self.db.execute(sql, args)
-        ]
+        return self.db.execute(sql, args)
 
     def child_counts(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT parent, count(*) FROM variants WHERE parent IS NOT NULL GROUP BY parent"))
@@ -186,8 +199,10 @@ class Index:
     def metrics(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT metric FROM scores ORDER BY metric")]
 
-    def light_rows(self):
-        """(seq, id, parent, status, created, proposer, scores json) for every variant, oldest first."""
+    def compact_json(self) -> str:
+        """Every variant as [seq, id, parent, status, created, proposer, scores], one JSON array
+        text built by SQLite (10,000 variants in tens of milliseconds, no Python objects)."""
         return self.db.execute(
-            "SELECT seq, id, parent, status, created, proposer, scores FROM variants ORDER BY seq"
-        )
+            "SELECT json_group_array(json_array(seq, id, parent, status, round(created, 3), proposer, "
+            "json(scores))) FROM (SELECT * FROM variants ORDER BY seq)"
+        ).fetchone()[0]

@@ -34,6 +34,7 @@ class ArchiveServer(ThreadingHTTPServer):
 
     def __init__(self, address, archive: Archive):
         self.archive = archive
+        self.variants_cache: tuple | None = None  # ((version, count), body) of /api/variants
         self.static = {route: resources.files("selfloop.archive").joinpath(name).read_bytes()
                        for route, (name, _) in STATIC.items()}
         super().__init__(address, Handler)
@@ -61,7 +62,7 @@ class Handler(BaseHTTPRequestHandler):
             elif url.path == "/api/state":
                 self._json(self._state())
             elif url.path == "/api/variants":
-                self._json(self._variants())
+                self._send(HTTPStatus.OK, self._variants(), "application/json; charset=utf-8")
             elif match := VARIANT_ROUTE.match(url.path):
                 self._json(self._variant(unquote(match.group(1))))
             elif url.path == "/api/diff":
@@ -81,14 +82,16 @@ class Handler(BaseHTTPRequestHandler):
         return {"path": str(archive.path), "count": count, "main_metric": archive.main_metric,
                 "version": refs_fingerprint(archive.path), "metrics": archive.metrics()}
 
-    def _variants(self) -> dict:
-        """Every variant in compact rows (10,000 of them are about 1 MB)."""
-        archive = self.server.archive
+    def _variants(self) -> bytes:
+        """Every variant in compact rows (10,000 of them are about 1 MB), cached per archive state."""
         state = self._state()
-        rows = [[seq, vid, parent, status, round(created, 3), proposer, scores]
-                for seq, vid, parent, status, created, proposer, scores in archive.compact_rows()]
-        return state | {"fields": ["seq", "id", "parent", "status", "created", "proposer", "scores"],
-                        "rows": rows}
+        key = (state["version"], state["count"])
+        cached = self.server.variants_cache
+        if cached is None or cached[0] != key:
+            rows = self.server.archive.compact_json()  # JSON text made by SQLite, spliced in as is
+            head = json.dumps(state | {"fields": ["seq", "id", "parent", "status", "created", "proposer", "scores"]})
+            cached = self.server.variants_cache = (key, f'{head[:-1]}, "rows": {rows}}}'.encode())
+        return cached[1]
 
     def _variant(self, variant_id: str) -> dict:
         archive = self.server.archive

@@ -160,3 +160,42 @@ def test_browser_shows_tree_variant_diff_compare_and_live_updates(archive, serve
         assert errors == []
         browser.close()
     assert (tmp_path / "variant.png").stat().st_size > 10_000  # kept for a person to look at
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_browser_draws_a_large_archive_densely_and_clicks_by_position(tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (/usr/bin/chromium); run .ci/setup-browser.sh")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    (seed / "plugin.py").write_text("LIMIT = 0\n")
+    archive = Archive.init(tmp_path / "big", seed, meta={"score": 0.0})
+    ids = ["v0"]
+    for start in range(0, 1600, 400):  # a lineage that branches: parents among the last 50
+        ids += archive.add_many([{"parent": ids[-1 - (i % min(50, len(ids)))],
+                                  "files": {"plugin.py": f"LIMIT = {start + i + 1}\n"},
+                                  "meta": {"score": (start + i) / 1600}} for i in range(400)])
+    best = archive.best().id
+    server = serve_in_thread(archive.path)
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            page.goto(server.url)
+            page.wait_for_selector("#lineage[data-nodes='1601']")
+            assert page.locator("#lineage circle").count() == 0  # grouped paths, not 1601 elements
+            assert page.locator("#lineage path.node.dense").count() >= 2
+            page.locator("#tree-box").scroll_into_view_if_needed()  # the page, not the box inside
+            x, y = (float(page.get_attribute("#lineage", name)) for name in ("data-best-x", "data-best-y"))
+            box = page.locator("#tree-box").bounding_box()
+            scroll = page.evaluate("() => { const b = document.getElementById('tree-box'); return [b.scrollLeft, b.scrollTop]; }")
+            page.mouse.click(box["x"] + 1 + x - scroll[0], box["y"] + 1 + y - scroll[1])
+            page.wait_for_selector("#diff .ln.add")
+            assert page.url.endswith(f"#/v/{best}")
+            browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        archive.close()
