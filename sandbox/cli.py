@@ -52,8 +52,9 @@ def check(config_path, as_json):
 @sandbox.command("build")
 @config_option
 @click.option("--rebuild-base", is_flag=True, help="Run debootstrap again even if the base image exists.")
+@click.option("--no-cache", is_flag=True, help="Run every Dockerfile step again.")
 @click.option("--json", "as_json", is_flag=True, help="Print the build report as JSON.")
-def build(config_path, rebuild_base, as_json):
+def build(config_path, rebuild_base, no_cache, as_json):
     """Build the sandbox image offline: debootstrap base, host wheelhouse, Dockerfile."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -64,7 +65,7 @@ def build(config_path, rebuild_base, as_json):
     console = Console(stderr=as_json)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
-        report = build_image(settings, progress=progress, rebuild_base=rebuild_base)
+        report = build_image(settings, progress=progress, rebuild_base=rebuild_base, no_cache=no_cache)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return

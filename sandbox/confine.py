@@ -31,28 +31,35 @@ def _check(result: int, what: str) -> int:
 
 # --- cgroups (v1 hierarchies, as root) ---------------------------------------------------------
 
-def run_cgroups(runner_pid: int) -> tuple[Path, Path]:
-    """The memory and pids cgroups of the runner with this pid."""
-    name = f"run-{runner_pid}"
-    return CGROUP_V1 / "memory" / CGROUP_PARENT / name, CGROUP_V1 / "pids" / CGROUP_PARENT / name
+CGROUP_CONTROLLERS = ("memory", "pids", "cpu")
+
+
+def run_cgroups(runner_pid: int) -> list[Path]:
+    """The memory, pids and cpu cgroups of the runner with this pid."""
+    return [CGROUP_V1 / controller / CGROUP_PARENT / f"run-{runner_pid}" for controller in CGROUP_CONTROLLERS]
 
 
 def join_cgroups(limits: dict) -> tuple[list[Path], Path | None]:
-    """Create a memory and a pids cgroup for this run, move this process in (the payload inherits
-    them), and return the groups and the file that counts out-of-memory kills."""
+    """Create memory (no swap), pids and cpu-quota cgroups for this run, move this process in (the
+    payload inherits them), and return the groups and the file that counts out-of-memory kills."""
     if not (CGROUP_V1 / "memory" / "memory.limit_in_bytes").exists():
         raise OSError(0, "no cgroup v1 memory hierarchy")
-    memory, pids = run_cgroups(os.getpid())
-    memory.mkdir(parents=True, exist_ok=True)
-    groups = [memory]
-    (memory / "memory.limit_in_bytes").write_text(str(limits["memory_bytes"]))
-    swap_limit = memory / "memory.memsw.limit_in_bytes"
-    if swap_limit.exists():
-        swap_limit.write_text(str(limits["memory_bytes"]))
-    if (CGROUP_V1 / "pids" / "cgroup.procs").exists():
-        pids.mkdir(parents=True, exist_ok=True)
-        (pids / "pids.max").write_text(str(limits["pids"]))
-        groups.append(pids)
+    memory, pids, cpu = run_cgroups(os.getpid())
+    settings = {
+        memory: {"memory.limit_in_bytes": limits["memory_bytes"],
+                 "memory.memsw.limit_in_bytes": limits["memory_bytes"]},
+        pids: {"pids.max": limits["pids"]},
+        cpu: {"cpu.cfs_period_us": 100_000, "cpu.cfs_quota_us": int(limits["cpus"] * 100_000)},
+    }
+    groups = []
+    for group, values in settings.items():
+        if not (group.parent.parent / "cgroup.procs").exists():
+            continue  # this controller is not mounted here
+        group.mkdir(parents=True, exist_ok=True)
+        groups.append(group)
+        for name, value in values.items():
+            if (group / name).exists():
+                (group / name).write_text(str(value))
     for group in groups:
         (group / "cgroup.procs").write_text(str(os.getpid()))
     return groups, memory / "memory.oom_control"
@@ -89,7 +96,7 @@ def remove_run_cgroups(runner_pid: int) -> None:
 def sweep_cgroups() -> int:
     """Remove run cgroups no process is in any more; return how many went."""
     removed = 0
-    for hierarchy in ("memory", "pids"):
+    for hierarchy in CGROUP_CONTROLLERS:
         parent = CGROUP_V1 / hierarchy / CGROUP_PARENT
         if not parent.is_dir():
             continue

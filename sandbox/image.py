@@ -78,8 +78,10 @@ def manifest_digest(manifest: dict[str, str] | None = None) -> str:
     return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
 
-def build_image(settings: SandboxSettings, *, progress=None, rebuild_base: bool = False) -> BuildReport:
-    """Build (or bring up to date) ``settings.image``; ``progress`` is a rich Progress or None."""
+def build_image(settings: SandboxSettings, *, progress=None, rebuild_base: bool = False,
+                no_cache: bool = False) -> BuildReport:
+    """Build (or bring up to date) ``settings.image``; ``progress`` is a rich Progress or None.
+    ``no_cache`` runs every Dockerfile step again (the base and the wheelhouse stay cached)."""
     from .docker_backend import docker_client
 
     if sys.version_info[:2] != IMAGE_PYTHON:
@@ -98,7 +100,7 @@ def build_image(settings: SandboxSettings, *, progress=None, rebuild_base: bool 
     with step("wheelhouse") as note:
         note(_fill_wheelhouse(progress))
     with step("docker build") as note:
-        note(_docker_build(client, settings.image, report.base, progress))
+        note(_docker_build(client, settings.image, report.base, progress, no_cache))
     report.size_bytes = client.images.get(settings.image).attrs["Size"]
     report.base_size_bytes = client.images.get(report.base).attrs["Size"]
     return report
@@ -314,11 +316,11 @@ def _build_key(base: str) -> str:
     return digest.hexdigest()
 
 
-def _docker_build(client, tag: str, base: str, progress) -> str:
+def _docker_build(client, tag: str, base: str, progress, no_cache: bool = False) -> str:
     import docker.errors
 
     key = _build_key(base)
-    if _image_exists(client, tag) and (client.images.get(tag).labels or {}).get(BUILD_KEY_LABEL) == key:
+    if not no_cache and _image_exists(client, tag) and (client.images.get(tag).labels or {}).get(BUILD_KEY_LABEL) == key:
         return "up to date"
     context = cache_dir() / "context"
     _prepare_context(context)
@@ -327,7 +329,8 @@ def _docker_build(client, tag: str, base: str, progress) -> str:
     labels = {MANIFEST_LABEL: manifest_digest(), BUILD_KEY_LABEL: key}
     try:
         for chunk in client.api.build(path=str(context), tag=tag, buildargs={"BASE_IMAGE": base},
-                                      labels=labels, rm=True, forcerm=True, decode=True):
+                                      labels=labels, rm=True, forcerm=True, nocache=no_cache,
+                                      decode=True):
             if "error" in chunk:
                 context_lines = " | ".join(line for line in log[-3:] if line)
                 raise SandboxError(f"docker build failed: {chunk['error'].strip()} | {context_lines}")

@@ -6,7 +6,8 @@ The payload runs as a host subprocess under the sandbox runner, with every layer
 - rlimits on CPU time, open files, file size and core dumps (and processes when not root);
 - new mount, PID and network namespaces (a user namespace too when not root): no network at all,
   a size-limited private tmpfs as the scratch, and every process of the payload dies with it;
-- a memory and a pids cgroup (cgroup v1, as root): real out-of-memory kills and a fork ceiling;
+- memory, pids and cpu cgroups (cgroup v1, as root): real out-of-memory kills, a process ceiling
+  and a CPU quota;
 - Landlock: reads only beneath the system, the Python installation, selfloop's packages, the code
   and the inputs; writes only in the scratch; no TCP; no signals or /proc access outside.
 
@@ -71,7 +72,7 @@ class ProcessSandbox(Sandbox):
         userns = Path("/proc/sys/user/max_user_namespaces")
         namespaces = root or (userns.exists() and userns.read_text().strip() != "0")
         cgroup = root and (confine.CGROUP_V1 / "memory" / "memory.limit_in_bytes").exists()
-        return {"rlimits": True, "namespaces": namespaces, "memory/pids cgroup": cgroup,
+        return {"rlimits": True, "namespaces": namespaces, "cgroups": cgroup,
                 "landlock": confine.landlock_abi() > 0}
 
     def run(self, command, *, code_dir, inputs=None, env=None, timeout_s=None) -> SandboxResult:
@@ -97,14 +98,15 @@ class ProcessSandbox(Sandbox):
                                         str(inputs_dir), str(scratch), path_var)
         layers = self.layers()
         rlimits = self._rlimits(timeout_s)
-        if not layers["memory/pids cgroup"]:
+        if not layers["cgroups"]:
             rlimits["data_bytes"] = self.settings.memory_mb << 20
             if os.geteuid() != 0:
                 rlimits["nproc"] = self.settings.pids
         isolate = {
             "namespaces": layers["namespaces"], "scratch_mb": self.settings.scratch_mb,
-            "cgroup": {"memory_bytes": self.settings.memory_mb << 20, "pids": self.settings.pids}
-            if layers["memory/pids cgroup"] else None,
+            "cgroup": {"memory_bytes": self.settings.memory_mb << 20, "pids": self.settings.pids,
+                       "cpus": self.settings.cpus}
+            if layers["cgroups"] else None,
             "landlock": {"read": self._readable(code_dir, inputs, inputs_dir),
                          "write": [str(scratch)] + SYSTEM_WRITE + ["/dev/shm"] * layers["namespaces"]}
             if layers["landlock"] else None,
