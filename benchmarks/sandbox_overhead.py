@@ -25,7 +25,6 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-
 from selfloop.core.config import SandboxSettings
 from selfloop.sandbox import backend_availability, choose_backend
 
@@ -33,7 +32,8 @@ PAYLOAD = "import json, os; json.dump({'score': 1.0}, open(os.environ['SELFLOOP_
 
 
 def trivial_payload(result_path: str) -> None:
-    json.dump({"score": 1.0}, open(result_path, "w"))
+    with open(result_path, "w") as f:
+        json.dump({"score": 1.0}, f)
 
 
 def time_runs(runs: int, once) -> list[float]:
@@ -96,7 +96,8 @@ def main() -> None:
         for w in workers:
             with ThreadPoolExecutor(w) as pool:
                 started = time.perf_counter()
-                list(pool.map(lambda _: sandboxed(name)(), range(args.parallel)))
+                once = sandboxed(name)
+                list(pool.map(lambda _, once=once: once(), range(args.parallel)))
                 cells.append(f"{args.parallel / (time.perf_counter() - started):.2f}")
         table.add_row(name, *cells)
     console.print(table)

@@ -53,9 +53,9 @@ TYPE_CHECKING = False  # not `typing`'s: importing typing would slow the in-sand
 if TYPE_CHECKING:
     from selfloop.core.config import SandboxSettings
 
-    from .base import Sandbox, SandboxResult  # noqa: F401
+    from .base import Sandbox, SandboxResult
 
-__all__ = ["choose_backend", "protected_manifest", "backend_availability", "Sandbox", "SandboxResult"]
+__all__ = ["Sandbox", "SandboxResult", "backend_availability", "choose_backend", "protected_manifest"]
 
 
 def backend_availability(settings: SandboxSettings) -> dict[str, tuple[bool, str]]:

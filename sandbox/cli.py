@@ -57,7 +57,13 @@ def check(config_path, as_json):
 def build(config_path, rebuild_base, no_cache, as_json):
     """Build the sandbox image offline: debootstrap base, host wheelhouse, Dockerfile."""
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from .image import build_image
 

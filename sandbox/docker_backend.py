@@ -31,12 +31,13 @@ def docker_client():
     """A client for the local engine, or SandboxError saying why there is none."""
     try:
         import docker
+        import requests
     except ImportError:
         raise SandboxError("the docker Python package is not installed (pip install docker)") from None
     try:
         client = docker.from_env(timeout=API_TIMEOUT_S)
         client.ping()
-    except Exception as exc:  # the SDK raises DockerException, requests errors, or FileNotFoundError
+    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
         raise SandboxError(f"no Docker engine answers ({_first_line(exc)}); start dockerd or use the process backend") from None
     return client
 

@@ -17,7 +17,6 @@ built for the host's interpreter.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata as metadata
 import json
 import os
 import re
@@ -27,7 +26,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 
 from selfloop.core.config import SandboxSettings

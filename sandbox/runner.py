@@ -78,7 +78,7 @@ def run(spec: dict) -> dict:
         payload = subprocess.Popen(
             spec["command"], cwd=spec["scratch"], env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-            preexec_fn=lambda: lockdown.in_child(spec.get("rlimits") or {}),
+            preexec_fn=lambda: lockdown.in_child(spec.get("rlimits") or {}),  # noqa: PLW1509 (no threads here)
         )
     except (OSError, subprocess.SubprocessError) as exc:
         report["reason"] = f"could not start {spec['command'][0]!r}: {exc}"

@@ -15,7 +15,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from selfloop.core.config import SandboxSettings
 from selfloop.sandbox import choose_backend
 from selfloop.sandbox.base import LABEL

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from selfloop.core.config import SandboxSettings
 from selfloop.core.errors import SandboxError
 from selfloop.sandbox.image import _check_wheel_platforms, runtime_requirements
 
 
 def test_runtime_requirements_are_the_installed_closure():
-    import importlib.metadata as metadata
+    from importlib import metadata
 
     pins = runtime_requirements()
     assert "selfloop" not in pins

@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from selfloop.core.config import SandboxSettings
 from selfloop.core.errors import SandboxError
 from selfloop.sandbox import backend_availability, choose_backend, protected_manifest
@@ -209,7 +208,6 @@ def test_process_backend_reports_its_layers(code):
 @pytest.mark.docker
 def test_sweep_removes_orphaned_containers():
     import docker
-
     from selfloop.sandbox.base import LABEL
     from selfloop.sandbox.docker_backend import sweep_containers
 
