@@ -42,6 +42,8 @@ the sandbox (``python -m selfloop.sandbox.runner``) checks the sha256 of every f
 "error" with a reason starting ``integrity:`` (for Docker, a stale image: rebuild with
 ``selfloop sandbox build``), and no result.
 
+``Sandbox.sweep()`` removes what crashed runs left (labelled containers whose owner process is
+gone, empty per-run cgroups); the meta loop may call it once at start.
 ``selfloop sandbox check|build|sweep`` is the command line (``sandbox/cli.py``).
 """
 

@@ -75,6 +75,10 @@ class Sandbox(ABC):
         $SELFLOOP_INPUT_<NAME>, a size-limited scratch as the working directory, and the result
         read from the JSON file the payload writes at $SELFLOOP_RESULT."""
 
+    @abstractmethod
+    def sweep(self) -> int:
+        """Remove what crashed earlier runs left behind (containers, cgroups); return how many."""
+
     @classmethod
     @abstractmethod
     def availability(cls, settings: SandboxSettings) -> tuple[bool, str]:

@@ -94,14 +94,17 @@ def remove_run_cgroups(runner_pid: int) -> None:
 
 
 def sweep_cgroups() -> int:
-    """Remove run cgroups no process is in any more; return how many went."""
+    """Remove run cgroups whose runner is gone and that no process is in; return how many went."""
     removed = 0
     for hierarchy in CGROUP_CONTROLLERS:
         parent = CGROUP_V1 / hierarchy / CGROUP_PARENT
         if not parent.is_dir():
             continue
         for group in parent.iterdir():
-            if group.is_dir() and not (group / "cgroup.procs").read_text().strip():
+            runner = group.name.removeprefix("run-")
+            if not group.is_dir() or (runner.isdigit() and os.path.exists(f"/proc/{runner}")):
+                continue  # a live runner may not have moved in yet
+            if not (group / "cgroup.procs").read_text().strip():
                 try:
                     group.rmdir()
                     removed += 1

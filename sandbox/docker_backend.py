@@ -115,7 +115,9 @@ class DockerSandbox(Sandbox):
             return f"timeout: the container outlived its deadline by {HOST_GRACE_S:g} s and was killed"
 
     def sweep(self) -> int:
-        return sweep_containers(self.client)
+        from . import confine
+
+        return sweep_containers(self.client) + confine.sweep_cgroups()
 
 
 def sweep_containers(client) -> int:

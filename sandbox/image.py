@@ -92,7 +92,10 @@ def build_image(settings: SandboxSettings, *, progress=None, rebuild_base: bool 
 
     with step("base image") as note:
         if rebuild_base or not _image_exists(client, report.base):
+            old_base = client.images.get(report.base).id if _image_exists(client, report.base) else None
             _build_base(client, report.base, progress)
+            if old_base and old_base != client.images.get(report.base).id:
+                _remove_image(client, old_base)
             note("debootstrap + import")
         else:
             note("cached")
@@ -319,7 +322,8 @@ def _docker_build(client, tag: str, base: str, progress, no_cache: bool = False)
     import docker.errors
 
     key = _build_key(base)
-    if not no_cache and _image_exists(client, tag) and (client.images.get(tag).labels or {}).get(BUILD_KEY_LABEL) == key:
+    previous = client.images.get(tag) if _image_exists(client, tag) else None
+    if not no_cache and previous is not None and (previous.labels or {}).get(BUILD_KEY_LABEL) == key:
         return "up to date"
     context = cache_dir() / "context"
     _prepare_context(context)
@@ -348,7 +352,19 @@ def _docker_build(client, tag: str, base: str, progress, no_cache: bool = False)
         raise SandboxError(f"docker build failed: {exc.explanation or exc}") from None
     if task is not None:
         progress.update(task, completed=steps_done, description="docker build: done")
+    if previous is not None and previous.id != client.images.get(tag).id:
+        _remove_image(client, previous.id)
     return f"{steps_done} steps, {cached} cached"
+
+
+def _remove_image(client, image_id: str) -> None:
+    """Remove a replaced image (its layers shared with the new one stay); in use means keep it."""
+    import docker.errors
+
+    try:
+        client.images.remove(image_id)
+    except docker.errors.APIError:
+        pass
 
 
 def image_state(client, settings: SandboxSettings) -> tuple[bool, str]:

@@ -75,6 +75,10 @@ class ProcessSandbox(Sandbox):
         return {"rlimits": True, "namespaces": namespaces, "cgroups": cgroup,
                 "landlock": confine.landlock_abi() > 0}
 
+    def sweep(self) -> int:
+        """Remove the cgroups that killed runners left; return how many went."""
+        return confine.sweep_cgroups()
+
     def run(self, command, *, code_dir, inputs=None, env=None, timeout_s=None) -> SandboxResult:
         code_dir, inputs = self._check_arguments(command, code_dir, inputs)
         timeout_s = float(timeout_s if timeout_s is not None else self.settings.timeout_s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import textwrap
 import uuid
 from pathlib import Path
@@ -228,3 +229,27 @@ def test_sweep_removes_orphaned_containers():
             orphan.remove(force=True)
         except docker.errors.NotFound:
             pass
+
+
+def test_sweep_removes_cgroups_of_dead_runners():
+    from selfloop.sandbox import confine
+    from selfloop.sandbox.process_backend import ProcessSandbox
+
+    if not ProcessSandbox.layers()["cgroups"]:
+        pytest.skip("no writable cgroup v1 hierarchy here (needs root)")
+    dead = 4_194_000  # above any pid this machine hands out
+    assert not Path(f"/proc/{dead}").exists()
+    groups = confine.run_cgroups(dead)
+    for group in groups:
+        if group.parent.parent.is_dir():
+            group.mkdir(parents=True, exist_ok=True)
+    live = confine.run_cgroups(os.getpid())[0]  # a live runner's group is left alone
+    live.mkdir(parents=True, exist_ok=True)
+    try:
+        assert make_sandbox("process").sweep() >= 1
+        assert not any(group.exists() for group in groups)
+        assert live.exists()
+    finally:
+        for group in [*groups, live]:
+            if group.exists():
+                group.rmdir()
