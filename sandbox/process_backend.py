@@ -5,14 +5,15 @@ The payload runs as a host subprocess under the sandbox runner, with every layer
 - a scrubbed environment and a fresh temporary working directory;
 - rlimits on CPU time, open files, file size and core dumps (and processes when not root);
 - new mount, PID and network namespaces (a user namespace too when not root): no network at all,
-  a size-limited private tmpfs as the scratch, and every process of the payload dies with it;
+  a size-limited private tmpfs as the scratch (and /dev/shm), a /proc that lists only the
+  payload's own processes, and every process of the payload dies with it;
 - memory, pids and cpu cgroups (cgroup v1, as root): real out-of-memory kills, a process ceiling
   and a CPU quota;
 - Landlock: reads only beneath the system, the Python installation, selfloop's packages, the code
   and the inputs; writes only in the scratch; no TCP; no signals or /proc access outside.
 
-What it cannot guarantee, compared with Docker: the payload shares the host kernel, user and
-filesystem view; where a layer is unavailable (no unprivileged user namespaces, no Landlock, no
+What it cannot guarantee, compared with Docker: the payload shares the host kernel, user id and
+filesystem view (read-only where Landlock holds); where a layer is unavailable (no unprivileged user namespaces, no Landlock, no
 writable cgroups, not root) its protection is simply absent — ``Sandbox.run`` reports the layers
 that held in ``SandboxResult.protections``, and ``selfloop sandbox check`` lists them. World-readable
 system files (/usr, /etc/passwd) stay readable; without a memory cgroup the memory ceiling is

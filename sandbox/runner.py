@@ -217,6 +217,8 @@ class Lockdown:
             return
         from . import confine
 
+        self.confine = confine  # imported here: the forked payload must not import anything
+
         limits = self.isolate.get("cgroup")
         if limits:
             try:
@@ -241,12 +243,14 @@ class Lockdown:
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if "namespaces" in self.protections:
+            try:
+                self.confine.mount_private_proc()
+            except OSError:
+                pass  # the host's /proc stays visible (Landlock still hides other processes' memory)
         _apply_rlimits(rlimits)
-        if self.landlock_rules:
-            from . import confine
-
-            if confine.landlock_abi() > 0:
-                confine.landlock_restrict(**self.landlock_rules)
+        if "landlock" in self.protections:
+            self.confine.landlock_restrict(**self.landlock_rules)
 
     def oom_kills(self) -> int:
         if self.oom_file is None:
