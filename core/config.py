@@ -62,7 +62,8 @@ class EvolveSettings(Strict):
 
     ``rounds`` training rounds of the lifecycle interleave with evolution: ``iterations`` (the total)
     are split evenly across them. Sizes are problems per difficulty (refinement) or per pool
-    (selection); the held-out ones are drawn by the judge from the pinned task.
+    (selection); the held-out ones are drawn by the judge from the pinned task. ``refiner``
+    replaces the run's refiner while evolving (the lifecycle's greedy default has nothing to tune).
     """
 
     iterations: int = Field(10, ge=0)
@@ -74,8 +75,10 @@ class EvolveSettings(Strict):
     archive: str = "runs/archive"
     out: str | None = None  # the run directory (journal, checkpoints); default: "<archive>.run"
     targets: list[str] = Field(default_factory=lambda: ["refiner", "selector"])  # kinds it may edit
-    refine_difficulties: list[int] = Field(default_factory=lambda: [6, 7, 8])
-    select_difficulty: int = Field(7, ge=1)
+    refiner: Component | None = Field(default_factory=lambda: Component(name="self_consistency"))
+    # None: the checkpoint's frontier (the easiest difficulty it has not solved, and the next ones)
+    refine_difficulties: list[int] | None = None
+    select_difficulty: int | None = Field(None, ge=1)
     smoke_per_difficulty: int = Field(16, ge=1)
     smoke_select: int = Field(32, ge=1)
     full_per_difficulty: int = Field(64, ge=1)
@@ -85,6 +88,7 @@ class EvolveSettings(Strict):
     full_threshold: float = Field(0.8, ge=0)  # full evaluation only if smoke >= this x parent's smoke
     max_visible_gap: float = Field(0.15, ge=0)  # visible above held-out by more: rejected as gaming
     novelty_attempts: int = Field(5, ge=1)  # proposals tried per iteration to get an unseen variant
+    confirm: bool = True  # at the end, seed vs champion once more on fresh held-out problems
 
 
 class SandboxSettings(Strict):

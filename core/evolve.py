@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from .errors import ArchiveError, ConfigError, ProposalError, SelfloopError
 from .judge import ProblemPlan, draw_held_out, pinned_task
+from .tunable import find_tunables, set_tunable
 from .types import Edit, VariantView
 from .validate import Validator, Verdict, write_tree
 
@@ -168,6 +169,58 @@ def editable_files(config, registry, kinds: list[str], surface: Path) -> list[st
     return sorted(out)
 
 
+def bake_options(config, registry, files: dict[str, str], kinds: list[str], surface: Path):
+    """Write the config's options of the evolved components into their files' tunables.
+
+    A config option overrides a plugin's code default, so a mutated ``VOTES = tunable(4, ...)`` would
+    change nothing while the config says ``votes = 4``. Each option whose name matches a tunable of
+    the component's file (``votes`` -> ``VOTES``) and fits its bounds moves into the code; the rest
+    stay options. Returns (the config without the moved options, the files, what moved).
+    """
+    config = config.model_copy(deep=True)
+    files = dict(files)
+    moved = []
+    root = surface.resolve()
+    for _, kind, component in config.components():
+        if kind not in kinds:
+            continue
+        location = Path(registry.get(kind, component.name).location).resolve()
+        if root not in location.parents:
+            continue
+        path = location.relative_to(root).as_posix()
+        declared = {t.name: t for t in find_tunables(files[path])}
+        for key, value in list(component.options.items()):
+            t = declared.get(key.upper())
+            if t is None or not _fits(t, value):
+                continue
+            files[path] = set_tunable(files[path], t.name, value)
+            del component.options[key]
+            moved.append(f"{path}: {t.name} = {value!r}")
+    return config, files, moved
+
+
+def _fits(t, value) -> bool:
+    if type(value) is not type(t.value) and not (isinstance(value, (int, float)) and isinstance(t.value, float)):
+        return False
+    if t.choices is not None:
+        return value in t.choices
+    return (t.low is None or value >= t.low) and (t.high is None or value <= t.high)
+
+
+def frontier(accuracy_by_difficulty: dict, count: int = 3, solved: float = 0.95) -> tuple[list[int], int] | None:
+    """(refinement difficulties, selection difficulty) where a checkpoint is still learning.
+
+    The selection difficulty is the easiest one not yet solved (where self-labels start to be wrong);
+    refinement is measured there and at the next ``count - 1`` difficulties.
+    """
+    acc = {int(d): a for d, a in accuracy_by_difficulty.items()}
+    if not acc:
+        return None
+    unsolved = [d for d in sorted(acc) if acc[d] < solved]
+    first = unsolved[0] if unsolved else max(acc) + 1
+    return list(range(first, first + count)), first
+
+
 # --- the loop ---------------------------------------------------------------------------------------
 
 
@@ -185,12 +238,13 @@ class RoundResult:
 class Evolution:
     """One `selfloop evolve` run: rounds of training and evolving, journalled for resume."""
 
-    def __init__(self, config, *, archive_path: Path, out: Path, sandbox, registry, trainer: Trainer,
+    def __init__(self, config, *, archive_path: Path, out: Path, sandbox, registry,
+                 trainer: Callable[[Any], Trainer],
                  proposer, parent_selector, progress: Callable[[str, dict], None] | None = None,
                  seed_dir: Path | None = None):
-        self.config, self.settings = config, config.evolve
+        self.settings = config.evolve
         self.archive_path, self.out = Path(archive_path), Path(out)
-        self.sandbox, self.registry, self.trainer = sandbox, registry, trainer
+        self.sandbox, self.registry = sandbox, registry
         self.proposer, self.parent_selector = proposer, parent_selector
         self.progress = progress or (lambda event, data: None)
         self.seed_dir = Path(seed_dir) if seed_dir else surface_dir()
@@ -198,11 +252,17 @@ class Evolution:
         self.seed = config.seed
         self.budget = Budget(self.settings.iterations, self.settings.max_seconds, self.settings.max_tokens,
                              self.settings.max_usd)
-        self.editable = editable_files(config, registry, list(self.settings.targets), self.seed_dir)
+        if self.settings.refiner is not None:
+            config = config.model_copy(update={"refiner": self.settings.refiner}, deep=True)
+        targets = list(self.settings.targets)
+        self.config, self.seed_files, self.baked = bake_options(
+            config, registry, read_surface(self.seed_dir), targets, self.seed_dir)
+        self.editable = editable_files(self.config, registry, targets, self.seed_dir)
         if not self.editable:
             raise ConfigError(f"[evolve] targets {list(self.settings.targets)}: the config's components of "
                               "these kinds are not in the editable surface; nothing to evolve")
         self.task = pinned_task(config)
+        self.trainer = trainer(self.config)  # trains with the evolved components' options baked in
         self.archive = None
 
     # --- state ----------------------------------------------------------------------------------
@@ -267,6 +327,7 @@ class Evolution:
         session_start = time.monotonic()
         self.spent_before = state["spent_seconds"]
         self.stopped: str | None = None
+        self.confirmation: dict[str, Any] | None = None
         results = [RoundResult(**state["rounds"][r]) for r in sorted(state["rounds"])]
         try:
             for r in range(self.settings.rounds):
@@ -279,6 +340,8 @@ class Evolution:
                 if reason and not reason.startswith("iteration"):  # iterations are split per round
                     self.stopped = reason
                     break
+            if results and self.settings.confirm:
+                self.confirmation = self._confirm(results[-1], state)
         finally:
             self.journal.append({"event": "session", "seconds": time.monotonic() - session_start})
         return results
@@ -302,7 +365,7 @@ class Evolution:
             checkpoint = Path(state["trained"][r])
         else:
             champion_dir = self.out / "champion"
-            files = self.archive.files(previous.champion) if previous else read_surface(self.seed_dir)
+            files = self.archive.files(previous.champion) if previous else self.seed_files
             write_tree(files, champion_dir)
             self.progress("train", {"round": r, "champion": previous.champion if previous else "seed"})
             checkpoint = Path(self.trainer.train(r, plugins_dir=champion_dir,
@@ -310,10 +373,10 @@ class Evolution:
                                                  out=ckpt_dir))
             self.journal.append({"event": "trained", "round": r, "checkpoint": str(checkpoint)})
         validator = self._validator(r, checkpoint)
-        seed_id = self._baseline(r, "seed", validator, state, previous)
+        seed_id = self._baseline(r, "seed", validator, state, "v0" if previous else None)
         members = [seed_id]
         if previous and previous.champion != previous.seed_variant:
-            members.append(self._baseline(r, "champion", validator, state, previous))
+            members.append(self._baseline(r, "champion", validator, state, previous.champion))
         # Attempts journalled before a crash: archive what was evaluated but not archived.
         finished = sorted((a for a in state["attempts"].values() if a.round == r), key=lambda a: a.iteration)
         for attempt in finished:
@@ -341,11 +404,12 @@ class Evolution:
             return variants[0]
         return max(scored, key=lambda v: (v.scores["score"], -v.seq))
 
-    def _validator(self, r: int, checkpoint: Path) -> Validator:
+    def _validator(self, r: int, checkpoint: Path, salt: str = "") -> Validator:
         s = self.settings
-        plan = ProblemPlan(refine_difficulties=list(s.refine_difficulties), select_difficulty=s.select_difficulty,
+        refine, select = self._difficulties(checkpoint)
+        plan = ProblemPlan(refine_difficulties=refine, select_difficulty=select,
                            refine_per_difficulty=s.held_out_per_difficulty, select_count=s.held_out_select)
-        secret = int(hashlib.sha256(f"selfloop-held-out:{self.seed}:{r}".encode()).hexdigest()[:12], 16)
+        secret = int(hashlib.sha256(f"selfloop-held-out:{self.seed}:{r}{salt}".encode()).hexdigest()[:12], 16)
         held_out = draw_held_out(self.task, plan, secret)
         return Validator(
             sandbox=self.sandbox, config=self.config, checkpoint=checkpoint, plan=plan, held_out=held_out,
@@ -354,8 +418,38 @@ class Evolution:
             full_size={"refine": s.full_per_difficulty, "select": s.full_select},
             max_visible_gap=s.max_visible_gap, timeout_s=self.config.sandbox.timeout_s)
 
-    def _baseline(self, r: int, role: str, validator: Validator, state, previous: RoundResult | None) -> str:
-        """Evaluate the seed (or the champion) on this round's checkpoint; archive the result."""
+    def _confirm(self, last: RoundResult, state) -> dict[str, Any]:
+        """Seed against champion on fresh held-out problems of the last checkpoint.
+
+        The champion was chosen as the best of many on one held-out set, so its score there is
+        biased upward; this second draw, which chose nothing, is the honest comparison.
+        """
+        validator = self._validator(last.round, Path(last.checkpoint), salt=":confirm")
+        r = last.round
+        seed = self._baseline(r, "confirm-seed", validator, state, "v0")
+        champion = seed
+        if last.champion != last.seed_variant:
+            champion = self._baseline(r, "confirm-champion", validator, state, last.champion)
+        score = lambda v: self.archive.get(v).scores.get("score")  # noqa: E731
+        return {"round": r, "seed_variant": seed, "seed_score": score(seed), "champion": last.champion,
+                "champion_variant": champion, "champion_score": score(champion)}
+
+    def _difficulties(self, checkpoint: Path) -> tuple[list[int], int]:
+        """The configured difficulties, else the checkpoint's frontier from its round report."""
+        s = self.settings
+        found = None
+        report = checkpoint.parent / "report.json"
+        if report.is_file():
+            found = frontier(json.loads(report.read_text()).get("accuracy_by_digits") or {})
+        refine = list(s.refine_difficulties) if s.refine_difficulties else (found[0] if found else None)
+        select = s.select_difficulty or (found[1] if found else None)
+        if refine is None or select is None:
+            raise ConfigError(f"{checkpoint}: no round report to find the frontier in; set [evolve] "
+                              "refine_difficulties and select_difficulty")
+        return refine, select
+
+    def _baseline(self, r: int, role: str, validator: Validator, state, source: str | None) -> str:
+        """Evaluate the seed files (``source`` None) or a variant's on a checkpoint; archive the result."""
         from selfloop.archive import Archive
 
         key = f"r{r}-{role}"
@@ -363,8 +457,7 @@ class Evolution:
             return state["baselines"][r][role]
         if key in state["archived"]:  # archived, then killed before the journal said so
             return state["archived"][key]
-        source = None if role == "seed" and r == 0 else ("v0" if role == "seed" else previous.champion)
-        files = read_surface(self.seed_dir) if source is None else self.archive.files(source)
+        files = self.seed_files if source is None else self.archive.files(source)
         self.progress("baseline", {"round": r, "role": role, "source": source})
         verdict = validator.validate(files, changed=[], editable=self.editable, threshold=None)
         if not verdict.admitted:
@@ -373,11 +466,13 @@ class Evolution:
         meta = self._meta(verdict, proposer="seed" if source is None else "re-evaluation", round_=r,
                           key=key,
                           summary=(f"seed plugins on round {r}'s checkpoint" if source is None else
-                                   f"{source} ({role}) re-evaluated on round {r}'s checkpoint"))
+                                   f"{source} ({role}) re-evaluated on round {r}'s checkpoint"
+                                   + (", fresh held-out problems" if role.startswith("confirm") else "")))
         if self.archive is None:
             if self.archive_path.exists() and any(self.archive_path.iterdir()):
                 raise ArchiveError(f"{self.archive_path}: exists but is not an archive")
-            self.archive = Archive.init(self.archive_path, self.seed_dir, meta=meta)
+            meta["baked_options"] = self.baked
+            self.archive = Archive.init(self.archive_path, write_tree(files, self.out / "seed"), meta=meta)
             variant = "v0"
         else:
             variant = self.archive.add(parent=source, files=files, meta=meta)
@@ -416,7 +511,7 @@ class Evolution:
                        for i, p in zip(iterations, parents)]
             for future in as_completed(futures):  # journalled the moment it finishes
                 attempt = future.result()
-                self.journal.append({"event": "attempt", "attempt": vars(attempt)})
+                self.journal.append({"event": "attempt", "attempt": vars(attempt), "time": time.time()})
                 state["attempts"][attempt.key] = attempt
         attempts = [state["attempts"][f"r{r}-i{i}"] for i in iterations]
         admitted = []
@@ -433,7 +528,7 @@ class Evolution:
                           extra={"iteration": attempt.iteration, **attempt.meta})
         variant = self.archive.add(parent=attempt.parent, files=attempt.files, meta=meta,
                                    status="admitted" if verdict.admitted else "rejected")
-        self.journal.append({"event": "archived", "key": attempt.key, "variant": variant})
+        self.journal.append({"event": "archived", "key": attempt.key, "variant": variant, "time": time.time()})
         state["archived"][attempt.key] = variant
         self.progress("variant", {"round": attempt.round, "variant": variant, "verdict": verdict,
                                   "summary": attempt.edit_summary, "parent": attempt.parent})
@@ -448,6 +543,7 @@ class Evolution:
     def _attempt(self, r: int, i: int, parent: str, views: dict[str, VariantView], validator: Validator,
                  seen: set[str]) -> Attempt:
         rng = random.Random(f"{self.seed}:propose:{i}")
+        started = time.time()
         view = views[parent]
         others = [v for vid, v in sorted(views.items()) if vid != parent]
         key = f"r{r}-i{i}"
@@ -473,7 +569,8 @@ class Evolution:
             verdict = Verdict(False, [failure or "proposal: nothing proposed"], stages={})
             return Attempt(key=key, iteration=i, round=r, parent=parent, files=view.files,
                            edit_summary=failure or "no edit", proposer=_proposer_name(self.proposer),
-                           verdict=verdict.to_dict(), calls=calls)
+                           verdict=verdict.to_dict(), calls=calls, meta={"proposed_at": started})
+        proposed = time.time()
         files = _apply(view.files, edit)
         parent_smoke = view.scores.get("smoke")
         threshold = None if parent_smoke is None else self.settings.full_threshold * parent_smoke
@@ -483,7 +580,8 @@ class Evolution:
             files = view.files  # never archive files from beyond the surface; the edit is in the meta
         return Attempt(key=key, iteration=i, round=r, parent=parent, files=files, edit_summary=edit.summary,
                        proposer=edit.proposer, verdict=verdict.to_dict(), calls=calls,
-                       meta={"edit_paths": sorted(edit.files), **edit.meta})
+                       meta={"edit_paths": sorted(edit.files), "proposed_at": started,
+                             "propose_seconds": round(proposed - started, 3), **edit.meta})
 
 
 def _apply(files: dict[str, str], edit: Edit) -> dict[str, str]:

@@ -96,7 +96,7 @@ def build_evolution(config, registry, archive: Path, run_dir: Path, console, see
     from selfloop.sandbox import choose_backend
 
     from .evolve import Evolution
-    from .evolve_train import LifecycleTrainer
+    from .lifecycle import LifecycleTrainer
 
     options = dict(config.proposer.options)
     if config.proposer.name == "llm":
@@ -112,7 +112,8 @@ def build_evolution(config, registry, archive: Path, run_dir: Path, console, see
                   + (f" ({config.llm.model})" if config.proposer.name == "llm" else "")
                   + f"; parents: {config.parent_selector.name}; archive: {archive}")
     return Evolution(config, archive_path=archive, out=run_dir, sandbox=sandbox, registry=registry,
-                     trainer=LifecycleTrainer(config, console=console), proposer=proposer,
+                     trainer=lambda baked: LifecycleTrainer(baked, log=lambda message: console.print(f"  [dim]{message}[/]")),
+                     proposer=proposer,
                      parent_selector=parent_selector, seed_dir=seed_dir)
 
 
@@ -167,6 +168,7 @@ def final_report(evolution, results) -> dict:
         "rounds": [vars(r) for r in results], "champion": last.champion if last else None,
         "seed_score": last.seed_score if last else None,
         "champion_score": last.champion_score if last else None, "lineage": lineage,
+        "confirmation": evolution.confirmation,
         "browse": f"selfloop archive serve --archive {evolution.archive_path}",
     }
 
@@ -187,6 +189,13 @@ def print_report(console, evolution, report: dict) -> None:
         lineage.add_row(row["id"], row["parent"] or "-", str(row["round"]), row["proposer"] or "-",
                         _fmt(row["held_out"]), _fmt(row["visible"]), (row["summary"] or "")[:80])
     console.print(lineage)
+    confirm = report.get("confirmation")
+    if confirm:
+        delta = (confirm["champion_score"] - confirm["seed_score"]
+                 if None not in (confirm["champion_score"], confirm["seed_score"]) else None)
+        console.print(f"On fresh held-out problems (round {confirm['round']}'s checkpoint): seed "
+                      f"{_fmt(confirm['seed_score'])} ({confirm['seed_variant']}), champion {confirm['champion']} "
+                      f"{_fmt(confirm['champion_score'])} ({confirm['champion_variant']}), Δ {_fmt(delta, signed=True)}")
     if report["stopped"]:
         console.print(f"stopped: {report['stopped']}")
     console.print(f"browse the archive: [bold]{report['browse']}[/]")

@@ -63,7 +63,8 @@ class Payload:
             raise StageFailed(name, f"{type(exc).__name__}: {exc}") from None
         self.result["stages"][name] = {**(out or {}), "seconds": round(time.perf_counter() - start, 3)}
         self.save()
-        print(f"stage {name}: {json.dumps(out)[:500]}", flush=True)
+        if name != "held_out":  # the logs are shown to proposers; the held-out part is not theirs
+            print(f"stage {name}: {json.dumps(out)[:500]}", flush=True)
         return out
 
     def run(self) -> None:
@@ -168,7 +169,7 @@ class Payload:
         rng = random.Random(self.job["sample_seed"])
         for selector in self.selectors:
             selection = selector.select(examples, task=self.task, policy=self.policy, generator=self.generator,
-                                        round_index=1, rng=rng)
+                                        round_index=1, rng=rng, history=[])
             examples = list(selection.kept)
         return examples
 

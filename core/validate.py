@@ -52,6 +52,8 @@ class Verdict:
         """What a proposer may read about this variant: visible stages and logs, not the held-out."""
         lines = []
         for name, stage in self.stages.items():
+            if name == "held_out":
+                continue
             shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in stage.items()}
             lines.append(f"{name}: {json.dumps(shown)}")
         lines += [f"reason: {r}" for r in self.reasons if not r.startswith("held-out")]

@@ -1,0 +1,168 @@
+"""The meta loop end to end on a tiny checkpoint: the process sandbox, a real git archive, the
+offline proposer; budgets; a run killed with SIGKILL and resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from evolve_fixtures import CopyTrainer, make_checkpoint, make_config, make_surface
+from selfloop.core.errors import ConfigError
+from selfloop.core.evolve import Budget, Evolution, Journal
+from selfloop.core.registry import load_registry
+from selfloop.core.types import Edit
+
+pytestmark = pytest.mark.slow
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("evolve")
+    surface = make_surface(tmp / "surface")
+    return tmp, surface, make_checkpoint(tmp / "ckpt"), load_registry([surface])
+
+
+def evolution(world, name, proposer=None, **evolve):
+    from selfloop.sandbox import choose_backend
+
+    tmp, surface, ckpt, registry = world
+    config = make_config(**evolve)
+    return Evolution(
+        config, archive_path=tmp / name, out=tmp / f"{name}.run", sandbox=choose_backend(config.sandbox),
+        registry=registry, trainer=lambda config: CopyTrainer(ckpt),
+        proposer=proposer or registry.create("proposer", "mutation", {}),
+        parent_selector=registry.create("parent_selector", "dgm", {}), seed_dir=surface)
+
+
+@pytest.fixture(scope="module")
+def finished(world):
+    evo = evolution(world, "A", iterations=2)
+    results = evo.run()
+    return evo, results
+
+
+def test_archive_holds_the_seed_and_evaluated_children(finished):
+    evo, results = finished
+    variants = evo.archive.list()
+    assert [v.id for v in variants] == ["v0", "v1", "v2"]
+    assert variants[0].meta["proposer"] == "seed" and variants[0].scores["score"] is not None
+    for child in variants[1:]:
+        assert child.parent in ("v0", "v1") and child.meta["proposer"] == "mutation"
+        assert child.meta["decision"] in ("admitted", "rejected") and child.meta["reasons"]
+        diff = evo.archive.diff(child.id)
+        assert "tunable(" in diff and ("test_vote.py" in diff or "test_keep.py" in diff)
+    assert results[0].seed_variant == "v0" and results[0].champion in {"v0", "v1", "v2"}
+    events = Counter(e["event"] for e in Journal(evo.out / "journal.jsonl").events())
+    assert events["attempt"] == 2 and events["archived"] == 2 and events["round_done"] == 1
+
+
+def test_a_finished_run_is_not_started_again(finished, world):
+    evo, _ = finished
+    again = evolution(world, "A", iterations=2)
+    with pytest.raises(ConfigError, match="--resume"):
+        again.run()
+
+
+def test_resume_of_a_finished_run_adds_nothing(finished, world):
+    evo, _ = finished
+    evolution(world, "A", iterations=2).run(resume=True)
+    assert len(evo.archive.list()) == 3
+
+
+def test_kill_9_then_resume_loses_and_repeats_nothing(world, finished):
+    tmp, surface, ckpt, _ = world
+    script = f"""
+import sys; sys.path.insert(0, {str(TESTS)!r})
+from pathlib import Path
+from evolve_fixtures import CopyTrainer, make_config
+from selfloop.core.evolve import Evolution
+from selfloop.core.registry import load_registry
+from selfloop.sandbox import choose_backend
+tmp, surface = Path({str(tmp)!r}), Path({str(surface)!r})
+registry = load_registry([surface])
+config = make_config(iterations=3)
+Evolution(config, archive_path=tmp / "K", out=tmp / "K.run", sandbox=choose_backend(config.sandbox),
+          registry=registry, trainer=lambda config: CopyTrainer(Path({str(ckpt)!r})),
+          proposer=registry.create("proposer", "mutation", {{}}),
+          parent_selector=registry.create("parent_selector", "dgm", {{}}), seed_dir=surface).run()
+"""
+    journal = Journal(tmp / "K.run" / "journal.jsonl")
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if any(e["event"] == "attempt" for e in journal.events()):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = [e["attempt"]["key"] for e in journal.events() if e["event"] == "attempt"]
+    assert before
+
+    evo = evolution(world, "K", iterations=3)
+    evo.run(resume=True)
+    events = journal.events()
+    keys = [e["attempt"]["key"] for e in events if e["event"] == "attempt"]
+    assert sorted(keys) == ["r0-i0", "r0-i1", "r0-i2"]  # each evaluated exactly once
+    variants = evo.archive.list()
+    assert len(variants) == 4 and len({v.meta["evolve_key"] for v in variants}) == 4
+    # same seed, same config: the same first child as the uninterrupted run
+    first, reference = evo.archive.files("v1"), finished[0].archive.files("v1")
+    assert first == reference
+
+
+def test_token_budget_stops_the_loop_cleanly(world):
+    bad = "refine/test_vote.py\n<<<<<<< SEARCH\nnot in the file\n=======\nx\n>>>>>>> REPLACE\n"
+    registry = world[3]
+    proposer = registry.create("proposer", "llm", {"model": "openai/gpt-4o-mini", "mock_response": ["diagnosis", bad],
+                                                   "fix_attempts": 0})
+    evo = evolution(world, "T", proposer=proposer, iterations=5, max_tokens=1)
+    evo.run()
+    variants = evo.archive.list()
+    assert len(variants) == 2 and variants[1].status == "rejected"
+    assert variants[1].meta["tokens"] > 0 and variants[1].meta["cost_usd"] > 0
+    assert variants[1].meta["calls"][0]["response"] == "diagnosis"
+    assert "SEARCH text does not occur" in variants[1].meta["reasons"][0]
+    assert evo.stopped.startswith("token budget reached")
+
+
+class CoreEditor:
+    """A proposer that tries to rewrite the judge."""
+
+    def propose(self, parent, *, editable, others, rng):
+        return Edit(files={"../core/judge.py": "SCORE = 1.0\n"}, summary="edit the judge", proposer="core_editor")
+
+
+def test_edit_outside_the_surface_is_rejected_and_never_archived(world):
+    evo = evolution(world, "C", proposer=CoreEditor(), iterations=1)
+    evo.run()
+    child = evo.archive.get("v1")
+    assert child.status == "rejected" and "outside the editable surface" in child.meta["reasons"][0]
+    assert evo.archive.files("v1") == evo.archive.files("v0")  # the attempted file is not in the tree
+    assert child.meta["edit_paths"] == ["../core/judge.py"]
+
+
+def test_wall_clock_budget():
+    budget = Budget(iterations=10, max_seconds=5, max_tokens=100, max_usd=0.5)
+    assert budget.reached(iterations=3, seconds=1, tokens=10, usd=0.1) is None
+    assert budget.reached(iterations=10, seconds=1, tokens=10, usd=0.1).startswith("iteration")
+    assert budget.reached(iterations=3, seconds=6, tokens=10, usd=0.1).startswith("wall-clock")
+    assert budget.reached(iterations=3, seconds=1, tokens=100, usd=0.1).startswith("token")
+    assert budget.reached(iterations=3, seconds=1, tokens=10, usd=0.6).startswith("cost")
+
+
+def test_journal_ignores_a_torn_last_line(tmp_path):
+    journal = Journal(tmp_path / "j.jsonl")
+    journal.append({"event": "start"})
+    with open(journal.path, "a") as f:
+        f.write('{"event": "attem')
+    assert journal.events() == [{"event": "start"}]
