@@ -6,7 +6,8 @@ v12's lineage. Each variant has a lightweight tag (its id, ``v0``, ``v1``, ...);
 follows the most recently admitted variant. The commit message carries the variant's full record
 as JSON, so the SQLite index next to it (``selfloop-index.sqlite``) is a cache that is rebuilt from
 git alone when missing, stale or damaged. One writer at a time (a file lock); commits are made with
-plumbing, never through a checked-out working tree.
+plumbing, never through a checked-out working tree. `selfloop archive serve` browses it (server.py
+and browser.html/.js/.css, no network assets).
 
 The interface the meta loop uses::
 
@@ -39,6 +40,11 @@ The interface the meta loop uses::
     archive.materialize(vid, d) # writes the tree: `selfloop plugins --plugins-dir d` loads it
     archive.export(vid, d)      # an installable distribution with `selfloop` entry points
     archive.summaries(metric=None, status="admitted")  # [VariantSummary] for parent selectors
+
+Also: ``add_many(items)`` (many variants under one lock, one pack: imports), ``file_bytes(id)``,
+``metrics()``, ``len(archive)``, ``list_json(...)`` and ``compact_json()`` (JSON text made by
+SQLite, for the CLI and the browser), ``reindex()``. An ``Archive`` is safe to share between
+threads; any number of processes may open the same archive and add to it at once.
 
 Scores are a flat ``{metric: float | None}``; a nested dict per evaluation stage becomes
 ``stage.metric`` keys, and a numeric ``meta["score"]`` also counts as the metric ``score`` (the

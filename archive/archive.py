@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from selfloop.core.errors import ArchiveError
 from selfloop.core.types import VariantSummary
 
 from .index import Index, refs_fingerprint
 from .lock import WriterLock
-from .record import STATUSES, Variant, clean_meta, encode_message, make_record, variant_id
+from .record import (
+    STATUSES,
+    Variant,
+    clean_meta,
+    encode_message,
+    make_record,
+    variant_id,
+)
 
 INDEX_FILE = "selfloop-index.sqlite"
 LOCK_FILE = "selfloop-writer.lock"
@@ -218,6 +224,12 @@ class Archive:
         commit) made by SQLite: the fast path for `selfloop archive list --json`."""
         return self._index.variants_json(**self._query(status, sort, limit))
 
+    @_synchronized
+    def list_table(self, metrics: list[str], status: str | None = None, *, sort: str | None = None,
+                   limit: int | None = None) -> list[tuple[str, ...]]:
+        """What :meth:`list` selects, as text cells: id, parent, status, each metric, created (UTC)."""
+        return self._index.table_rows(metrics, **self._query(status, sort, limit))
+
     @staticmethod
     def _query(status: str | None, sort: str | None, limit: int | None) -> dict:
         if status is not None and status not in STATUSES:
@@ -328,7 +340,7 @@ class Archive:
                 self._store_obj.close()
                 self._store_obj = None
 
-    def __enter__(self) -> Archive:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-
 from selfloop.core.errors import ArchiveError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -31,7 +30,9 @@ def json_option(f):
 def resolve_path(archive_path: str | None) -> Path:
     if archive_path:
         return Path(archive_path)
-    from selfloop.core.config import load_config  # only when no path was given: pydantic is slow
+    from selfloop.core.config import (
+        load_config,  # only when no path was given: pydantic is slow
+    )
 
     return Path(load_config(os.environ.get("SELFLOOP_CONFIG") or None).evolve.archive)
 
@@ -78,7 +79,7 @@ def print_json(data) -> None:
 
 
 def when(created: float) -> str:
-    return datetime.fromtimestamp(created, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def fmt(value) -> str:
@@ -151,15 +152,12 @@ def list_command(archive_path, sort_metric, status, limit, as_json):
             # one line per variant, built by SQLite: 10,000 of them stay fast to write and read back
             click.echo("[\n" + ",\n".join(store.list_json(status, sort=sort_metric, limit=limit or None)) + "\n]")
             return
-        variants = store.list(status, sort=sort_metric, limit=limit or None)
         metrics = store.metrics()
-    shown = sorted(metrics, key=lambda m: (m != (sort_metric or "score"), m))[:6]
-    header = ["id", "parent", "status", *shown, "created (UTC)"]
-    rows = [[v.id, v.parent or "-", v.status, *(fmt(v.scores.get(m)) for m in shown), when(v.created)]
-            for v in variants]
-    click.echo(text_table(header, rows))
-    if len(variants) < total and not status:
-        click.echo(f"{len(variants)} of {total} variants shown", err=True)
+        shown = sorted(metrics, key=lambda m: (m != (sort_metric or "score"), m))[:6]
+        rows = store.list_table(shown, status, sort=sort_metric, limit=limit or None)
+    click.echo(text_table(["id", "parent", "status", *shown, "created (UTC)"], rows))
+    if len(rows) < total and not status:
+        click.echo(f"{len(rows)} of {total} variants shown", err=True)
 
 
 def text_table(header: list[str], rows: list[list[str]]) -> str:

@@ -98,8 +98,8 @@ class Index:
                 try:
                     variant_seq(vid)
                     record = decode_message(read_message(sha), f"tag {vid}")
-                except Exception:
-                    continue  # a tag that is not a variant (a person's own tag): not ours to index
+                except Exception:  # noqa: BLE001, S112 - any tag that is not a variant (a person's own) is not ours to index
+                    continue
                 if record["id"] == vid:
                     self._insert(record, sha)
                 if progress and done % 200 == 0:
@@ -177,10 +177,24 @@ class Index:
                    "'scores', json(v.scores), 'commit', v.sha)")
         return [row[0] for row in self._select(columns, where, params, order, limit, join_metric)]
 
+    def table_rows(self, metrics: list[str], where: str = "", params: tuple = (), order: str = "v.seq",
+                   limit: int | None = None, join_metric: str | None = None) -> list[tuple]:
+        """Rows for a text table, every cell a string formatted by SQLite: id, parent, status, one
+        column per metric (4 significant digits, '-' when missing), created (UTC)."""
+        cells = ["v.id", "coalesce(v.parent, '-')", "v.status"]
+        paths = []
+        for metric in metrics:
+            cells.append("iif(json_type(v.scores, ?) IN ('real', 'integer'), "
+                         "printf('%.4g', json_extract(v.scores, ?)), '-')")
+            paths += ['$."' + metric.replace('"', '\\"') + '"'] * 2
+        cells.append("strftime('%Y-%m-%d %H:%M:%S', v.created, 'unixepoch')")
+        rows = self._select(", ".join(cells), where, params, order, limit, join_metric, leading=tuple(paths))
+        return rows.fetchall()
+
     def _select(self, columns: str, where: str, params: tuple, order: str, limit: int | None,
-                join_metric: str | None):
+                join_metric: str | None, leading: tuple = ()):
         sql = f"SELECT {columns} FROM variants v"
-        args: list = []
+        args: list = list(leading)  # parameters of the selected columns come first
         if join_metric is not None:
             sql += " LEFT JOIN scores s ON s.id = v.id AND s.metric = ?"
             args.append(join_metric)

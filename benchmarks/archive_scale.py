@@ -35,7 +35,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-
 from selfloop.archive import Archive
 
 REPO = Path(__file__).resolve().parent.parent
@@ -169,7 +168,7 @@ def count_files(path: Path) -> int:
 
 def rss_kib(pid: int) -> tuple[int, int]:
     status = Path(f"/proc/{pid}/status").read_text()
-    get = lambda key: int(re.search(rf"{key}:\s+(\d+) kB", status).group(1))  # noqa: E731
+    get = lambda key: int(re.search(rf"{key}:\s+(\d+) kB", status).group(1))
     return get("VmRSS"), get("VmHWM")
 
 
