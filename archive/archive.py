@@ -227,7 +227,8 @@ class Archive:
     @_synchronized
     def list_table(self, metrics: list[str], status: str | None = None, *, sort: str | None = None,
                    limit: int | None = None) -> list[tuple[str, ...]]:
-        """What :meth:`list` selects, as text cells: id, parent, status, each metric, created (UTC)."""
+        """What :meth:`list` selects, as text cells: id, parent, status, proposer, each metric,
+        created (UTC)."""
         return self._index.table_rows(metrics, **self._query(status, sort, limit))
 
     @staticmethod
@@ -324,6 +325,16 @@ class Archive:
             if modes.get(rel, 0) & 0o111:
                 target.chmod(0o755)
         return directory
+
+    def gc(self) -> None:
+        """Pack objects and refs with `git gc` (under the writer lock): fewer files, less disk."""
+        import git
+
+        with self._mutex, self._lock.held():
+            try:
+                self._store.repo.git.gc("--quiet")
+            except git.GitCommandError as exc:
+                raise ArchiveError(f"{self.path}: git gc failed: {exc.stderr.strip()}") from None
 
     def export(self, variant: str, directory: str | os.PathLike, *, name: str | None = None) -> Path:
         """Write an installable plugin distribution of the variant (see ``selfloop.archive.export``)."""

@@ -155,7 +155,7 @@ def list_command(archive_path, sort_metric, status, limit, as_json):
         metrics = store.metrics()
         shown = sorted(metrics, key=lambda m: (m != (sort_metric or "score"), m))[:6]
         rows = store.list_table(shown, status, sort=sort_metric, limit=limit or None)
-    click.echo(text_table(["id", "parent", "status", *shown, "created (UTC)"], rows))
+    click.echo(text_table(["id", "parent", "status", "proposer", *shown, "created (UTC)"], rows))
     if len(rows) < total and not status:
         click.echo(f"{len(rows)} of {total} variants shown", err=True)
 
@@ -287,6 +287,16 @@ def reindex_command(archive_path):
     with open_archive(archive_path) as store:
         count = store.reindex()
     click.echo(f"indexed {count} variants")
+
+
+@archive.command("gc")
+@archive_option
+def gc_command(archive_path):
+    """Pack the archive's objects and refs (git gc): single adds leave loose files behind."""
+    with open_archive(archive_path) as store:
+        store.gc()
+        count = len(store)
+    click.echo(f"packed {store.path} ({count} variants)")
 
 
 @archive.command("serve")

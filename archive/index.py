@@ -179,9 +179,9 @@ class Index:
 
     def table_rows(self, metrics: list[str], where: str = "", params: tuple = (), order: str = "v.seq",
                    limit: int | None = None, join_metric: str | None = None) -> list[tuple]:
-        """Rows for a text table, every cell a string formatted by SQLite: id, parent, status, one
-        column per metric (4 significant digits, '-' when missing), created (UTC)."""
-        cells = ["v.id", "coalesce(v.parent, '-')", "v.status"]
+        """Rows for a text table, every cell a string formatted by SQLite: id, parent, status,
+        proposer, one column per metric (4 significant digits, '-' when missing), created (UTC)."""
+        cells = ["v.id", "coalesce(v.parent, '-')", "v.status", "coalesce(v.proposer, '-')"]
         paths = []
         for metric in metrics:
             cells.append("iif(json_type(v.scores, ?) IN ('real', 'integer'), "

@@ -254,6 +254,8 @@ def main() -> None:
         total = len(archive)
         archive.close()
 
+        startup = statistics.median(run_cli("--version") for _ in range(5))
+        rows.append(("  for reference: `selfloop --version` (interpreter + CLI start)", f"{startup:.2f} s", "", ""))
         cli_json = statistics.median(run_cli("archive", "list", "--archive", str(path), "--json") for _ in range(5))
         cli_table = statistics.median(run_cli("archive", "list", "--archive", str(path)) for _ in range(5))
         cli_sorted = statistics.median(run_cli("archive", "list", "--archive", str(path), "--sort", "held_out",

@@ -53,9 +53,9 @@ def test_init_two_adds_list_json_fsck_and_log(run_selfloop, tmp_path, edited_plu
     assert [v["id"] for v in best] == ["v1", "v0"]
 
     table = run_selfloop("archive", "list", "--archive", archive).stdout
-    assert table.splitlines()[0].split() == ["id", "parent", "status", "score", "held_out", "created", "(UTC)"]
-    assert table.splitlines()[1].split()[:5] == ["v0", "-", "admitted", "-", "-"]  # no scores: dashes
-    assert table.splitlines()[3].split()[:5] == ["v2", "v1", "rejected", "0.1", "-"]
+    assert table.splitlines()[0].split() == ["id", "parent", "status", "proposer", "score", "held_out", "created", "(UTC)"]
+    assert table.splitlines()[1].split()[:6] == ["v0", "-", "admitted", "seed", "-", "-"]  # no scores: dashes
+    assert table.splitlines()[3].split()[:6] == ["v2", "v1", "rejected", "human", "0.1", "-"]
 
     shown = json.loads(run_selfloop("archive", "show", "v1", "--archive", archive, "--json").stdout)
     assert shown["meta"]["summary"] == "my fix" and shown["children"] == ["v2"] and shown["lineage"] == ["v0", "v1"]
@@ -69,6 +69,11 @@ def test_init_two_adds_list_json_fsck_and_log(run_selfloop, tmp_path, edited_plu
     assert tree[0].startswith("v0") and tree[1].startswith("└── v1") and "x rejected" in tree[2]
     tree_json = json.loads(run_selfloop("archive", "tree", "--archive", archive, "--json").stdout)
     assert tree_json[0]["children"] == ["v1"]
+
+    assert run_selfloop("archive", "gc", "--archive", archive).returncode == 0
+    assert not list((archive / "objects").glob("??/*"))  # everything packed
+    assert git(archive, "fsck", "--strict").returncode == 0
+    assert json.loads(run_selfloop("archive", "list", "--archive", archive, "--json").stdout) == listed
 
 
 def test_archive_path_from_environment_and_materialize(run_selfloop, tmp_path, edited_plugins):
@@ -111,5 +116,5 @@ def test_user_errors_are_one_line(run_selfloop, tmp_path, args, message):
 
 def test_help_lists_every_verb(run_selfloop):
     out = run_selfloop("archive", "-h").stdout
-    for verb in ("init", "add", "list", "show", "diff", "tree", "export", "materialize", "serve", "reindex"):
+    for verb in ("init", "add", "list", "show", "diff", "tree", "export", "materialize", "serve", "reindex", "gc"):
         assert verb in out
