@@ -182,19 +182,19 @@ class Index:
         """Rows for a text table, every cell a string formatted by SQLite: id, parent, status,
         proposer, one column per metric (4 significant digits, '-' when missing), created (UTC)."""
         cells = ["v.id", "coalesce(v.parent, '-')", "v.status", "coalesce(v.proposer, '-')"]
-        paths = []
-        for metric in metrics:
-            cells.append("iif(json_type(v.scores, ?) IN ('real', 'integer'), "
-                         "printf('%.4g', json_extract(v.scores, ?)), '-')")
-            paths += ['$."' + metric.replace('"', '\\"') + '"'] * 2
+        joins = ""
+        for n, _ in enumerate(metrics):
+            cells.append(f"iif(m{n}.value IS NULL, '-', printf('%.4g', m{n}.value))")
+            joins += f" LEFT JOIN scores m{n} ON m{n}.id = v.id AND m{n}.metric = ?"
         cells.append("strftime('%Y-%m-%d %H:%M:%S', v.created, 'unixepoch')")
-        rows = self._select(", ".join(cells), where, params, order, limit, join_metric, leading=tuple(paths))
+        rows = self._select(", ".join(cells), where, params, order, limit, join_metric,
+                            joins=joins, leading=tuple(metrics))
         return rows.fetchall()
 
     def _select(self, columns: str, where: str, params: tuple, order: str, limit: int | None,
-                join_metric: str | None, leading: tuple = ()):
-        sql = f"SELECT {columns} FROM variants v"
-        args: list = list(leading)  # parameters of the selected columns come first
+                join_metric: str | None, joins: str = "", leading: tuple = ()):
+        sql = f"SELECT {columns} FROM variants v{joins}"
+        args: list = list(leading)  # parameters of the extra joins come first
         if join_metric is not None:
             sql += " LEFT JOIN scores s ON s.id = v.id AND s.metric = ?"
             args.append(join_metric)
