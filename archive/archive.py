@@ -40,7 +40,11 @@ def _synchronized(method):
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         with self._mutex:
-            return method(self, *args, **kwargs)
+            try:
+                return method(self, *args, **kwargs)
+            except sqlite3.DatabaseError as exc:  # damaged after it was opened (a damaged file is rebuilt on open)
+                raise ArchiveError(f"{self.path / INDEX_FILE}: index unusable ({exc}); rebuild it from git "
+                                   f"with `selfloop archive reindex --archive {self.path}`") from None
 
     return wrapper
 
@@ -122,12 +126,20 @@ class Archive:
             pending.unlink(missing_ok=True)
 
     def reindex(self) -> int:
-        """Throw the index away and rebuild it from git; returns the number of variants."""
+        """Rebuild the index from git; returns the number of variants.
+
+        The rows are cleared in place, so other processes that have the index open (a server)
+        follow; only a file SQLite cannot read at all is deleted and made anew.
+        """
         with self._mutex, self._lock.held():
-            if self._index_obj is not None:
-                self._index_obj.close()
-                self._index_obj = None
-            Index.remove(self.path / INDEX_FILE)
+            try:
+                self._index_obj = self._index_obj or Index(self.path / INDEX_FILE)
+                self._index_obj.clear()
+            except sqlite3.DatabaseError:
+                if self._index_obj is not None:
+                    self._index_obj.close()
+                Index.remove(self.path / INDEX_FILE)
+                self._index_obj = Index(self.path / INDEX_FILE)
             return self._index.count()
 
     def _row(self, variant: str) -> Variant:

@@ -72,6 +72,14 @@ class Index:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
 
+    def clear(self) -> None:
+        """Forget every row and the fingerprint: the next use syncs everything from git."""
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.execute("DELETE FROM variants")
+        self.db.execute("DELETE FROM scores")
+        self.db.execute("DELETE FROM state")
+        self.db.execute("COMMIT")
+
     def close(self) -> None:
         self.db.close()
 

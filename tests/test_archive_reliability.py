@@ -165,3 +165,14 @@ def test_git_history_is_plain_git(archive, tmp_path):
     subprocess.run(["git", "clone", "-q", str(archive.path), str(clone)], check=True)
     assert (clone / "tasks" / "toy.py").read_text() == "VALUE = 2\n"  # main = latest admitted
     assert shutil.which("git")
+
+
+def test_reindex_keeps_other_open_handles_working(archive):
+    add_some(archive, 2)
+    other = Archive(archive.path)  # e.g. a server that has the index open
+    assert len(other) == 3
+    assert archive.reindex() == 3
+    archive.add(parent="v2", files=archive.files("v2"), meta={})
+    assert [v.id for v in other.list()] == ["v0", "v1", "v2", "v3"]
+    other.close()
+
