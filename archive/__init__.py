@@ -17,7 +17,7 @@ The interface the meta loop uses::
     archive = Archive(path, main_metric="score")        # open an existing archive
     vid = archive.add(
         parent="v0",
-        files=Path("work/plugins") or {"tasks/x.py": "...", ...},   # the FULL tree
+        files=Path("work/plugins") or {"tasks/x.py": "...", ...},   # the FULL tree (None = absent)
         meta={
             "proposer": "mutation", "model": "openai/gpt-4o-mini",
             "summary": "one line on the edit",

@@ -52,7 +52,7 @@ def read_directory(directory: Path) -> dict[str, tuple[bytes, int]]:
 
 
 def normalize_files(files: dict[str, bytes | str]) -> dict[str, tuple[bytes, int]]:
-    """Check the paths of an in-memory tree and encode its texts."""
+    """Check the paths of an in-memory tree and encode its texts (a None content is left out)."""
     if not files:
         raise ArchiveError("a variant needs at least one file")
     tree = {}
@@ -63,7 +63,7 @@ def normalize_files(files: dict[str, bytes | str]) -> dict[str, tuple[bytes, int
             raise ArchiveError(f"{raw_path!r}: file paths must be relative, without '.' or '..'")
         if parts[0] == ".git" or any(p in IGNORED_DIRS for p in parts[:-1]):
             continue
-        if path.name.endswith(IGNORED_SUFFIXES):
+        if path.name.endswith(IGNORED_SUFFIXES) or content is None:  # None: deleted by an edit
             continue
         if isinstance(content, str):
             content = content.encode()

@@ -117,6 +117,8 @@ def test_diff_against_parent_and_between_any_two(archive):
     assert "--- v0/select/short.py" in own and "+++ v1/select/short.py" in own
     assert "-LIMIT = 10" in own and "+LIMIT = 42" in own
     assert "+X = 1" in archive.diff(v2) and "LIMIT" not in archive.diff(v2)
+    v3 = archive.add(parent=v2, files=archive.files(v2) | {"select/new.py": None}, meta={})  # None: deleted
+    assert "select/new.py" not in archive.files(v3) and "deleted file mode" in archive.diff(v3)
     across = archive.diff("v0", v2)
     assert "+LIMIT = 42" in across and "+X = 1" in across
     assert "+++ v0/select/short.py" in archive.diff("v0")  # a root diffs against nothing
