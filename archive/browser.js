@@ -146,8 +146,8 @@ function lineageTree(metric, range, top) {
   if (!variants.length) return h("p", { class: "dim", style: "padding:10px" }, "no variants");
   const { pos, kids, leaves, maxDepth } = layoutTree(variants);
   const labels = variants.length <= 400;
-  const dx = Math.max(14, Math.min(90, 1100 / Math.max(1, maxDepth))), dy = Math.max(3, Math.min(24, 520 / Math.max(1, leaves)));
-  const r = Math.max(1.5, Math.min(6, dy / 2.6)), pad = 16;
+  const dx = Math.max(14, Math.min(90, 1100 / Math.max(1, maxDepth))), dy = Math.max(variants.length > DENSE ? 3 : 5, Math.min(24, 520 / Math.max(1, leaves)));
+  const r = Math.max(2, Math.min(6, dy / 2.6)), pad = 16;
   const X = (p) => Math.round((pad + p.x * dx) * 10) / 10, Y = (p) => Math.round((pad + p.y * dy) * 10) / 10;
   const width = pad * 2 + maxDepth * dx + (labels ? 60 : 0), height = pad * 2 + Math.max(0, leaves - 1) * dy;
   const svg = s("svg", { width, height, viewBox: `0 0 ${width} ${height}`, id: "lineage", role: "img" });
