@@ -91,7 +91,7 @@ def archive():
     """The variant archive: every variant of the plugins a git commit."""
 
 
-@archive.command("init")
+@archive.command("init", short_help='Create an archive seeded with a plugin directory.')
 @archive_option
 @click.option("--from", "from_dir", required=True, type=click.Path(file_okay=False, exists=True),
               help="The plugin directory to seed the archive with (e.g. plugins/).")
@@ -110,7 +110,7 @@ def init_command(archive_path, from_dir, scores, as_json):
         click.echo(f"created archive {path} with seed {seed.id} ({seed.commit[:10]})")
 
 
-@archive.command("add")
+@archive.command("add", short_help='Add a hand-written variant.')
 @archive_option
 @click.option("--parent", required=True, help="The parent variant's id.")
 @click.option("--from", "from_dir", required=True, type=click.Path(file_okay=False, exists=True),
@@ -138,7 +138,7 @@ def add_command(archive_path, parent, from_dir, scores, meta, summary, proposer,
         click.echo(f"added {vid} (parent {parent}, {variant.status}, commit {variant.commit[:10]})")
 
 
-@archive.command("list")
+@archive.command("list", short_help='List variants with their scores.')
 @archive_option
 @click.option("--sort", "sort_metric", metavar="METRIC", help="Best first by this metric.")
 @click.option("--status", type=click.Choice(["admitted", "rejected"]), help="Only these.")
@@ -167,7 +167,7 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(line.format(*row).rstrip() for row in [header, *rows])
 
 
-@archive.command("show")
+@archive.command("show", short_help="Show one variant's record.")
 @archive_option
 @click.argument("variant")
 @json_option
@@ -211,7 +211,7 @@ def show_command(archive_path, variant, as_json):
         click.echo("  " + text.replace("\n", "\n  "))
 
 
-@archive.command("diff")
+@archive.command("diff", short_help='Diff a variant against its parent or another.')
 @archive_option
 @click.argument("variant")
 @click.argument("other", required=False)
@@ -230,7 +230,7 @@ def diff_command(archive_path, variant, other, color):
         click.echo(line)
 
 
-@archive.command("tree")
+@archive.command("tree", short_help='Print the lineage tree.')
 @archive_option
 @json_option
 def tree_command(archive_path, as_json):
@@ -257,7 +257,7 @@ def tree_command(archive_path, as_json):
             stack.append((kid, child_prefix, "└── " if i == len(kids) - 1 else "├── ", True))
 
 
-@archive.command("export")
+@archive.command("export", short_help='Write a variant as an installable plugin package.')
 @archive_option
 @click.argument("variant")
 @click.argument("directory", type=click.Path(file_okay=False))
@@ -269,7 +269,7 @@ def export_command(archive_path, variant, directory, name):
     click.echo(f"exported {variant} to {out}; install it with: pip install {out}")
 
 
-@archive.command("materialize")
+@archive.command("materialize", short_help="Write a variant's plugin tree into a directory.")
 @archive_option
 @click.argument("variant")
 @click.argument("directory", type=click.Path(file_okay=False))
@@ -280,7 +280,7 @@ def materialize_command(archive_path, variant, directory):
     click.echo(f"wrote {variant} to {out}; use it with --plugins-dir {out}")
 
 
-@archive.command("reindex")
+@archive.command("reindex", short_help='Rebuild the SQLite index from git.')
 @archive_option
 def reindex_command(archive_path):
     """Rebuild the SQLite index from git (it is also rebuilt on its own when missing or stale)."""
@@ -289,7 +289,7 @@ def reindex_command(archive_path):
     click.echo(f"indexed {count} variants")
 
 
-@archive.command("gc")
+@archive.command("gc", short_help='Pack objects and refs (git gc).')
 @archive_option
 def gc_command(archive_path):
     """Pack the archive's objects and refs (git gc): single adds leave loose files behind."""
@@ -299,7 +299,7 @@ def gc_command(archive_path):
     click.echo(f"packed {store.path} ({count} variants)")
 
 
-@archive.command("serve")
+@archive.command("serve", short_help='Browse the archive in a web browser.')
 @archive_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
