@@ -5,8 +5,10 @@ gives every digit the index it has inside its own number, plus an offset; every 
 gets the offset itself. The i-th digit of both operands and the (i-1)-th digit of the answer then
 share a position, wherever they are in the text, so "add the digits at my position" is one rule for
 every length. While training, the offset is drawn at random per sequence (up to
-``max_position_offset``), so every position embedding is trained and a longer number at offset 0
-only meets positions the model already knows. ``learned`` keeps the architecture's own positions.
+``max_position_offset``), so the position embeddings past the trained lengths are trained too and
+a longer number at offset 0 only meets positions the model already knows. Offsets are easier to
+learn once the rule itself is: the embedded optimizer starts its base round at offset 0
+(``offset_warmup``), and the embeddings may start as sinusoids (``position_init_scale``). ``learned`` keeps the architecture's own positions.
 
 The scheme lives in the model: ``attach_positions`` installs a forward pre-hook that computes the
 position ids from the input ids (also step by step under a KV cache), so ``model(...)``, its
@@ -57,8 +59,31 @@ def build_model(settings, tokenizer):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_config(config)
+    if settings.positions == "abacus" and settings.position_init_scale > 0:
+        _sinusoidal_init(model.transformer.wpe.weight, settings.position_init_scale)
     attach_positions(model)
-    return model
+    return model.eval()  # like from_pretrained; trainers switch to train mode themselves
+
+
+def _sinusoidal_init(weight, scale: float) -> None:
+    """Start position embeddings as sinusoids (Vaswani et al. 2017).
+
+    Random embeddings make "attend to the position after mine" a separate thing to learn for every
+    position; with sinusoids it is one rotation, so random offsets cost almost nothing to learn.
+    The embeddings stay trainable, and the architecture stays stock GPT-2.
+    """
+    import math
+
+    import torch
+
+    positions, dim = weight.shape
+    pos = torch.arange(positions, dtype=torch.float)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float) * (-math.log(10000.0) / dim))
+    table = torch.zeros(positions, dim)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq)
+    with torch.no_grad():
+        weight.copy_(table * scale)
 
 
 def _model_config(settings, tokenizer):
@@ -158,7 +183,8 @@ def attach_positions(model) -> None:
         return
     if getattr(model, "_selfloop_positions_hook", None) is not None:
         return
-    max_offset = int(getattr(model.config, "selfloop_max_position_offset", 0))
+    # Trainers may lower this for a while (a curriculum: positions first, then offsets).
+    model.selfloop_max_offset = int(getattr(model.config, "selfloop_max_position_offset", 0))
     limit = model.config.n_positions
 
     def hook(module, args, kwargs):
@@ -176,6 +202,7 @@ def attach_positions(model) -> None:
         else:
             batch = input_ids.shape[0]
             offset = torch.zeros(batch, dtype=torch.long, device=input_ids.device)
+            max_offset = getattr(module, "selfloop_max_offset", 0)
             if module.training and max_offset > 0:
                 longest_run = _longest_digit_run(input_ids)
                 room = max(0, min(max_offset, limit - longest_run - 2))

@@ -29,6 +29,7 @@ ROUND_STEPS = tunable(400, low=0, high=100000)
 BATCH_SIZE = tunable(64, low=4, high=1024)
 LEARNING_RATE = tunable(1e-3, low=1e-5, high=1e-2)
 ROUND_LEARNING_RATE = tunable(5e-4, low=1e-5, high=1e-2)
+OFFSET_WARMUP = tunable(0.5, low=0.0, high=1.0)  # share of the base round trained at offset 0
 
 
 class RejectionSFT:
@@ -38,11 +39,13 @@ class RejectionSFT:
                  batch_size: int = BATCH_SIZE, lr: float = LEARNING_RATE,
                  round_lr: float = ROUND_LEARNING_RATE, warmup: int = 50,
                  weight_decay: float = 0.01, max_seconds: float | None = None,
-                 reject_labelled: bool = True, progress: bool = True):
+                 reject_labelled: bool = True, offset_warmup: float = OFFSET_WARMUP,
+                 progress: bool = True):
         self.base_steps, self.steps = base_steps, steps
         self.batch_size, self.lr, self.round_lr = batch_size, lr, round_lr
         self.warmup, self.weight_decay, self.max_seconds = warmup, weight_decay, max_seconds
         self.reject_labelled, self.progress = reject_labelled, progress
+        self.offset_warmup = offset_warmup
 
     def optimize(self, policy: Policy, examples: list[Example], *, task, generator, rewarder, rng,
                  workdir: Path, round_index: int = 0) -> OptimizeResult:
@@ -51,8 +54,10 @@ class RejectionSFT:
             examples, rejected = _reject_wrong_labels(examples, task)
         steps = self.base_steps if round_index == 0 else self.steps
         lr = self.lr if round_index == 0 else self.round_lr
+        offset_warmup_steps = int(self.offset_warmup * steps) if round_index == 0 else 0
         metrics = train(policy, examples, steps=steps, batch_size=self.batch_size, lr=lr,
                         warmup=self.warmup, weight_decay=self.weight_decay,
+                        offset_warmup_steps=offset_warmup_steps,
                         max_seconds=self.max_seconds, seed=rng.randrange(2**31),
                         progress=self.progress, label=f"round {round_index}: optimize")
         metrics["rejected"] = rejected
@@ -76,8 +81,12 @@ def tokenize_examples(tokenizer, examples: list[Example]):
 
 def train(policy: Policy, examples: list[Example], *, steps: int, batch_size: int, lr: float,
           warmup: int = 50, weight_decay: float = 0.01, max_seconds: float | None = None,
-          seed: int = 0, progress: bool = True, label: str = "train") -> dict[str, float]:
-    """Train for ``steps`` steps (or ``max_seconds``); returns loss, tokens/s and steps done."""
+          offset_warmup_steps: int = 0, seed: int = 0, progress: bool = True,
+          label: str = "train") -> dict[str, float]:
+    """Train for ``steps`` steps (or ``max_seconds``); returns loss, tokens/s and steps done.
+
+    The first ``offset_warmup_steps`` steps use position offset 0 (models with abacus positions).
+    """
     import torch
 
     examples = [e for e in examples if e.weight > 0]
@@ -113,8 +122,11 @@ def train(policy: Policy, examples: list[Example], *, steps: int, batch_size: in
     losses = []
     done = 0
     bar = _progress(progress, label, steps)
+    max_offset = getattr(model, "selfloop_max_offset", None)
     try:
         for step in range(steps):
+            if max_offset is not None:
+                model.selfloop_max_offset = 0 if step < offset_warmup_steps else max_offset
             if max_seconds is not None and time.perf_counter() - started > max_seconds:
                 break
             n = rng.choices(lengths, weights=bucket_weight)[0]
@@ -138,6 +150,8 @@ def train(policy: Policy, examples: list[Example], *, steps: int, batch_size: in
             if bar:
                 bar[0].update(bar[1], advance=1, description=f"{label} loss {loss.item():.3f}")
     finally:
+        if max_offset is not None:
+            model.selfloop_max_offset = max_offset
         if bar:
             bar[0].stop()
     model.eval()

@@ -1,0 +1,63 @@
+"""Self-Instruct-style acquisition (Wang et al. 2023) through a language model.
+
+The LLM is shown a few of the task's labelled problems and asked for new ones in the same format
+with their answers, one ``problem answer`` per line (separated by a space). Lines that do not parse are skipped; the
+LLM's answers are recorded as ``meta["answer"]``, so the optimizer's rejection step checks them
+with the task's verifier before any is learned.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from selfloop.core.hookspecs import hookimpl
+from selfloop.core.types import Example
+
+INSTRUCTION = (
+    "Here are example problems with answers, one per line as `problem answer`:\n{examples}\n"
+    "Write {count} new, different problems of difficulty {difficulty} in exactly the same format, "
+    "one per line, nothing else."
+)
+LINE = re.compile(r"^\s*(?P<prompt>\S+)\s+(?P<answer>\S+)\s*$")
+
+
+class LLMSelfInstruct:
+    """Asks an LLM (litellm through selfloop.core.llm) for new labelled problems each round."""
+
+    def __init__(self, model: str | None = None, api_base: str | None = None, count: int = 20,
+                 difficulties: list[int] | None = None, shots: int = 5, every_round: bool = True,
+                 temperature: float = 0.7, mock_response=None):
+        from selfloop.core.llm import LLM
+
+        model = model or os.environ.get("SELFLOOP_LLM_MODEL")
+        if not model:
+            raise ValueError("llm_self_instruct needs an LLM: set its `model` option or "
+                             "SELFLOOP_LLM_MODEL")
+        self.llm = LLM(model=model, api_base=api_base or os.environ.get("SELFLOOP_LLM_API_BASE"),
+                       temperature=temperature, mock_response=mock_response)
+        self.count, self.shots, self.every_round = count, shots, every_round
+        self.difficulties = list(difficulties or [3])
+
+    def acquire(self, *, task, policy, generator, round_index, rng):
+        if round_index > 0 and not self.every_round:
+            return []
+        examples = []
+        for difficulty in self.difficulties:
+            shots = task.problems(difficulty, self.shots, rng)
+            text = self.llm.complete([{"role": "user", "content": INSTRUCTION.format(
+                examples="\n".join(f"{p.prompt} {p.answer}" for p in shots),
+                count=self.count, difficulty=difficulty)}])
+            for line in text.splitlines():
+                match = LINE.match(line)
+                if match:
+                    answer = match["answer"]
+                    examples.append(Example(match["prompt"], answer, difficulty, "llm",
+                                            meta={"answer": answer}))
+        return examples
+
+
+@hookimpl(trylast=True)
+def register_acquirer(register):
+    register("llm_self_instruct", LLMSelfInstruct,
+             description="an LLM writes new labelled problems from a few examples (Self-Instruct)")

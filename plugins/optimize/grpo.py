@@ -1,0 +1,74 @@
+"""GRPO (Shao et al. 2024) with TRL's ``GRPOTrainer``; the configured rewarder is the reward.
+
+The prompts of the kept examples are the training prompts; each gets ``generations`` sampled
+completions per step, scored by the run's rewarder (wrapped as a TRL reward function: TRL passes
+a flat list, grouped here by prompt), with the example's label as the problem's answer when it has
+a ground-truth one.
+"""
+
+from __future__ import annotations
+
+from selfloop.core.hookspecs import hookimpl
+from selfloop.core.types import OptimizeResult, Problem
+
+from ._trl_common import log_metrics, quiet, trainer_args
+
+
+def reward_function(rewarder, task, difficulty_of):
+    """The rewarder as a TRL reward function ``f(prompts, completions, **columns) -> floats``."""
+
+    def rewards(prompts, completions, answer=None, **_):
+        answers = answer or [None] * len(prompts)
+        groups: list[tuple[str, str | None, list[int]]] = []
+        for i, prompt in enumerate(prompts):
+            if groups and groups[-1][0] == prompt:
+                groups[-1][2].append(i)
+            else:
+                groups.append((prompt, answers[i], [i]))
+        problems = [Problem(p, a, difficulty_of(p)) for p, a, _ in groups]
+        texts = [[str(completions[i]).strip() for i in idx] for _, _, idx in groups]
+        scores = rewarder.reward(problems, texts, task=task)
+        flat = [0.0] * len(prompts)
+        for (_, _, idx), group_scores in zip(groups, scores):
+            for i, s in zip(idx, group_scores):
+                flat[i] = float(s)
+        return flat
+
+    rewards.__name__ = type(rewarder).__name__
+    return rewards
+
+
+class GRPO:
+    """A few GRPO steps on the kept examples' prompts."""
+
+    def __init__(self, steps: int = 20, batch_size: int = 16, generations: int = 4,
+                 lr: float = 1e-5, beta: float = 0.0, temperature: float = 1.0,
+                 max_prompts: int = 1000):
+        self.steps, self.batch_size, self.generations = steps, batch_size, generations
+        self.lr, self.beta, self.temperature, self.max_prompts = lr, beta, temperature, max_prompts
+
+    def optimize(self, policy, examples, *, task, generator, rewarder, rng, workdir,
+                 round_index=0):
+        from datasets import Dataset
+        from trl import GRPOConfig, GRPOTrainer
+
+        examples = examples[-self.max_prompts:]
+        if not examples:
+            return OptimizeResult(policy, {"steps": 0.0})
+        difficulty = {e.prompt: e.difficulty for e in examples}
+        rows = [{"prompt": e.prompt, "answer": e.meta.get("answer")} for e in examples]
+        args = trainer_args(
+            GRPOConfig, workdir, steps=self.steps, batch_size=self.batch_size, lr=self.lr,
+            num_generations=self.generations, beta=self.beta, temperature=self.temperature,
+            max_completion_length=max(difficulty.values()) + 3)
+        trainer = GRPOTrainer(
+            model=policy.model, reward_funcs=[reward_function(rewarder, task, difficulty.get)],
+            args=args, train_dataset=Dataset.from_list(rows), processing_class=policy.tokenizer)
+        quiet(trainer).train()
+        policy.model.eval()
+        return OptimizeResult(policy, log_metrics(trainer))
+
+
+@hookimpl(trylast=True)
+def register_optimizer(register):
+    register("grpo", GRPO, description="TRL GRPOTrainer with the run's rewarder as reward function")

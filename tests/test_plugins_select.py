@@ -1,0 +1,101 @@
+"""The data selectors: each keeps what it should, drops the rest, and says why."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from selfloop.core.types import Example
+from selfloop.plugins.select.accumulate import Accumulate
+from selfloop.plugins.select.cap_per_prompt import CapPerPrompt
+from selfloop.plugins.select.dedup import Dedup
+from selfloop.plugins.select.format_filter import FormatFilter
+from selfloop.plugins.select.majority_agreement import MajorityAgreement
+
+
+def ex(prompt, completion, difficulty=2, source="self_label", **meta):
+    return Example(prompt, completion, difficulty, source, meta=meta)
+
+
+class TableGenerator:
+    """A deterministic generator: answers each prompt from a table of sample lists."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def generate(self, policy, prompts, *, n, temperature, max_new_tokens, seed):
+        return [list(self.table[p])[:n] for p in prompts]
+
+
+def test_dedup_drops_exact_repeats_only():
+    result = Dedup().select([ex("1+2=", "30"), ex("1+2=", "30"), ex("1+2=", "31")])
+    assert [e.completion for e in result.kept] == ["30", "31"]
+    assert result.report.to_dict() == {"selector": "dedup", "kept": 2, "dropped": {"duplicate": 1}}
+
+
+def test_format_filter_checks_pattern_and_length():
+    examples = [ex("12+34=", "460"), ex("12+34=", ""), ex("12+34=", "4a0"), ex("12+34=", "4600"),
+                ex("12+34=", "46", source="labelled")]
+    result = FormatFilter().select(examples)
+    assert [e.completion for e in result.kept] == ["460", "46"]  # labelled data passes through
+    assert result.report.dropped == {"empty": 1, "format": 1, "length": 1}
+    with pytest.raises(ValueError, match="regular expression"):
+        FormatFilter(pattern="(")
+
+
+def test_cap_per_prompt():
+    examples = [ex("a", "1"), ex("a", "2"), ex("a", "3"), ex("b", "1")]
+    result = CapPerPrompt(cap=2).select(examples)
+    assert [(e.prompt, e.completion) for e in result.kept] == [("a", "1"), ("a", "2"), ("b", "1")]
+    assert result.report.dropped == {"over_cap": 1}
+
+
+def test_accumulate_keeps_labelled_history_and_weights_new_data():
+    history = [ex(f"{i}+0=", f"{i}0", source="labelled") for i in range(8)]
+    history += [ex("9+9=", "81", source="self_label")]
+    new = [ex("11+11=", "220"), ex("22+22=", "440")]
+    result = Accumulate(new_share=0.5).select(new, history=history)
+    assert len(result.kept) == 11
+    assert sum(e.source == "labelled" for e in result.kept) == 8
+    new_weight = sum(e.weight for e in result.kept if e.prompt in {"11+11=", "22+22="})
+    assert new_weight == pytest.approx(sum(e.weight for e in result.kept) / 2)
+    capped = Accumulate(max_history=0).select(new, history=history)
+    assert len(capped.kept) == 11
+    one = Accumulate(max_history=1).select(new, history=history + [ex("8+8=", "61")])
+    assert one.report.dropped == {"history_cap": 1}
+    assert sum(e.source == "labelled" for e in one.kept) == 8  # the labelled data is never capped
+
+
+def test_majority_agreement_keeps_labels_the_votes_back():
+    table = {"1+1=": ["20", "20", "20"], "2+2=": ["40", "50", "60"], "3+3=": ["70", "70", "60"],
+             "5+5=": ["01", "01", "01"]}
+    examples = [ex("1+1=", "20"), ex("2+2=", "40"), ex("3+3=", "60"),
+                ex("4+4=", "80", source="labelled")]
+    selector = MajorityAgreement(votes=3, threshold=0.75)
+    result = selector.select(examples, policy=object(), generator=TableGenerator(table),
+                             rng=random.Random(0))
+    assert [e.prompt for e in result.kept] == ["1+1=", "4+4="]
+    assert result.report.dropped == {"disagreement": 2}
+    # relabel: the majority answer replaces a label when the majority is strong enough
+    relabel = MajorityAgreement(votes=3, threshold=0.5, relabel=True)
+    result = relabel.select([ex("5+5=", "02")], policy=object(), generator=TableGenerator(table),
+                            rng=random.Random(0))
+    assert [e.completion for e in result.kept] == ["01"]
+
+
+def test_majority_agreement_with_a_real_model_and_generator():
+    from selfloop.core.config import ModelSettings
+    from selfloop.core.models import new_policy
+    from selfloop.plugins.generate.batched import BatchedGenerator
+
+    policy = new_policy(ModelSettings(n_layer=1, n_embd=32, n_head=2, max_positions=32))
+    generator = BatchedGenerator()
+    prompts = ["12+34=", "56+78="]
+    greedy = [g[0] for g in generator.generate(policy, prompts, n=1, temperature=0.0,
+                                               max_new_tokens=5, seed=0)]
+    examples = [ex(p, g.strip()) for p, g in zip(prompts, greedy)]
+    # near-zero temperature: every vote is the greedy answer, so all labels are kept
+    result = MajorityAgreement(votes=3, threshold=1.0, temperature=1e-4).select(
+        examples, policy=policy, generator=generator, rng=random.Random(0))
+    assert len(result.kept) == 2
