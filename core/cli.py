@@ -5,12 +5,11 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import shutil
 import sys
 from importlib.metadata import version
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from .errors import SelfloopError
 
@@ -81,10 +80,15 @@ def plugins_command(plugins_dirs, as_json):
     if as_json:
         print_json(rows)
         return
-    table = Table("kind", "name", "plugin", "source", "description")
-    for row in rows:
-        table.add_row(row["kind"], row["name"], row["plugin"], row["source"], row["description"])
-    Console().print(table)
+    columns = ("kind", "name", "source", "plugin")
+    cells = [[r[c].removeprefix("selfloop.plugins.") for c in columns] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    room = max(shutil.get_terminal_size((120, 24)).columns - sum(widths) - 2 * len(widths), 20)
+    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths)) + "  description")
+    for row, reg in zip(cells, rows):
+        text = reg["description"]
+        text = text if len(text) <= room else text[: room - 1] + "…"
+        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + text)
 
 
 @cli.group("config", context_settings=CONTEXT)

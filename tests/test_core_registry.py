@@ -25,7 +25,7 @@ MINIMAL = {
                  "             round_index=0): return None",
     "refiner": "def refine(self, policy, problems, *, generator, rewarder, seed): return []",
     "evaluator": "def evaluate(self, policy, **kwargs): return None",
-    "proposer": "def propose(self, parent, *, surface, others, rng): return None",
+    "proposer": "def propose(self, parent, *, editable, others, rng): return None",
     "parent_selector": "def choose(self, variants, k, rng): return []",
 }
 
