@@ -8,7 +8,9 @@ Three layers of work, each redone only when its input changed:
    as wheels in the cache directory (``pip wheel`` through the host's configured indexes and
    find-links); only missing wheels are fetched;
 3. image: ``sandbox/Dockerfile`` over the base, installing the wheelhouse with ``pip --no-index``
-   and copying the host's selfloop packages; Docker's layer cache skips unchanged steps.
+   (served on the host's loopback during the build, so no layer keeps the wheels) and copying the
+   host's selfloop packages; Docker's layer cache skips unchanged steps, and an image whose inputs
+   are all unchanged is not rebuilt at all.
 
 The image's Python is bookworm's python3 (3.11), so the host must run Python 3.11 too: wheels are
 built for the host's interpreter.
@@ -16,6 +18,7 @@ built for the host's interpreter.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -44,6 +47,7 @@ TRIMMED = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale
            "var/cache/apt/archives", "var/lib/apt/lists")
 MANIFEST_LABEL = "selfloop.manifest"  # digest of the protected files' manifest
 BUILD_KEY_LABEL = "selfloop.build-key"  # digest of everything the image is built from
+WHEELHOUSE_PORTS = (47813, 47814, 47815, 47816)
 
 
 @dataclass
@@ -88,6 +92,31 @@ def build_image(settings: SandboxSettings, *, progress=None, rebuild_base: bool 
                            f"on the host (the image's python3), not {sys.version.split()[0]}")
     client = docker_client()
     report = BuildReport(image=settings.image, base=base_tag())
+    with _build_lock(progress):
+        _build_all(client, settings, report, progress, rebuild_base, no_cache)
+    report.size_bytes = client.images.get(settings.image).attrs["Size"]
+    report.base_size_bytes = client.images.get(report.base).attrs["Size"]
+    return report
+
+
+@contextlib.contextmanager
+def _build_lock(progress):
+    """One build at a time on this machine: a second waits, then usually finds nothing to do."""
+    import fcntl
+
+    with open(cache_dir() / "build.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            task = progress.add_task("waiting for another `selfloop sandbox build`", total=None) if progress else None
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if task is not None:
+                progress.update(task, total=1, completed=1)
+        yield
+
+
+def _build_all(client, settings: SandboxSettings, report: BuildReport, progress, rebuild_base: bool,
+               no_cache: bool) -> None:
     step = _Steps(report, progress)
 
     with step("base image") as note:
@@ -103,9 +132,6 @@ def build_image(settings: SandboxSettings, *, progress=None, rebuild_base: bool 
         note(_fill_wheelhouse(progress))
     with step("docker build") as note:
         note(_docker_build(client, settings.image, report.base, progress, no_cache))
-    report.size_bytes = client.images.get(settings.image).attrs["Size"]
-    report.base_size_bytes = client.images.get(report.base).attrs["Size"]
-    return report
 
 
 class _Steps:
@@ -287,13 +313,6 @@ def _prepare_context(context: Path) -> None:
     shutil.rmtree(context, ignore_errors=True)
     context.mkdir(parents=True)
     shutil.copyfile(resources.files("selfloop.sandbox").joinpath("Dockerfile"), context / "Dockerfile")
-    wheels = context / "wheels"
-    wheels.mkdir()
-    for wheel in wheelhouse_dir().iterdir():
-        try:
-            os.link(wheel, wheels / wheel.name)
-        except OSError:
-            shutil.copyfile(wheel, wheels / wheel.name)
     app = context / "app" / "selfloop"
     for package in SELFLOOP_PACKAGES:
         shutil.copytree(package_dir(f"selfloop.{package}"), app / package,
@@ -311,7 +330,7 @@ def _build_key(base: str) -> str:
     """Everything the image is made of: when an image with this key exists, there is nothing to do."""
     digest = hashlib.sha256(base.encode())
     digest.update(resources.files("selfloop.sandbox").joinpath("Dockerfile").read_bytes())
-    digest.update((wheelhouse_dir() / "requirements.txt").read_bytes())
+    digest.update(_wheelhouse_digest().encode())
     for package in SELFLOOP_PACKAGES:
         for key, path in sorted(package_files(f"selfloop.{package}").items()):
             digest.update(key.encode() + path.read_bytes())
@@ -328,33 +347,83 @@ def _docker_build(client, tag: str, base: str, progress, no_cache: bool = False)
     context = cache_dir() / "context"
     _prepare_context(context)
     task = progress.add_task("docker build", total=None) if progress else None
-    steps_done, cached, log = 0, 0, []
     labels = {MANIFEST_LABEL: manifest_digest(), BUILD_KEY_LABEL: key}
     try:
-        for chunk in client.api.build(path=str(context), tag=tag, buildargs={"BASE_IMAGE": base},
-                                      labels=labels, rm=True, forcerm=True, nocache=no_cache,
-                                      decode=True):
-            if "error" in chunk:
-                context_lines = " | ".join(line for line in log[-3:] if line)
-                raise SandboxError(f"docker build failed: {chunk['error'].strip()} | {context_lines}")
-            for line in chunk.get("stream", "").splitlines():
-                line = line.strip()
-                if not line:
-                    continue
-                log.append(line)
-                step = re.match(r"Step (\d+)/(\d+) : (.*)", line)
-                if step and task is not None:
-                    steps_done = int(step[1])
-                    progress.update(task, total=int(step[2]), completed=steps_done - 1,
-                                    description=f"docker build: {step[3][:60]}")
-                cached += line == "---> Using cache"
+        with _serve_wheelhouse() as url:
+            lines = list(_build_lines(client, context, tag, labels, no_cache, {
+                "BASE_IMAGE": base, "WHEELHOUSE_URL": url, "WHEELHOUSE_DIGEST": _wheelhouse_digest()},
+                progress, task))
     except docker.errors.APIError as exc:
         raise SandboxError(f"docker build failed: {exc.explanation or exc}") from None
+    steps_done = max((int(m[1]) for line in lines if (m := re.match(r"Step (\d+)/", line))), default=0)
+    cached = lines.count("---> Using cache")
     if task is not None:
         progress.update(task, completed=steps_done, description="docker build: done")
     if previous is not None and previous.id != client.images.get(tag).id:
         _remove_image(client, previous.id)
     return f"{steps_done} steps, {cached} cached"
+
+
+def _build_lines(client, context: Path, tag: str, labels: dict, no_cache: bool, buildargs: dict,
+                  progress, task):
+    """Run the build, show its steps, and yield its output lines; SandboxError on failure."""
+    log: list[str] = []
+    for chunk in client.api.build(path=str(context), tag=tag, buildargs=buildargs, labels=labels,
+                                  network_mode="host", rm=True, forcerm=True, nocache=no_cache,
+                                  decode=True):
+        if "error" in chunk:
+            context_lines = " | ".join(line for line in log[-3:] if line)
+            raise SandboxError(f"docker build failed: {chunk['error'].strip()} | {context_lines}")
+        for line in chunk.get("stream", "").splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            log.append(line)
+            step = re.match(r"Step (\d+)/(\d+) : (.*)", line)
+            if step and task is not None:
+                progress.update(task, total=int(step[2]), completed=int(step[1]) - 1,
+                                description=f"docker build: {step[3][:60]}")
+            yield line
+
+
+def _wheelhouse_digest() -> str:
+    digest = hashlib.sha256((wheelhouse_dir() / "requirements.txt").read_bytes())
+    for wheel in sorted(wheelhouse_dir().glob("*.whl")):
+        digest.update(f"{wheel.name} {wheel.stat().st_size}".encode())
+    return digest.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _serve_wheelhouse():
+    """Serve the wheelhouse over HTTP on the host's loopback while the build runs; yield its URL.
+
+    The port is one of a fixed few, because the URL is a build argument and a new value would
+    invalidate Docker's cache of the install step.
+    """
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(wheelhouse_dir()))
+    for port in WHEELHOUSE_PORTS:
+        try:
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+            break
+        except OSError:
+            continue
+    else:
+        raise SandboxError(f"no free port among {WHEELHOUSE_PORTS} to serve the wheelhouse on")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _remove_image(client, image_id: str) -> None:
