@@ -110,10 +110,15 @@ function renderHome(view) {
         h("span", {}, h("span", { style: "color:#0969da;font-weight:700" }, "━"), " path to best"))),
     h("div", { class: "tree-box", id: "tree-box" }, lineageTree(metric, range, top)),
     h("h2", {}, "Score over iterations (", metric, ")"),
-    h("div", { class: "panel" }, scoreChart(metric, range)),
+    h("div", { class: "panel", id: "chart-panel" }, h("p", { class: "dim" }, "drawing…")),
     h("h2", {}, "Latest variants"),
     recentTable(metric),
   );
+  // the chart is drawn in the next frame, so the tree of a big archive shows without waiting for it
+  requestAnimationFrame(() => {
+    const panel = document.getElementById("chart-panel");
+    if (panel && state.metric === metric) panel.replaceChildren(scoreChart(metric, range));
+  });
 }
 
 function layoutTree(variants) {

@@ -192,19 +192,21 @@ def measure_server(path: Path, loads: int) -> dict:
 
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-                page_times = []
+                page_times, chart_times = [], []
                 for _ in range(loads):
                     page = browser.new_page(viewport={"width": 1400, "height": 900})
                     started = time.perf_counter()
                     page.goto(url)
                     page.locator("#lineage[data-nodes]").wait_for(timeout=60000)
-                    page.locator("#score-chart").wait_for(timeout=60000)
                     page.evaluate("() => new Promise(requestAnimationFrame)")  # painted
                     page_times.append(time.perf_counter() - started)
+                    page.locator("#score-chart").wait_for(timeout=60000)
+                    page.evaluate("() => new Promise(requestAnimationFrame)")
+                    chart_times.append(time.perf_counter() - started)
                     out["nodes"] = int(page.get_attribute("#lineage", "data-nodes"))
                     page.close()
                 browser.close()
-            out["page_s"] = statistics.median(page_times)
+            out["page_s"], out["chart_s"] = statistics.median(page_times), statistics.median(chart_times)
         out["rss_mib"], out["peak_mib"] = (k / 1024 for k in rss_kib(proc.pid))
         return out
     finally:
@@ -290,7 +292,9 @@ def main() -> None:
 
         server = measure_server(path, loads=3)
         page = f"{server['page_s']:.2f} s ({server['nodes']} nodes)" if server["page_s"] else "chromium missing"
-        rows.append(("browser first page, until the tree is drawn (median of 3)", page, "", "< 2 s"))
+        rows.append(("browser first page, until the lineage tree is drawn (median of 3)", page, "", "< 2 s"))
+        if server["page_s"]:
+            rows.append(("  and until the score chart below it is drawn too", f"{server['chart_s']:.2f} s", "", ""))
         rows.append(("  of which / + /api/variants over HTTP", f"{server['api_s'] * 1000:.0f} ms "
                      f"({server['api_mb']:.1f} MB JSON)", "", ""))
         rows.append(("server resident memory (now / peak)", f"{server['rss_mib']:.0f} / {server['peak_mib']:.0f} MiB",
