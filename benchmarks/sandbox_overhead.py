@@ -2,8 +2,8 @@
 
 One evaluation = start the sandbox, run a trivial Python payload that writes a JSON result, collect
 the result, remove the sandbox. Compared in the same run with calling the same payload in-process
-and with a bare `python -c` subprocess (no sandbox), so the table separates the cost of a fresh
-interpreter from the cost of the sandbox itself.
+and with a bare `python -c` subprocess (no sandbox); the "sh payload" rows write the same result
+from a shell, so the table separates the cost of a fresh interpreter from that of the sandbox.
 
     python benchmarks/sandbox_overhead.py [--runs 15] [--parallel 8] [--workers 1,2,4]
 
@@ -29,6 +29,7 @@ from selfloop.core.config import SandboxSettings
 from selfloop.sandbox import backend_availability, choose_backend
 
 PAYLOAD = "import json, os; json.dump({'score': 1.0}, open(os.environ['SELFLOOP_RESULT'], 'w'))"
+SHELL_PAYLOAD = "echo '{\"score\": 1.0}' > \"$SELFLOOP_RESULT\""  # the same result, no Python start
 
 
 def trivial_payload(result_path: str) -> None:
@@ -60,9 +61,9 @@ def main() -> None:
     backends = [name for name in ("process", "docker") if available[name]]
     sandboxes = {name: choose_backend(settings.model_copy(update={"backend": name})) for name in backends}
 
-    def sandboxed(name: str):
+    def sandboxed(name: str, command=("python", "-c", PAYLOAD)):
         def once():
-            result = sandboxes[name].run(["python", "-c", PAYLOAD], code_dir=code)
+            result = sandboxes[name].run(list(command), code_dir=code)
             assert result.status == "ok" and result.result == {"score": 1.0}, (result.status, result.reason)
         return once
 
@@ -74,6 +75,8 @@ def main() -> None:
     }
     for name in backends:
         rows[f"{name} sandbox"] = time_runs(args.runs, sandboxed(name))
+    for name in backends:
+        rows[f"{name} sandbox, sh payload"] = time_runs(args.runs, sandboxed(name, ("sh", "-c", SHELL_PAYLOAD)))
     baseline = statistics.median(rows["in-process call"])
 
     console = Console()
