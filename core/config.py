@@ -86,7 +86,9 @@ class EvolveSettings(Strict):
     full_select: int = Field(128, ge=1)
     held_out_per_difficulty: int = Field(128, ge=1)
     held_out_select: int = Field(256, ge=1)
-    full_threshold: float = Field(0.8, ge=0)  # full evaluation only if smoke >= this x parent's smoke
+    # The full evaluation runs only if smoke >= full_threshold x parent's smoke - smoke_margin.
+    full_threshold: float = Field(0.8, ge=0)
+    smoke_margin: float = Field(0.1, ge=0)  # smoke sets are small: leave room for their noise
     max_visible_gap: float = Field(0.15, ge=0)  # visible above held-out by more: rejected as gaming
     novelty_attempts: int = Field(5, ge=1)  # proposals tried per iteration to get an unseen variant
     confirm: bool = True  # at the end, seed vs champion once more on fresh held-out problems

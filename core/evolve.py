@@ -573,7 +573,8 @@ class Evolution:
         proposed = time.time()
         files = _apply(view.files, edit)
         parent_smoke = view.scores.get("smoke")
-        threshold = None if parent_smoke is None else self.settings.full_threshold * parent_smoke
+        threshold = (None if parent_smoke is None
+                     else self.settings.full_threshold * parent_smoke - self.settings.smoke_margin)
         self.progress("validate", {"round": r, "iteration": i, "parent": parent, "summary": edit.summary})
         verdict = validator.validate(files, changed=sorted(edit.files), editable=self.editable, threshold=threshold)
         if any(r_.startswith("static: ") and "outside" in r_ for r_ in verdict.reasons):

@@ -147,8 +147,10 @@ class EvolveProgress:
             score = verdict.scores.get("score")
             mark = "[green]admitted[/]" if verdict.admitted else "[red]rejected[/]"
             shown = f"{score:.3f}" if isinstance(score, float) else "-"
-            self.console.print(f"  {data['variant']:>5} {mark} held-out {shown}  {data['summary'][:70]}"
-                               + ("" if verdict.admitted else f"  ({verdict.reasons[0][:90]})"))
+            line = f"  {data['variant']:>5} {mark} held-out {shown}  {data['summary']}"
+            if not verdict.admitted:
+                line += f"  [dim]({verdict.reasons[0]})[/]"
+            self.console.print(line, overflow="ellipsis", no_wrap=True, crop=True)
             if "parent" in data:
                 self.bar.advance(self.task)
 
@@ -185,9 +187,10 @@ def print_report(console, evolution, report: dict) -> None:
     console.print(rounds)
     lineage = Table("variant", "parent", "round", "proposer", "held-out", "visible", "change",
                     title=f"Champion lineage ({report['champion']})")
+    lineage.columns[-1].overflow = "fold"
     for row in report["lineage"]:
         lineage.add_row(row["id"], row["parent"] or "-", str(row["round"]), row["proposer"] or "-",
-                        _fmt(row["held_out"]), _fmt(row["visible"]), (row["summary"] or "")[:80])
+                        _fmt(row["held_out"]), _fmt(row["visible"]), row["summary"] or "")
     console.print(lineage)
     confirm = report.get("confirmation")
     if confirm:

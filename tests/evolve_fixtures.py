@@ -57,7 +57,7 @@ GAMED_TASK_LINE = ("        return self.extract(completion) == problem.answer",
 
 SETTINGS = {
     "refiner": {"name": "test_vote"}, "select": [{"name": "test_keep"}],
-    "evolve": {"rounds": 1, "iterations": 2, "refiner": {"name": "test_vote"}, "refine_difficulties": [2, 3], "select_difficulty": 3,
+    "evolve": {"rounds": 1, "iterations": 2, "refiner": {"name": "test_vote"}, "confirm": False, "refine_difficulties": [2, 3], "select_difficulty": 3,
                "smoke_per_difficulty": 4, "smoke_select": 6, "full_per_difficulty": 6, "full_select": 8,
                "held_out_per_difficulty": 8, "held_out_select": 10},
     "sandbox": {"backend": "process", "timeout_s": 120},

@@ -89,7 +89,7 @@ from selfloop.core.registry import load_registry
 from selfloop.sandbox import choose_backend
 tmp, surface = Path({str(tmp)!r}), Path({str(surface)!r})
 registry = load_registry([surface])
-config = make_config(iterations=3)
+config = make_config(iterations=2)
 Evolution(config, archive_path=tmp / "K", out=tmp / "K.run", sandbox=choose_backend(config.sandbox),
           registry=registry, trainer=lambda config: CopyTrainer(Path({str(ckpt)!r})),
           proposer=registry.create("proposer", "mutation", {{}}),
@@ -108,13 +108,13 @@ Evolution(config, archive_path=tmp / "K", out=tmp / "K.run", sandbox=choose_back
     before = [e["attempt"]["key"] for e in journal.events() if e["event"] == "attempt"]
     assert before
 
-    evo = evolution(world, "K", iterations=3)
+    evo = evolution(world, "K", iterations=2)
     evo.run(resume=True)
     events = journal.events()
     keys = [e["attempt"]["key"] for e in events if e["event"] == "attempt"]
-    assert sorted(keys) == ["r0-i0", "r0-i1", "r0-i2"]  # each evaluated exactly once
+    assert sorted(keys) == ["r0-i0", "r0-i1"]  # each evaluated exactly once
     variants = evo.archive.list()
-    assert len(variants) == 4 and len({v.meta["evolve_key"] for v in variants}) == 4
+    assert len(variants) == 3 and len({v.meta["evolve_key"] for v in variants}) == 3
     # same seed, same config: the same first child as the uninterrupted run
     first, reference = evo.archive.files("v1"), finished[0].archive.files("v1")
     assert first == reference
@@ -133,6 +133,20 @@ def test_token_budget_stops_the_loop_cleanly(world):
     assert variants[1].meta["calls"][0]["response"] == "diagnosis"
     assert "SEARCH text does not occur" in variants[1].meta["reasons"][0]
     assert evo.stopped.startswith("token budget reached")
+
+
+def test_llm_edit_through_the_loop_is_archived_with_its_calls(world):
+    valid = ("refine/test_vote.py\n<<<<<<< SEARCH\nVOTES = tunable(1, low=1, high=4)\n=======\n"
+             "VOTES = tunable(3, low=1, high=4)\n>>>>>>> REPLACE\n")
+    proposer = world[3].create("proposer", "llm", {"model": "anthropic/claude-3-5-haiku-latest",
+                                                   "mock_response": ["More votes should help.", valid]})
+    evo = evolution(world, "L", proposer=proposer, iterations=1)
+    evo.run()
+    child = evo.archive.get("v1")
+    assert child.meta["proposer"] == "llm" and child.meta["model"] == "anthropic/claude-3-5-haiku-latest"
+    assert [c["response"] for c in child.meta["calls"]] == ["More votes should help.", valid]
+    assert "+VOTES = tunable(3, low=1, high=4)" in evo.archive.diff("v1")
+    assert child.meta["decision"] in ("admitted", "rejected") and child.meta["stages"]["load"]
 
 
 class CoreEditor:
