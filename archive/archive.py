@@ -121,7 +121,7 @@ class Archive:
             pending = self.path / PENDING_FILE
             if index.fingerprint() == fingerprint and not pending.exists():
                 return  # another process synced while we waited for the lock
-            index.sync(self._store.variant_refs(), self._store.commit_message, self._progress)
+            index.sync(self._store.variant_refs(), self._store.commit_messages, self._progress)
             index.set_fingerprint(fingerprint)
             pending.unlink(missing_ok=True)
 

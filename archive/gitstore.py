@@ -203,8 +203,27 @@ class GitStore:
         return dict(line.split(" ", 1) for line in out.splitlines() if line)
 
     def commit_message(self, sha: str) -> str:
-        data = self.repo.odb.stream(bytes.fromhex(sha)).read().decode("utf-8", "replace")
-        return data.split("\n\n", 1)[1] if "\n\n" in data else ""
+        return _message(self.repo.odb.stream(bytes.fromhex(sha)).read())
+
+    def commit_messages(self, shas: list[str]):
+        """Yield (sha, message) for many commits through one `git cat-file --batch` process."""
+        import tempfile
+
+        with tempfile.TemporaryFile() as stdin:
+            stdin.write("".join(f"{sha}\n" for sha in shas).encode())
+            stdin.seek(0)
+            proc = self.repo.git.cat_file("--batch", istream=stdin, as_process=True)
+            try:
+                for sha in shas:
+                    header = proc.stdout.readline().split()
+                    if len(header) != 3:  # "<sha> missing": a tag pointing nowhere
+                        yield sha, ""
+                        continue
+                    data = proc.stdout.read(int(header[2]) + 1)[:-1]  # content, then a newline
+                    yield sha, _message(data) if header[1] == b"commit" else ""
+            finally:
+                proc.stdout.close()
+                proc.wait()
 
     def read_files(self, sha: str) -> dict[str, bytes]:
         tree = self.repo.commit(sha).tree
@@ -224,3 +243,9 @@ class GitStore:
 
     def close(self) -> None:
         self.repo.close()
+
+
+def _message(commit: bytes) -> str:
+    """The message of a raw commit object (what follows the headers' blank line)."""
+    text = commit.decode("utf-8", "replace")
+    return text.split("\n\n", 1)[1] if "\n\n" in text else ""

@@ -92,8 +92,10 @@ class Index:
     def set_fingerprint(self, value: str) -> None:
         self.db.execute("INSERT OR REPLACE INTO state VALUES ('fingerprint', ?)", (value,))
 
-    def sync(self, refs: dict[str, str], read_message, progress=None) -> int:
-        """Make the rows match the variant tags {id: sha}; returns how many rows changed."""
+    def sync(self, refs: dict[str, str], read_messages, progress=None) -> int:
+        """Make the rows match the variant tags {id: sha}; returns how many rows changed.
+
+        ``read_messages(shas)`` yields (sha, commit message) for each sha, in order."""
         have = dict(self.db.execute("SELECT id, sha FROM variants"))
         gone = [vid for vid, sha in have.items() if refs.get(vid) != sha]
         new = [(vid, sha) for vid, sha in refs.items() if have.get(vid) != sha]
@@ -102,10 +104,11 @@ class Index:
             for vid in gone:
                 self.db.execute("DELETE FROM variants WHERE id=?", (vid,))
                 self.db.execute("DELETE FROM scores WHERE id=?", (vid,))
-            for done, (vid, sha) in enumerate(new):
+            messages = read_messages([sha for _, sha in new])
+            for done, ((vid, sha), (_, message)) in enumerate(zip(new, messages)):
                 try:
                     variant_seq(vid)
-                    record = decode_message(read_message(sha), f"tag {vid}")
+                    record = decode_message(message, f"tag {vid}")
                 except Exception:  # noqa: BLE001, S112 - any tag that is not a variant (a person's own) is not ours to index
                     continue
                 if record["id"] == vid:
