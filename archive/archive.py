@@ -32,6 +32,9 @@ LOCK_FILE = "selfloop-writer.lock"
 # lock, it means that writer died there: its variant is complete in git but missing from the index.
 PENDING_FILE = "selfloop-pending"
 DEFAULT_METRIC = "score"
+# Single adds write loose objects; every GC_EVERY variants `git gc --auto` packs them if git thinks
+# there are enough (it returns at once otherwise, and packs in the background when it does).
+GC_EVERY = 500
 
 
 def _synchronized(method):
@@ -216,6 +219,8 @@ class Archive:
                 self._store.publish([(vid, sha) for vid, sha, _ in published], main)
                 index.insert_many([(record, sha) for _, sha, record in published], refs_fingerprint(self.path))
                 pending.unlink()
+        if seq // GC_EVERY != (seq - len(ids)) // GC_EVERY:
+            store.gc_auto()
         return ids
 
     # --- queries -----------------------------------------------------------------------------

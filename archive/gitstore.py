@@ -241,6 +241,15 @@ class GitStore:
             f"--dst-prefix={new_label}/", stdout_as_string=True,
         )
 
+    def gc_auto(self) -> None:
+        """`git gc --auto`: packs loose objects past git's own threshold (safe beside writers)."""
+        import git
+
+        try:
+            self.repo.git.gc("--auto", "--quiet")
+        except git.GitCommandError:
+            pass  # housekeeping only: the archive is complete without it
+
     def close(self) -> None:
         self.repo.close()
 

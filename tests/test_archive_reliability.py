@@ -176,3 +176,4 @@ def test_reindex_keeps_other_open_handles_working(archive):
     assert [v.id for v in other.list()] == ["v0", "v1", "v2", "v3"]
     other.close()
 
+
