@@ -100,5 +100,5 @@ def sweep(as_json):
     if as_json:
         click.echo(json.dumps({"containers": containers, "cgroups": cgroups}))
     else:
-        click.echo(f"removed {containers if containers is not None else 'no (no Docker engine)'} "
-                   f"containers and {cgroups} cgroups")
+        where = f"{containers} containers and " if containers is not None else "(no Docker engine) "
+        click.echo(f"removed {where}{cgroups} cgroups")

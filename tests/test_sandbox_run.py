@@ -199,6 +199,21 @@ def test_check_command_reports_both_backends(run_selfloop):
     assert report["selected"] in ("docker", "process")
 
 
+def test_without_an_engine_docker_is_unavailable_and_says_why(run_selfloop, tmp_path, monkeypatch):
+    nowhere = f"unix://{tmp_path}/no-engine.sock"
+    done = run_selfloop("sandbox", "check", "--json", env={"DOCKER_HOST": nowhere})
+    assert done.returncode == 0, done.stderr
+    backends = {row["backend"]: row for row in json.loads(done.stdout)["backends"]}
+    assert backends["docker"]["available"] is False
+    assert "no Docker engine answers" in backends["docker"]["reason"]
+    build = run_selfloop("sandbox", "build", env={"DOCKER_HOST": nowhere})
+    assert build.returncode == 1 and "error: no Docker engine answers" in build.stderr
+    monkeypatch.setenv("DOCKER_HOST", nowhere)
+    assert choose_backend(SandboxSettings()).name == "process"
+    with pytest.raises(SandboxError, match="'docker' is unusable: no Docker engine answers"):
+        choose_backend(SandboxSettings(backend="docker"))
+
+
 def test_process_backend_reports_its_layers(code):
     result = make_sandbox("process").run(["python", "-c", "pass"], code_dir=code)
     assert result.status == "ok"
