@@ -102,3 +102,46 @@ def sweep(as_json):
     else:
         where = f"{containers} containers and " if containers is not None else "(no Docker engine) "
         click.echo(f"removed {where}{cgroups} cgroups")
+
+
+@sandbox.command("run", context_settings={**CONTEXT, "ignore_unknown_options": True})
+@config_option
+@click.option("--backend", type=click.Choice(["auto", "docker", "process"]), help="Override the config's backend.")
+@click.option("--code", "code_dir", type=click.Path(file_okay=False, exists=True), default=".",
+              show_default=True, help="Directory mounted read-only as $SELFLOOP_CODE.")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=PATH",
+              help="Extra read-only input, as $SELFLOOP_INPUT_<NAME> (repeatable).")
+@click.option("--timeout", "timeout_s", type=float, help="Wall-clock limit in seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(config_path, backend, code_dir, inputs, timeout_s, as_json, command):
+    """Run COMMAND in a sandbox and show its result (put `--` before the command)."""
+    from pathlib import Path
+
+    from selfloop.core.errors import SandboxError
+
+    from . import choose_backend
+
+    settings = _settings(config_path)
+    if backend:
+        settings = settings.model_copy(update={"backend": backend})
+    named = {}
+    for item in inputs:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise SandboxError(f"--input {item!r}: expected NAME=PATH")
+        named[name] = Path(path)
+    result = choose_backend(settings).run(list(command), code_dir=Path(code_dir), inputs=named,
+                                          timeout_s=timeout_s)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(result.stdout, nl=False)
+        click.echo(result.stderr, nl=False, err=True)
+        reason = f" ({result.reason})" if result.reason else ""
+        click.echo(f"[{result.backend}] {result.status}, exit code {result.exit_code}, "
+                   f"{result.seconds:.2f} s{reason}", err=True)
+        if result.result is not None:
+            click.echo(json.dumps(result.result))
+    if result.status != "ok":
+        raise SystemExit(1)

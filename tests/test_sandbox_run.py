@@ -214,6 +214,18 @@ def test_without_an_engine_docker_is_unavailable_and_says_why(run_selfloop, tmp_
         choose_backend(SandboxSettings(backend="docker"))
 
 
+def test_run_command_prints_the_result(run_selfloop, code):
+    payload = "import json, os; print('hi'); json.dump({'n': 3}, open(os.environ['SELFLOOP_RESULT'], 'w'))"
+    done = run_selfloop("sandbox", "run", "--backend", "process", "--code", code, "--json", "--",
+                        "python", "-c", payload)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == "ok" and result["result"] == {"n": 3} and result["stdout"] == "hi\n"
+    slow = run_selfloop("sandbox", "run", "--backend", "process", "--code", code, "--timeout", "1",
+                        "--", "sleep", "30")
+    assert slow.returncode == 1 and "[process] timeout" in slow.stderr
+
+
 def test_process_backend_reports_its_layers(code):
     result = make_sandbox("process").run(["python", "-c", "pass"], code_dir=code)
     assert result.status == "ok"
