@@ -20,10 +20,10 @@ from .runner import REPORT_MARKER
 Status = Literal["ok", "error", "timeout", "oom", "limit"]
 INPUT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 LABEL = "selfloop.sandbox"  # on every container, so a sweep finds what a crash left
-HOST_GRACE_S = 15.0
+HOST_GRACE_S = 15.0  # beyond the runner's own deadline, before the host kills the sandbox
 # There is no network inside: libraries that would try it (and retry for seconds) are told so.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-               "LITELLM_LOCAL_MODEL_COST_MAP": "True"}  # beyond the runner's own deadline, before the host kills the sandbox
+               "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
 
 
 @dataclass
