@@ -40,8 +40,8 @@ class ModelSettings(Strict):
     max_positions: int = Field(256, ge=16)
     # "abacus": each digit's index in its own number (length generalization); "learned": stock.
     positions: Literal["abacus", "learned"] = "abacus"
-    max_position_offset: int = Field(100, ge=0)  # random offset of abacus positions in training
-    position_init_scale: float = Field(0.5, ge=0)  # abacus: sinusoidal start of the embeddings; 0: random
+    max_position_offset: int = Field(10, ge=0)  # random offset of abacus positions in training
+    position_init_scale: float = Field(0.0, ge=0)  # abacus: sinusoidal start of the embeddings; 0: random
     init_seed: int = 0
     memory_limit_gib: float = Field(3.0, gt=0)
     path: str | None = None  # start from this Hugging Face model directory instead

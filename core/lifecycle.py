@@ -462,6 +462,9 @@ def plot_accuracy(rounds: list[dict[str, Any]], path: Path) -> None:
         acc = entry.get("accuracy_by_digits") or {}
         xs = sorted(int(d) for d in acc)
         ax.plot(xs, [acc[str(x)] for x in xs], marker="o", label=f"round {entry['round']}")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("digits per operand")
     ax.set_ylabel("exact-match accuracy")
     ax.set_ylim(-0.02, 1.02)

@@ -7,9 +7,9 @@ the completion only. It reads like nanoGPT's loop: sample a batch, forward, back
 Why it is fast on a CPU: examples are bucketed by token length and every batch is drawn from one
 bucket, so no batch carries padding or needs an attention mask; a bucket is picked with
 probability proportional to its examples' total weight, then examples by weight within it.
-Before an update, examples with a recorded ground-truth answer (``meta["answer"]``) that the
-task's verifier rejects are dropped: the rejection step for labelled data of doubtful origin
-(e.g. an LLM's).
+Before an update, examples that claim a ground-truth answer (``meta["answer"]``, e.g. an LLM's
+problems) are checked against the task's own answer when the task can compute one, and dropped
+when wrong: the rejection step for labels of doubtful origin.
 """
 
 from __future__ import annotations
@@ -65,10 +65,21 @@ class RejectionSFT:
 
 
 def _reject_wrong_labels(examples, task):
-    """Drop examples whose recorded ground-truth answer the task's verifier rejects."""
-    bad = {id(e) for e in examples if e.meta.get("answer") is not None
-           and not task.verify(Problem(e.prompt, e.meta["answer"], e.difficulty), e.completion)}
-    return [e for e in examples if id(e) not in bad], len(bad)
+    """Drop examples claiming a ground-truth answer (``meta["answer"]``) that the truth refutes.
+
+    The truth comes from the task's optional ``answer_for(prompt)``; a task without it is trusted.
+    """
+    solve = getattr(task, "answer_for", None)
+    if solve is None:
+        return examples, 0
+    kept = []
+    for e in examples:
+        if e.meta.get("answer") is not None and e.source != "labelled":
+            truth = solve(e.prompt)
+            if truth is None or not task.verify(Problem(e.prompt, truth, e.difficulty), e.completion):
+                continue
+        kept.append(e)
+    return kept, len(examples) - len(kept)
 
 
 def tokenize_examples(tokenizer, examples: list[Example]):

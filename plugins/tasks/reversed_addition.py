@@ -47,6 +47,19 @@ class ReversedAddition:
             digits.append(ch)
         return "".join(digits)
 
+    @staticmethod
+    def answer_for(prompt: str) -> str | None:
+        """The true answer of a prompt in this task's format, or None when it is not one.
+
+        Lets data of doubtful origin (an LLM's problems and answers) be checked against the truth.
+        """
+        left, plus, right = prompt.rstrip("=").partition("+")
+        if not (plus and prompt.endswith("=") and left.isdigit() and right.isdigit()
+                and len(left) == len(right)):
+            return None
+        digits = len(left)
+        return str(int(left[::-1]) + int(right[::-1])).zfill(digits + 1)[::-1]
+
     def verify(self, problem: Problem, completion: str) -> bool:
         if problem.answer is None:
             raise ValueError(f"problem {problem.prompt!r} has no ground-truth answer")

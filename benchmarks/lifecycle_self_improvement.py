@@ -1,0 +1,77 @@
+"""Self-improvement: `selfloop run` with the default config, labels of 1-5 digits only, within a
+wall-clock budget; prints accuracy by length for every round, time per round and peak memory.
+
+The run is the real command in a subprocess (``lifecycle.max_seconds`` stops it from starting a
+new round once the budget is spent; the round in progress finishes). Peak resident memory is the
+child's maximum RSS as the kernel reports it.
+
+    python benchmarks/lifecycle_self_improvement.py --minutes 20 --out runs/bench-self-improvement
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=20.0)
+    parser.add_argument("--rounds", type=int, default=12, help="upper bound on rounds")
+    parser.add_argument("--config", default=None, help="a config merged over the default")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--target-digits", type=int, default=8)
+    args = parser.parse_args()
+
+    out = Path(args.out or tempfile.mkdtemp(prefix="selfloop-bench-"))
+    budget = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+    base = Path(args.config).read_text() if args.config else ""
+    # lifecycle.max_seconds: stop starting rounds so the last one ends near the budget
+    budget.write(base + f"\n[lifecycle]\nmax_seconds = {args.minutes * 60 * 0.85:.0f}\n"
+                 if "[lifecycle]" not in base else base)
+    budget.close()
+    selfloop = Path(sys.executable).parent / "selfloop"
+    command = [str(selfloop), "run", "--config", budget.name, "--rounds", str(args.rounds),
+               "--out", str(out)]
+    started = time.time()
+    subprocess.run(command, check=False)
+    wall = time.time() - started
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    os.unlink(budget.name)
+
+    report = json.loads((out / "report.json").read_text())
+    rounds = report["rounds"]
+    digits = sorted({int(d) for r in rounds for d in r["accuracy_by_digits"]})
+    print(f"self-improvement: default config, labels of 1-5 digits, budget {args.minutes:g} min; "
+          f"wall-clock {wall / 60:.1f} min, {len(rounds)} rounds, peak RSS {peak_mib:.0f} MiB")
+    header = f"{'round':>5} {'trained':>8} {'kept':>6} {'label ok':>8} {'min':>5} | " + " ".join(
+        f"{d:>4}" for d in digits)
+    print(header)
+    print("-" * len(header))
+    elapsed = 0.0
+    for r in rounds:
+        elapsed += sum(r["seconds"].values())
+        data = r.get("data", {})
+        trained = ",".join(str(d) for d in data.get("difficulties", [])) or "-"
+        ok = data.get("label_accuracy_kept")
+        acc = r["accuracy_by_digits"]
+        print(f"{r['round']:>5} {trained[:8]:>8} {data.get('new', 0):>6} "
+              f"{(f'{ok:.0%}' if ok is not None else '-'):>8} {elapsed / 60:>5.1f} | "
+              + " ".join(f"{acc.get(str(d), float('nan')) * 100:>4.0f}" for d in digits))
+    last = rounds[-1]["accuracy_by_digits"] if rounds else {}
+    reached = [d for d in digits if d >= args.target_digits and last.get(str(d), 0) >= 0.95]
+    print(f"target (>= 95% exact match at >= {args.target_digits} digits): "
+          f"{'met at ' + ', '.join(map(str, reached)) + ' digits' if reached else 'not met'}; "
+          f"peak memory {'under' if peak_mib < 3072 else 'OVER'} 3 GiB")
+    print(f"report: {out / 'report.json'}")
+
+
+if __name__ == "__main__":
+    main()

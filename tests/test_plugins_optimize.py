@@ -1,0 +1,99 @@
+"""The optimizers really train: the embedded loop, and TRL's DPO and GRPO for a few CPU steps."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from selfloop.core.config import ModelSettings  # noqa: E402
+from selfloop.core.models import new_policy  # noqa: E402
+from selfloop.core.types import Example  # noqa: E402
+from selfloop.plugins.generate.batched import BatchedGenerator  # noqa: E402
+from selfloop.plugins.optimize.dpo import DPO  # noqa: E402
+from selfloop.plugins.optimize.grpo import GRPO, reward_function  # noqa: E402
+from selfloop.plugins.optimize.rejection_sft import RejectionSFT  # noqa: E402
+from selfloop.plugins.reward.ground_truth import GroundTruthReward  # noqa: E402
+from selfloop.plugins.reward.majority_vote import MajorityVoteReward  # noqa: E402
+from selfloop.plugins.tasks.reversed_addition import ReversedAddition  # noqa: E402
+
+TASK = ReversedAddition()
+TINY = ModelSettings(n_layer=1, n_embd=32, n_head=2, max_positions=32, max_position_offset=4)
+
+
+def labelled(count=40, difficulty=2, seed=0):
+    return [Example(p.prompt, p.answer, difficulty, "labelled", meta={"answer": p.answer})
+            for p in TASK.problems(difficulty, count, random.Random(seed))]
+
+
+def completion_loss(policy, examples):
+    tok = policy.tokenizer
+    total = 0.0
+    with torch.no_grad():
+        for e in examples:
+            prompt = tok(e.prompt, add_special_tokens=False)["input_ids"]
+            ids = torch.tensor([prompt + tok(e.completion, add_special_tokens=False)["input_ids"]
+                                + [tok.eos_token_id]])
+            logits = policy.model(input_ids=ids).logits[0, len(prompt) - 1:-1]
+            total += torch.nn.functional.cross_entropy(logits, ids[0, len(prompt):]).item()
+    return total / len(examples)
+
+
+def test_rejection_sft_lowers_the_loss_and_rejects_wrong_labels(tmp_path):
+    policy = new_policy(TINY)
+    data = labelled()
+    before = completion_loss(policy, data)
+    wrong = Example("11+11=", "999", 2, "llm", meta={"answer": "999"})  # the verifier rejects it
+    result = RejectionSFT(base_steps=60, batch_size=16, lr=3e-3, progress=False).optimize(
+        policy, data + [wrong], task=TASK, generator=BatchedGenerator(),
+        rewarder=GroundTruthReward(), rng=random.Random(0), workdir=tmp_path, round_index=0)
+    assert result.metrics["rejected"] == 1 and result.metrics["steps"] == 60
+    assert result.metrics["tokens_per_second"] > 0
+    assert completion_loss(policy, data) < before - 0.3
+    assert not policy.model.training
+
+
+def test_rejection_sft_uses_the_round_budget_after_round_0(tmp_path):
+    policy = new_policy(TINY)
+    result = RejectionSFT(base_steps=50, steps=3, batch_size=8, progress=False).optimize(
+        policy, labelled(10), task=TASK, generator=BatchedGenerator(),
+        rewarder=GroundTruthReward(), rng=random.Random(0), workdir=tmp_path, round_index=2)
+    assert result.metrics["steps"] == 3
+
+
+def test_grpo_reward_function_groups_completions_by_prompt():
+    f = reward_function(MajorityVoteReward(), TASK, lambda prompt: 2)
+    scores = f(prompts=["a=", "a=", "b=", "b="], completions=["1", "1", "2", "3"])
+    assert scores == [1.0, 1.0, 0.5, 0.5]
+    g = reward_function(GroundTruthReward(), TASK, lambda prompt: 2)
+    assert g(prompts=["12+34=", "12+34="], completions=["460", "461"],
+             answer=["460", "460"]) == [1.0, 0.0]
+
+
+@pytest.mark.slow
+def test_dpo_trains_a_few_steps(tmp_path):
+    policy = new_policy(TINY)
+    before = [p.detach().clone() for p in policy.model.parameters()]
+    result = DPO(steps=3, batch_size=8, samples=2).optimize(
+        policy, labelled(16), task=TASK, generator=BatchedGenerator(),
+        rewarder=GroundTruthReward(), rng=random.Random(0), workdir=tmp_path)
+    assert result.metrics["steps"] == 3 and result.metrics["pairs"] > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, policy.model.parameters()))
+
+
+@pytest.mark.slow
+def test_grpo_trains_a_few_steps(tmp_path):
+    policy = new_policy(TINY)
+    result = GRPO(steps=2, batch_size=8, generations=4).optimize(
+        policy, labelled(16), task=TASK, generator=BatchedGenerator(),
+        rewarder=GroundTruthReward(), rng=random.Random(0), workdir=tmp_path)
+    assert result.metrics["steps"] == 2
+    assert "reward" in result.metrics
+
+
+def test_task_computes_true_answers_for_rejection():
+    assert TASK.answer_for("21+43=") == "640"
+    assert TASK.answer_for("99+99=") == "891"
+    assert TASK.answer_for("1+22=") is None and TASK.answer_for("ab+cd=") is None
