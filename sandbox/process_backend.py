@@ -7,8 +7,7 @@ The payload runs as a host subprocess under the sandbox runner, with every layer
 - new mount, PID and network namespaces (a user namespace too when not root): no network at all,
   a size-limited private tmpfs as the scratch (and /dev/shm), a /proc that lists only the
   payload's own processes, and every process of the payload dies with it;
-- memory, pids and cpu cgroups (cgroup v1, as root): real out-of-memory kills, a process ceiling
-  and a CPU quota;
+- memory and pids cgroups (cgroup v1, as root): real out-of-memory kills and a process ceiling;
 - Landlock: reads only beneath the system, the Python installation, selfloop's packages, the code
   and the inputs; writes only in the scratch; no TCP; no signals or /proc access outside.
 
@@ -109,8 +108,7 @@ class ProcessSandbox(Sandbox):
                 rlimits["nproc"] = self.settings.pids
         isolate = {
             "namespaces": layers["namespaces"], "scratch_mb": self.settings.scratch_mb,
-            "cgroup": {"memory_bytes": self.settings.memory_mb << 20, "pids": self.settings.pids,
-                       "cpus": self.settings.cpus}
+            "cgroup": {"memory_bytes": self.settings.memory_mb << 20, "pids": self.settings.pids}
             if layers["cgroups"] else None,
             "landlock": {"read": self._readable(code_dir, inputs, inputs_dir),
                          "write": [str(scratch)] + SYSTEM_WRITE + ["/dev/shm"] * layers["namespaces"]}
