@@ -115,3 +115,11 @@ def test_evaluators_decontaminate_and_measure_diversity(policy):
     b = held.evaluate(policy, task=TASK, refiner=Greedy(), generator=BatchedGenerator(),
                       rewarder=None, seen_prompts=set(), seed=1)
     assert a.accuracy_by_difficulty == b.accuracy_by_difficulty and a.details["problems"] == 10
+
+
+def test_vllm_generator_explains_what_it_needs(policy):
+    from selfloop.core.errors import PluginError
+    from selfloop.plugins.generate.vllm_generator import VLLMGenerator
+
+    with pytest.raises(PluginError, match="vLLM|abacus"):
+        VLLMGenerator().generate(policy, ["1+1="], n=1)

@@ -39,9 +39,9 @@ class VLLMGenerator:
 
     def generate(self, policy, prompts: Sequence[str], *, n: int = 1, temperature: float = 0.0,
                  max_new_tokens: int = 32, seed: int = 0) -> list[list[str]]:
+        engine = self._load(policy)
         import vllm
 
-        engine = self._load(policy)
         params = vllm.SamplingParams(n=n, temperature=temperature, max_tokens=max_new_tokens,
                                      seed=seed)
         outputs = engine.generate(list(prompts), params, use_tqdm=False)
