@@ -66,19 +66,13 @@ def join_cgroups(limits: dict) -> tuple[list[Path], Path | None]:
 
 
 def leave_cgroups(groups: list[Path]) -> None:
-    """Move back to the parent groups and remove ours (empty once the payload is gone)."""
+    """Move back to the parent groups. Removing ours is left to the host (``remove_run_cgroups``),
+    off the critical path: the kernel frees an exited task's charge a moment later."""
     for group in groups:
         try:
             (group.parent.parent / "cgroup.procs").write_text(str(os.getpid()))
         except OSError:
-            continue
-        for _ in range(50):  # the kernel releases an exited task's charge a moment later
-            try:
-                group.rmdir()
-                break
-            except OSError:
-                time.sleep(0.01)
-        # what is still there, `selfloop sandbox sweep` removes
+            pass
 
 
 def remove_run_cgroups(runner_pid: int) -> None:

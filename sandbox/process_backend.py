@@ -146,7 +146,8 @@ class ProcessSandbox(Sandbox):
             if process.poll() is None:
                 _kill_group(process.pid)
                 process.wait()
-            confine.remove_run_cgroups(process.pid)
+            # in the background: rmdir succeeds only once the kernel has let go of the payload
+            threading.Thread(target=confine.remove_run_cgroups, args=(process.pid,)).start()
         for reader in readers:
             reader.join()
         return self._result_from_report(out.get("stdout", b"").decode("utf-8", "replace"),
