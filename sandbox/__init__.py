@@ -44,7 +44,8 @@ the sandbox (``python -m selfloop.sandbox.runner``) checks the sha256 of every f
 
 ``Sandbox.sweep()`` removes what crashed runs left (labelled containers whose owner process is
 gone, empty per-run cgroups); the meta loop may call it once at start.
-``selfloop sandbox check|build|sweep`` is the command line (``sandbox/cli.py``).
+``selfloop sandbox check|build|run|sweep`` is the command line (``sandbox/cli.py``): which backends
+work here and why not, build the image offline, run one command in a sandbox, remove leftovers.
 """
 
 from __future__ import annotations
