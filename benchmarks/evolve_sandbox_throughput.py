@@ -34,7 +34,12 @@ def main() -> None:
     args = parser.parse_args()
 
     from selfloop.core.config import ModelSettings, load_config
-    from selfloop.core.evolve import bake_options, editable_files, read_surface, surface_dir
+    from selfloop.core.evolve import (
+        bake_options,
+        editable_files,
+        read_surface,
+        surface_dir,
+    )
     from selfloop.core.judge import ProblemPlan, draw_held_out, pinned_task
     from selfloop.core.models import new_policy, save_policy
     from selfloop.core.registry import load_registry
@@ -68,7 +73,7 @@ def main() -> None:
             max_visible_gap=s.max_visible_gap)
         editable = editable_files(config, registry, targets, surface)
 
-        def one(_):
+        def one(_, validator=validator, files=files, editable=editable, backend=backend):
             start = time.perf_counter()
             verdict = validator.validate(files, changed=[], editable=editable, threshold=None)
             if not verdict.admitted:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import ArchiveError, ConfigError, ProposalError, SelfloopError
+from .errors import ArchiveError, ConfigError, SelfloopError
 from .judge import ProblemPlan, draw_held_out, pinned_task
 from .tunable import find_tunables, set_tunable
 from .types import Edit, VariantView
@@ -145,7 +145,7 @@ def surface_dir() -> Path:
     import importlib.util
 
     spec = importlib.util.find_spec(SEED_PACKAGE)
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def read_surface(directory: Path) -> dict[str, str]:
@@ -340,7 +340,7 @@ class Evolution:
                 if reason and not reason.startswith("iteration"):  # iterations are split per round
                     self.stopped = reason
                     break
-            if results and self.settings.confirm:
+            if results and self.settings.confirm and not self.stopped:  # a spent budget is spent
                 self.confirmation = self._confirm(results[-1], state)
         finally:
             self.journal.append({"event": "session", "seconds": time.monotonic() - session_start})
@@ -430,7 +430,7 @@ class Evolution:
         champion = seed
         if last.champion != last.seed_variant:
             champion = self._baseline(r, "confirm-champion", validator, state, last.champion)
-        score = lambda v: self.archive.get(v).scores.get("score")  # noqa: E731
+        score = lambda v: self.archive.get(v).scores.get("score")
         return {"round": r, "seed_variant": seed, "seed_score": score(seed), "champion": last.champion,
                 "champion_variant": champion, "champion_score": score(champion)}
 

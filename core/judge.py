@@ -76,7 +76,7 @@ class HeldOutSet:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def prompts(self) -> dict[str, list[dict[str, Any]]]:
-        strip = lambda ps: [{"prompt": p.prompt, "difficulty": p.difficulty} for p in ps]  # noqa: E731
+        strip = lambda ps: [{"prompt": p.prompt, "difficulty": p.difficulty} for p in ps]
         return {"refine": strip(self.refine), "select": strip(self.select)}
 
 
@@ -137,7 +137,8 @@ def score_held_out(task, held_out: HeldOutSet, outputs: dict[str, Any]) -> dict[
     correct_total = sum(isinstance(c, str) and task.verify(p, c) for p, c in zip(held_out.select, labels))
     kept: dict[str, str] = {}
     for pair in kept_pairs if isinstance(kept_pairs, list) else []:
-        if isinstance(pair, list) and len(pair) == 2 and pair[0] in pool and isinstance(pair[1], str):
+        if (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and pair[0] in pool
+                and isinstance(pair[1], str)):
             kept.setdefault(pair[0], pair[1])  # each held-out prompt counts once
     kept_correct = sum(task.verify(pool[prompt], completion) for prompt, completion in kept.items())
     selection = selection_quality(kept_correct, len(kept), correct_total)

@@ -34,7 +34,8 @@ class LLMError(SelfloopError):
     """A language-model call failed for a reason retrying cannot fix (or retries ran out)."""
 
 
-def _litellm():
+def litellm_module():
+    """litellm, imported on first use (after the offline price-table setting above)."""
     import litellm
 
     litellm.suppress_debug_info = True
@@ -49,7 +50,7 @@ def check_model_string(model: str) -> str:
             "(e.g. openai/gpt-4o-mini, anthropic/claude-3-5-haiku-latest, hosted_vllm/NAME, ollama_chat/NAME)"
         )
     provider = model.split("/", 1)[0]
-    known = {p.value if hasattr(p, "value") else str(p) for p in _litellm().provider_list}
+    known = {p.value if hasattr(p, "value") else str(p) for p in litellm_module().provider_list}
     if provider not in known:
         raise LLMError(f"model {model!r}: unknown provider {provider!r} (litellm knows: {', '.join(sorted(known)[:12])}, ...)")
     return model
@@ -86,7 +87,7 @@ class LLM:
 
     def complete(self, messages: Sequence[dict[str, str]]) -> str:
         """The model's reply to ``messages`` (retried on rate limits and transient errors)."""
-        litellm = _litellm()
+        litellm = litellm_module()
         transient = (litellm.RateLimitError, litellm.InternalServerError, litellm.ServiceUnavailableError,
                      litellm.APIConnectionError, litellm.Timeout)
         wait = self.backoff_s

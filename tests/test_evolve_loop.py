@@ -3,7 +3,6 @@ offline proposer; budgets; a run killed with SIGKILL and resumed."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,7 +12,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from evolve_fixtures import CopyTrainer, make_checkpoint, make_config, make_surface
 from selfloop.core.errors import ConfigError
 from selfloop.core.evolve import Budget, Evolution, Journal
@@ -66,7 +64,6 @@ def test_archive_holds_the_seed_and_evaluated_children(finished):
 
 
 def test_a_finished_run_is_not_started_again(finished, world):
-    evo, _ = finished
     again = evolution(world, "A", iterations=2)
     with pytest.raises(ConfigError, match="--resume"):
         again.run()

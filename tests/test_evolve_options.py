@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from selfloop.core.config import load_config
-from selfloop.core.evolve import bake_options, editable_files, frontier, read_surface, surface_dir
+from selfloop.core.evolve import (
+    bake_options,
+    editable_files,
+    frontier,
+    read_surface,
+    surface_dir,
+)
 from selfloop.core.registry import load_registry
 from selfloop.core.tunable import find_tunables
 
@@ -16,7 +22,7 @@ def test_options_of_evolved_components_become_their_tunables():
     registry = load_registry(entry_points=False)
     surface = surface_dir()
     baked, files, moved = bake_options(config, registry, read_surface(surface), ["refiner", "selector"], surface)
-    values = lambda path: {t.name: t.value for t in find_tunables(files[path])}  # noqa: E731
+    values = lambda path: {t.name: t.value for t in find_tunables(files[path])}
     assert values("refine/self_consistency.py")["SAMPLES"] == 7
     assert values("select/majority_agreement.py")["VOTES"] == 3
     assert values("select/majority_agreement.py")["THRESHOLD"] == 0.75

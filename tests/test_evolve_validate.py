@@ -4,10 +4,15 @@ catching a variant that games its visible score."""
 from __future__ import annotations
 
 import pytest
-
 from evolve_fixtures import GAMED_TASK_LINE, make_checkpoint, make_config, make_surface
 from selfloop.core.evolve import editable_files, read_surface
-from selfloop.core.judge import ProblemPlan, draw_held_out, pinned_task, score_held_out, selection_quality
+from selfloop.core.judge import (
+    ProblemPlan,
+    draw_held_out,
+    pinned_task,
+    score_held_out,
+    selection_quality,
+)
 from selfloop.core.registry import load_registry
 from selfloop.core.validate import Validator, static_problems
 
@@ -106,6 +111,8 @@ def test_held_out_scoring_uses_the_pinned_task(setup):
     metrics = score_held_out(validator.task, held, wrong)
     assert metrics["score"] == 0.0 and metrics["select_kept"] == len(held.select)  # foreign prompts ignored
     assert score_held_out(validator.task, held, {"refine": "garbage"})["score"] == 0.0
+    hostile = {"refine": [None] * len(held.refine), "select_labels": 5, "select_kept": [[["x"], 1], "y", None]}
+    assert score_held_out(validator.task, held, hostile)["score"] == 0.0
 
 
 def test_selection_quality():

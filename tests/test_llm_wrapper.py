@@ -1,12 +1,16 @@
 """core/llm.py against litellm's own mock_response: no network."""
 
 import pytest
-
-from selfloop.core.llm import LLMError  # noqa: F401  (first: keeps litellm's price table offline)
-import litellm  # noqa: E402
-
 from selfloop.core.config import LLMSettings
-from selfloop.core.llm import LLM, LLMError, check_model_string, from_settings
+from selfloop.core.llm import (
+    LLM,
+    LLMError,
+    check_model_string,
+    from_settings,
+    litellm_module,
+)
+
+litellm = litellm_module()  # through selfloop: its price table stays offline
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 

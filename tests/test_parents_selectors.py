@@ -5,7 +5,6 @@ import random
 from collections import Counter
 
 import pytest
-
 from selfloop.core.registry import load_registry
 from selfloop.core.types import VariantSummary
 
@@ -26,7 +25,7 @@ def test_dgm_weights_follow_sigmoid_over_children(registry):
                 summary(3, None), summary(4, 0.99, admitted=False)]
     weights = dgm.weights(variants)
     assert set(weights) == {"v0", "v1", "v2"}  # unscored and rejected variants are never parents
-    sig = lambda s: 1 / (1 + math.exp(-10 * (s - 0.5)))  # noqa: E731
+    sig = lambda s: 1 / (1 + math.exp(-10 * (s - 0.5)))
     assert weights["v0"] == pytest.approx(0.5)
     assert weights["v1"] == pytest.approx(sig(0.7) / 4)
     assert weights["v2"] == pytest.approx(sig(0.9) / 2)

@@ -3,15 +3,13 @@
 import random
 
 import pytest
-
-from selfloop.core.llm import LLMError  # noqa: F401  (first: keeps litellm's price table offline)
-import litellm  # noqa: E402
-
 from selfloop.core.errors import ProposalError
+from selfloop.core.llm import litellm_module
 from selfloop.core.registry import load_registry
 from selfloop.core.types import VariantView
-
 from selfloop.plugins.propose.search_replace import apply_blocks, parse_blocks
+
+litellm = litellm_module()  # through selfloop: its price table stays offline
 
 FILE = '''from selfloop.core.tunable import tunable
 

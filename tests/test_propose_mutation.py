@@ -4,7 +4,6 @@ import ast
 import random
 
 import pytest
-
 from selfloop.core.errors import ProposalError
 from selfloop.core.registry import load_registry
 from selfloop.core.tunable import find_tunables
@@ -50,7 +49,7 @@ def test_mutation_changes_tunable_literals_within_bounds(proposer):
         assert changed and all(k in edit.summary for k in changed)
         seen |= changed
         # nothing but the literals changed
-        rest = lambda s: [ln for ln in s.splitlines() if "tunable(" not in ln]  # noqa: E731
+        rest = lambda s: [ln for ln in s.splitlines() if "tunable(" not in ln]
         assert rest(edit.files["refine/vote.py"]) == rest(REFINE)
     assert seen == {"VOTES", "TEMPERATURE", "STRATEGY"}
 

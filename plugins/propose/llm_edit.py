@@ -83,9 +83,9 @@ class LLMProposer:
         if not model:
             raise ProposalError("the llm proposer needs a model: --model PROVIDER/NAME, "
                                 "SELFLOOP_LLM_MODEL, or [llm] model in the run config")
-        self.llm_options = dict(model=model, api_base=api_base, temperature=temperature,
-                                max_tokens=max_tokens, timeout_s=timeout_s, retries=retries,
-                                backoff_s=backoff_s)
+        self.llm_options = {"model": model, "api_base": api_base, "temperature": temperature,
+                            "max_tokens": max_tokens, "timeout_s": timeout_s, "retries": retries,
+                            "backoff_s": backoff_s}
         self.mock_response = list(mock_response) if isinstance(mock_response, list) else mock_response
         LLM(**self.llm_options)  # a bad model string fails here, before any work
         self.fix_attempts = fix_attempts

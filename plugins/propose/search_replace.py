@@ -55,8 +55,8 @@ def apply_blocks(
     changed: dict[str, str] = {}
     errors: list[str] = []
     if not blocks:
-        return {}, ["no SEARCH/REPLACE blocks found; write each edit as: the file path on its own "
-                    "line, then <<<<<<< SEARCH, the exact old lines, =======, the new lines, >>>>>>> REPLACE"]
+        return {}, [("no SEARCH/REPLACE blocks found; write each edit as: the file path on its own "
+                     "line, then <<<<<<< SEARCH, the exact old lines, =======, the new lines, >>>>>>> REPLACE")]
     for i, block in enumerate(blocks, 1):
         path = block.path.removeprefix("./").removeprefix("plugins/")
         if path not in allowed:
