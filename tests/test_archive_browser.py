@@ -147,7 +147,7 @@ def test_browser_shows_tree_variant_diff_compare_and_live_updates(archive, serve
         page.wait_for_selector("text=common ancestor")  # the compare page, not the variant page before it
         assert "+LIMIT = 20" in page.inner_text("#diff") and "-LIMIT = 15" in page.inner_text("#diff")
 
-        page.click("text=lineage")
+        page.click("header nav a[href='#/']")
         page.locator("#lineage circle.node").first.wait_for()
         writer = Archive(archive.path)  # another process would do the same: the page polls
         new = writer.add(parent="v1", files=tree(25), meta={"score": 0.9})
