@@ -7,7 +7,6 @@ import importlib.util
 import json
 import shutil
 import sys
-from importlib.metadata import version
 
 import click
 
@@ -62,7 +61,7 @@ def print_json(data) -> None:
 
 
 @click.group(cls=LazyGroup, context_settings=CONTEXT)
-@click.version_option(version("selfloop"), "--version", prog_name="selfloop")
+@click.version_option(None, "--version", package_name="selfloop", prog_name="selfloop")
 def cli():
     """selfloop: the self-improvement lifecycle for language models, and a meta-agent that
     evolves its plugins."""
