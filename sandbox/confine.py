@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -168,7 +167,7 @@ class _PathBeneathAttr(ctypes.Structure):
 
 def landlock_abi() -> int:
     """The kernel's Landlock ABI version, 0 where there is none."""
-    numbers = SYS_LANDLOCK.get(platform.machine())
+    numbers = SYS_LANDLOCK.get(os.uname().machine)
     if numbers is None:
         return 0
     version = _libc.syscall(numbers[0], None, ctypes.c_size_t(0), LANDLOCK_CREATE_RULESET_VERSION)
@@ -181,7 +180,7 @@ def landlock_restrict(read: list[str], write: list[str]) -> None:
     outside their own domain (ABI 6+). Landlock also denies ptrace and /proc/PID access to
     processes outside the domain, which hides the host's environment variables."""
     abi = landlock_abi()
-    create, add_rule, restrict_self = SYS_LANDLOCK[platform.machine()]
+    create, add_rule, restrict_self = SYS_LANDLOCK[os.uname().machine]
     fs_all = FS_ALL_BY_ABI.get(abi, FS_ALL_BY_ABI[5])
     attr = _RulesetAttr(handled_access_fs=fs_all,
                         handled_access_net=(NET_BIND_TCP | NET_CONNECT_TCP) if abi >= 4 else 0,

@@ -12,7 +12,6 @@ This module is imported by the in-sandbox runner, so it uses the standard librar
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from pathlib import Path
 
@@ -24,6 +23,8 @@ SKIPPED_SUFFIXES = (".pyc", ".pyo")
 
 def package_dir(package: str) -> Path:
     """The directory an installed package's files live in (editable installs included)."""
+    import importlib.util  # here, not at the top: the sandbox runner never needs it
+
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise LookupError(f"package {package} is not installed")
