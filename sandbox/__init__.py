@@ -36,7 +36,7 @@ forces one and raises ``SandboxError`` with the reason when it is unusable.
 result) and ``protections`` (the process backend's confinement layers that held).
 
 Integrity: before the payload starts and again before the result is accepted, the runner inside
-the sandbox (``python -m selfloop.sandbox.runner``) checks the sha256 of every file of the installed
+the sandbox (``selfloop.sandbox.runner``) checks the sha256 of every file of the installed
 ``selfloop.core`` and ``selfloop.sandbox`` (and any extra file in the manifest) against
 ``sandbox.manifest``, computed on the host by ``protected_manifest(extra)``. A mismatch gives status
 "error" with a reason starting ``integrity:`` (for Docker, a stale image: rebuild with
