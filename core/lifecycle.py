@@ -57,7 +57,10 @@ REPORT = "report.json"
 PLOT = "accuracy_by_digits.png"
 ROUNDS_DIR = "rounds"
 # Settings that may differ between a run and its resumption.
-RESUMABLE_CHANGES = {("lifecycle", "rounds"), ("lifecycle", "out"), ("lifecycle", "max_seconds")}
+RESUMABLE_CHANGES = {("lifecycle", key) for key in
+                     ("rounds", "out", "max_seconds", "threads", "plot", "keep_checkpoints")}
+# Sections a lifecycle run does not use: they may change freely between a run and its resumption.
+UNUSED_SECTIONS = {"evolve", "sandbox", "llm", "proposer", "parent_selector"}
 
 
 @dataclass
@@ -337,7 +340,7 @@ class Lifecycle:
             raise CheckpointError(f"{path}: corrupt report: {exc}") from None
         now = self.config.model_dump(mode="json")
         before = previous.get("config", {})
-        for section in sorted(set(now) | set(before)):
+        for section in sorted((set(now) | set(before)) - UNUSED_SECTIONS):
             a, b = now.get(section), before.get(section)
             if isinstance(a, dict) and isinstance(b, dict):
                 diff = [k for k in set(a) | set(b) if a.get(k) != b.get(k)

@@ -86,12 +86,13 @@ def test_acquirers(policy):
     assert len(got) == 20 and all(TASK.verify(Problem(e.prompt, e.completion, e.difficulty),
                                               e.completion) for e in got)
     assert labelled.acquire(task=TASK, policy=policy, generator=None, round_index=1, rng=rng) == []
-    self_label = SelfLabel(start_difficulty=3, count=6)
+    self_label = SelfLabel(start_difficulty=3, count=6, window=2)
+    assert [self_label.difficulties(r) for r in (1, 2, 3)] == [[3], [3, 4], [4, 5]]
     assert self_label.acquire(task=TASK, policy=policy, generator=BatchedGenerator(),
                               round_index=0, rng=rng) == []
     got = self_label.acquire(task=TASK, policy=policy, generator=BatchedGenerator(),
                              round_index=2, rng=rng)
-    assert len(got) == 6 and {e.difficulty for e in got} == {4}
+    assert len(got) == 12 and {e.difficulty for e in got} == {3, 4}
     assert all(e.source == "self_label" and e.meta["audit_answer"] for e in got)
     llm = LLMSelfInstruct(model="openai/gpt-4o-mini", difficulties=[2],
                           mock_response="21+43= 640\nnot a problem here\n55+55= 011")

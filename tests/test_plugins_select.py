@@ -55,13 +55,14 @@ def test_accumulate_keeps_labelled_history_and_weights_new_data():
     history = [ex(f"{i}+0=", f"{i}0", source="labelled") for i in range(8)]
     history += [ex("9+9=", "81", source="self_label")]
     new = [ex("11+11=", "220"), ex("22+22=", "440")]
-    result = Accumulate(new_share=0.5).select(new, history=history)
+    result = Accumulate(new_share=0.5, max_upweight=100).select(new, history=history)
     assert len(result.kept) == 11
     assert sum(e.source == "labelled" for e in result.kept) == 8
     new_weight = sum(e.weight for e in result.kept if e.prompt in {"11+11=", "22+22="})
     assert new_weight == pytest.approx(sum(e.weight for e in result.kept) / 2)
-    capped = Accumulate(max_history=0).select(new, history=history)
+    capped = Accumulate(max_history=0, max_upweight=2).select(new, history=history)
     assert len(capped.kept) == 11
+    assert sum(e.weight for e in capped.kept if e.source != "labelled" and e.prompt != "9+9=") == 4
     one = Accumulate(max_history=1).select(new, history=history + [ex("8+8=", "61")])
     assert one.report.dropped == {"history_cap": 1}
     assert sum(e.source == "labelled" for e in one.kept) == 8  # the labelled data is never capped

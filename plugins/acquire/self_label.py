@@ -1,8 +1,10 @@
 """Self-labelling: the current model answers problems harder than any it has labels for.
 
-Round r (r >= 1) poses unlabelled problems at the difficulties just past the frontier
-(``start_difficulty + (r - 1) * step`` and the ``lengths - 1`` after it) and labels each with the
-model's greedy answer. What to trust is the selection stage's job (format, agreement, caps).
+Round r (r >= 1) poses unlabelled problems at the difficulties just past the frontier: the newest
+is ``start_difficulty + (r - 1) * step``, and the ``window - 1`` difficulties before it (down to
+``start_difficulty``) are posed again, so a length the model has not mastered yet keeps getting
+fresh, better labels while the next one starts. Each problem is labelled with the model's greedy
+answer; what to trust is the selection stage's job (format, agreement, caps).
 """
 
 from __future__ import annotations
@@ -15,20 +17,22 @@ from selfloop.core.types import Example
 
 COUNT = tunable(3000, low=10, high=1000000)
 STEP = tunable(1, low=1, high=8)
-LENGTHS_PER_ROUND = tunable(1, low=1, high=8)
+WINDOW = tunable(3, low=1, high=8)
 
 
 class SelfLabel:
     """Labels ``count`` fresh problems per difficulty with the policy's own greedy answers."""
 
     def __init__(self, start_difficulty: int = 6, count: int = COUNT, step: int = STEP,
-                 lengths: int = LENGTHS_PER_ROUND, slack_tokens: int = 2):
+                 window: int = WINDOW, slack_tokens: int = 2):
+        if window < 1 or step < 1:
+            raise ValueError("window and step must be at least 1")
         self.start_difficulty, self.count, self.step = start_difficulty, count, step
-        self.lengths, self.slack_tokens = lengths, slack_tokens
+        self.window, self.slack_tokens = window, slack_tokens
 
     def difficulties(self, round_index: int) -> list[int]:
-        first = self.start_difficulty + (round_index - 1) * self.step
-        return list(range(first, first + self.lengths))
+        newest = self.start_difficulty + (round_index - 1) * self.step
+        return list(range(max(self.start_difficulty, newest - self.window + 1), newest + 1))
 
     def acquire(self, *, task, policy, generator, round_index, rng):
         if round_index < 1:

@@ -2,7 +2,9 @@
 
 The original labelled data is always kept, the survey's guard against data autophagy and model
 collapse: a model trained only on its own outputs drifts. The new examples get ``new_share`` of the
-total sampling weight, so a few thousand fresh examples are not drowned by the history.
+total sampling weight, so a few thousand fresh examples are not drowned by the history, but no new
+example weighs more than ``max_upweight`` old ones: a handful of kept self-labels (some of them
+wrong) must not be memorized.
 """
 
 from __future__ import annotations
@@ -12,17 +14,18 @@ from selfloop.core.tunable import tunable
 from selfloop.core.types import Selection, SelectionReport
 
 NEW_SHARE = tunable(0.5, low=0.0, high=1.0)
+MAX_UPWEIGHT = tunable(10.0, low=1.0, high=1000.0)
 MAX_SELF_LABELLED_HISTORY = tunable(0, low=0, high=1000000)  # 0 keeps all of it
 
 
 class Accumulate:
     """New examples + the labelled data + earlier rounds' examples, reweighted."""
 
-    def __init__(self, new_share: float = NEW_SHARE,
+    def __init__(self, new_share: float = NEW_SHARE, max_upweight: float = MAX_UPWEIGHT,
                  max_history: int = MAX_SELF_LABELLED_HISTORY):
         if not 0.0 <= new_share <= 1.0:
             raise ValueError(f"new_share must be in [0, 1], got {new_share}")
-        self.new_share, self.max_history = new_share, max_history
+        self.new_share, self.max_upweight, self.max_history = new_share, max_upweight, max_history
 
     def select(self, examples, *, task=None, policy=None, generator=None, round_index=0, rng=None,
                history=()):
@@ -41,6 +44,7 @@ class Accumulate:
             new_weight = sum(e.weight for e in examples)
             old_weight = sum(e.weight for e in kept_old)
             scale = (self.new_share / (1 - self.new_share)) * old_weight / new_weight
+            scale = min(scale, self.max_upweight)
             for e in examples:
                 e.weight *= scale
         kept = kept_old + examples
