@@ -59,7 +59,8 @@ def main():
     for r in rounds:
         elapsed += sum(r["seconds"].values())
         data = r.get("data", {})
-        trained = ",".join(str(d) for d in data.get("difficulties", [])) or "-"
+        ds = data.get("difficulties", [])
+        trained = (f"{ds[0]}-{ds[-1]}" if len(ds) > 1 else str(ds[0])) if ds else "-"
         ok = data.get("label_accuracy_kept")
         acc = r["accuracy_by_digits"]
         print(f"{r['round']:>5} {trained[:8]:>8} {data.get('new', 0):>6} "

@@ -38,12 +38,14 @@ def run_selfloop(examples, settings, steps, batch):
 
 
 def run_trl(examples, settings, steps, batch):
+    import datasets
     from datasets import Dataset
     from transformers import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     from selfloop.core.models import new_policy
 
+    datasets.disable_progress_bars()
     policy = new_policy(settings)
     tok = policy.tokenizer
     eos = tok.eos_token
@@ -69,6 +71,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--per-difficulty", type=int, default=400, help="examples per digit count")
     args = parser.parse_args()
 
     import torch
@@ -77,7 +80,7 @@ def main():
 
     torch.set_num_threads(args.threads)
     settings = ModelSettings()
-    examples = data(2000)
+    examples = data(args.per_difficulty)
     results = {"selfloop rejection_sft": [], "TRL SFTTrainer": []}
     for _ in range(args.repeats):  # interleaved, so a busy machine hurts both alike
         results["selfloop rejection_sft"].append(run_selfloop(examples, settings, args.steps, args.batch))

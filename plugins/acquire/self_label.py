@@ -15,7 +15,7 @@ from selfloop.core.hookspecs import hookimpl
 from selfloop.core.tunable import tunable
 from selfloop.core.types import Example
 
-COUNT = tunable(3000, low=10, high=1000000)
+COUNT = tunable(1500, low=10, high=1000000)
 STEP = tunable(1, low=1, high=8)
 WINDOW = tunable(3, low=1, high=8)
 

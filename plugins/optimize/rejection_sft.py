@@ -24,8 +24,8 @@ from selfloop.core.hookspecs import hookimpl
 from selfloop.core.tunable import tunable
 from selfloop.core.types import Example, OptimizeResult, Policy, Problem
 
-BASE_STEPS = tunable(1500, low=0, high=100000)
-ROUND_STEPS = tunable(400, low=0, high=100000)
+BASE_STEPS = tunable(2000, low=0, high=100000)
+ROUND_STEPS = tunable(500, low=0, high=100000)
 BATCH_SIZE = tunable(64, low=4, high=1024)
 LEARNING_RATE = tunable(1e-3, low=1e-5, high=1e-2)
 ROUND_LEARNING_RATE = tunable(5e-4, low=1e-5, high=1e-2)

@@ -16,9 +16,9 @@ from selfloop.core.tunable import tunable
 from selfloop.core.types import Selection, SelectionReport
 
 VOTES = tunable(4, low=1, high=32)
-THRESHOLD = tunable(1.0, low=0.0, high=1.0)
+THRESHOLD = tunable(0.8, low=0.0, high=1.0)
 TEMPERATURE = tunable(0.5, low=0.05, high=2.0)
-RELABEL = tunable(False, choices=(False, True))
+RELABEL = tunable(True, choices=(False, True))
 
 
 class MajorityAgreement:
