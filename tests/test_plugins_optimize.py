@@ -78,7 +78,7 @@ def test_dpo_trains_a_few_steps(tmp_path):
     before = [p.detach().clone() for p in policy.model.parameters()]
     result = DPO(steps=3, batch_size=8, samples=2).optimize(
         policy, labelled(16), task=TASK, generator=BatchedGenerator(),
-        rewarder=GroundTruthReward(), rng=random.Random(0), workdir=tmp_path)
+        rewarder=GroundTruthReward(), rng=random.Random(0), workdir=tmp_path, round_index=1)
     assert result.metrics["steps"] == 3 and result.metrics["pairs"] > 0
     assert any(not torch.equal(a, b) for a, b in zip(before, policy.model.parameters()))
 
@@ -88,7 +88,7 @@ def test_grpo_trains_a_few_steps(tmp_path):
     policy = new_policy(TINY)
     result = GRPO(steps=2, batch_size=8, generations=4).optimize(
         policy, labelled(16), task=TASK, generator=BatchedGenerator(),
-        rewarder=GroundTruthReward(), rng=random.Random(0), workdir=tmp_path)
+        rewarder=GroundTruthReward(), rng=random.Random(0), workdir=tmp_path, round_index=1)
     assert result.metrics["steps"] == 2
     assert "reward" in result.metrics
 

@@ -14,13 +14,16 @@ from selfloop.core.hookspecs import hookimpl
 from selfloop.core.types import OptimizeResult, Problem
 
 from ._trl_common import log_metrics, quiet, trainer_args
+from .rejection_sft import RejectionSFT
 
 
 class DPO:
     """A few hundred DPO steps on preference pairs built from the kept examples."""
 
     def __init__(self, steps: int = 100, batch_size: int = 16, lr: float = 5e-5, beta: float = 0.1,
-                 samples: int = 4, temperature: float = 1.0, max_pairs: int = 2000):
+                 samples: int = 4, temperature: float = 1.0, max_pairs: int = 2000,
+                 base_options: dict | None = None):
+        self.base_options = dict(base_options or {})  # rejection_sft's options for round 0
         self.steps, self.batch_size, self.lr, self.beta = steps, batch_size, lr, beta
         self.samples, self.temperature, self.max_pairs = samples, temperature, max_pairs
 
@@ -43,6 +46,10 @@ class DPO:
 
     def optimize(self, policy, examples, *, task, generator, rewarder, rng, workdir,
                  round_index=0):
+        if round_index == 0:  # nothing to prefer between yet: the base model learns by SFT
+            return RejectionSFT(**self.base_options).optimize(
+                policy, examples, task=task, generator=generator, rewarder=rewarder, rng=rng,
+                workdir=workdir, round_index=0)
         from datasets import Dataset
         from trl import DPOConfig, DPOTrainer
 

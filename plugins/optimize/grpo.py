@@ -12,6 +12,7 @@ from selfloop.core.hookspecs import hookimpl
 from selfloop.core.types import OptimizeResult, Problem
 
 from ._trl_common import log_metrics, quiet, trainer_args
+from .rejection_sft import RejectionSFT
 
 
 def reward_function(rewarder, task, difficulty_of):
@@ -43,12 +44,17 @@ class GRPO:
 
     def __init__(self, steps: int = 20, batch_size: int = 16, generations: int = 4,
                  lr: float = 1e-5, beta: float = 0.0, temperature: float = 1.0,
-                 max_prompts: int = 1000):
+                 max_prompts: int = 1000, base_options: dict | None = None):
+        self.base_options = dict(base_options or {})  # rejection_sft's options for round 0
         self.steps, self.batch_size, self.generations = steps, batch_size, generations
         self.lr, self.beta, self.temperature, self.max_prompts = lr, beta, temperature, max_prompts
 
     def optimize(self, policy, examples, *, task, generator, rewarder, rng, workdir,
                  round_index=0):
+        if round_index == 0:  # nothing to prefer between yet: the base model learns by SFT
+            return RejectionSFT(**self.base_options).optimize(
+                policy, examples, task=task, generator=generator, rewarder=rewarder, rng=rng,
+                workdir=workdir, round_index=0)
         from datasets import Dataset
         from trl import GRPOConfig, GRPOTrainer
 
