@@ -1,7 +1,9 @@
 """Training throughput: the embedded rejection-sampling fine-tuning loop vs TRL's SFTTrainer.
 
 Same model (the default GPT-2 config, abacus positions), same labelled data (1-5 digit reversed
-addition), same batch size and learning rate, same torch threads, in one run; each trainer runs
+addition), same batch size and learning rate, same torch threads, fp32 and no gradient
+checkpointing for both (TRL's defaults, bf16 and checkpointing, are far slower on this CPU), in one
+run; each trainer runs
 ``--steps`` optimizer steps ``--repeats`` times on a fresh model. Tokens per second counts the
 prompt + completion + EOS tokens of the examples consumed (padding excluded), over the time of the
 training loop alone (TRL: ``trainer.train()``; set-up and dataset tokenization excluded).
@@ -54,7 +56,10 @@ def run_trl(examples, settings, steps, batch):
         args = SFTConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=batch,
                          learning_rate=1e-3, warmup_steps=10, logging_steps=steps,
                          save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True,
-                         dataloader_num_workers=0, seed=0)
+                         dataloader_num_workers=0, seed=0,
+                         # TRL's defaults are bf16 autocast and gradient checkpointing; on a CPU
+                         # without bf16 units both only slow it down: compare like with like.
+                         bf16=False, gradient_checkpointing=False)
         trainer = SFTTrainer(model=policy.model, args=args, train_dataset=Dataset.from_list(rows),
                              processing_class=tok)
         trainer.remove_callback(PrinterCallback)

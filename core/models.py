@@ -244,6 +244,7 @@ def save_policy(policy: Policy, directory: str | os.PathLike) -> Path:
     if tmp.exists():
         _remove_tree(tmp)
     tmp.mkdir(parents=True)
+    _quiet_hub_bars()
     policy.model.save_pretrained(tmp)
     policy.tokenizer.save_pretrained(tmp)
     if directory.exists():
@@ -272,6 +273,7 @@ def load_policy(directory: str | os.PathLike, *, memory_limit_gib: float | None 
             )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _quiet_hub_bars()
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory)
         model = AutoModelForCausalLM.from_pretrained(directory)
@@ -280,6 +282,13 @@ def load_policy(directory: str | os.PathLike, *, memory_limit_gib: float | None 
                               f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
     attach_positions(model)
     return Policy(model=model, tokenizer=tokenizer, path=directory)
+
+
+def _quiet_hub_bars() -> None:
+    """Local saves and loads take milliseconds: their progress bars would only clutter ours."""
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
 
 
 def _remove_tree(path: Path) -> None:

@@ -13,6 +13,7 @@ def trainer_args(config_class, workdir: Path, *, steps: int, batch_size: int, lr
         output_dir=str(workdir), max_steps=steps, per_device_train_batch_size=batch_size,
         learning_rate=lr, logging_steps=max(1, steps // 5), save_strategy="no", report_to="none",
         use_cpu=not torch.cuda.is_available(), bf16=False, fp16=False, disable_tqdm=True,
+        gradient_checkpointing=False,  # a small model: recomputing activations only costs time
         dataloader_num_workers=0, seed=0, **extra,
     )
 
