@@ -43,7 +43,7 @@ def evolution(world, name, proposer=None, **evolve):
 
 @pytest.fixture(scope="module")
 def finished(world):
-    evo = evolution(world, "A", iterations=2)
+    evo = evolution(world, "A", iterations=2, workers=2)  # both children evaluated at once
     results = evo.run()
     return evo, results
 
@@ -61,17 +61,18 @@ def test_archive_holds_the_seed_and_evaluated_children(finished):
     assert results[0].seed_variant == "v0" and results[0].champion in {"v0", "v1", "v2"}
     events = Counter(e["event"] for e in Journal(evo.out / "journal.jsonl").events())
     assert events["attempt"] == 2 and events["archived"] == 2 and events["round_done"] == 1
+    assert [v.parent for v in variants[1:]] == ["v0", "v0"]  # one batch: parents chosen before it
 
 
 def test_a_finished_run_is_not_started_again(finished, world):
-    again = evolution(world, "A", iterations=2)
+    again = evolution(world, "A", iterations=2, workers=2)
     with pytest.raises(ConfigError, match="--resume"):
         again.run()
 
 
 def test_resume_of_a_finished_run_adds_nothing(finished, world):
     evo, _ = finished
-    evolution(world, "A", iterations=2).run(resume=True)
+    evolution(world, "A", iterations=2, workers=2).run(resume=True)
     assert len(evo.archive.list()) == 3
 
 
