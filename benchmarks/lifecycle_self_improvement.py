@@ -28,7 +28,12 @@ def main():
     parser.add_argument("--config", default=None, help="a config merged over the default")
     parser.add_argument("--out", default=None)
     parser.add_argument("--target-digits", type=int, default=8)
+    parser.add_argument("--table-only", action="store_true",
+                        help="print the table of the run already in --out, run nothing")
     args = parser.parse_args()
+    if args.table_only:
+        print_table(Path(args.out), None, None, args)
+        return
 
     out = Path(args.out or tempfile.mkdtemp(prefix="selfloop-bench-"))
     budget = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
@@ -46,11 +51,17 @@ def main():
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     os.unlink(budget.name)
 
+    print_table(out, wall, peak_mib, args)
+
+
+def print_table(out: Path, wall: float | None, peak_mib: float | None, args) -> None:
     report = json.loads((out / "report.json").read_text())
     rounds = report["rounds"]
+    peak_mib = peak_mib if peak_mib is not None else report.get("peak_rss_mib", 0.0)
     digits = sorted({int(d) for r in rounds for d in r["accuracy_by_digits"]})
-    print(f"self-improvement: default config, labels of 1-5 digits, budget {args.minutes:g} min; "
-          f"wall-clock {wall / 60:.1f} min, {len(rounds)} rounds, peak RSS {peak_mib:.0f} MiB")
+    print(f"self-improvement: labels of 1-5 digits, budget {args.minutes:g} min; "
+          + (f"wall-clock {wall / 60:.1f} min, " if wall is not None else "")
+          + f"{len(rounds)} rounds, peak RSS {peak_mib:.0f} MiB")
     header = f"{'round':>5} {'trained':>8} {'kept':>6} {'label ok':>8} {'min':>5} | " + " ".join(
         f"{d:>4}" for d in digits)
     print(header)
