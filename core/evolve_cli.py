@@ -110,7 +110,7 @@ def build_evolution(config, registry, archive: Path, run_dir: Path, console, see
     sandbox = choose_backend(config.sandbox)
     console.print(f"sandbox: [bold]{sandbox.name}[/]; proposer: [bold]{config.proposer.name}[/]"
                   + (f" ({config.llm.model})" if config.proposer.name == "llm" else "")
-                  + f"; parents: {config.parent_selector.name}; archive: {archive}")
+                  + f"; parents: {config.parent_selector.name}; archive: {archive}", soft_wrap=True)
     return Evolution(config, archive_path=archive, out=run_dir, sandbox=sandbox, registry=registry,
                      trainer=lambda baked: LifecycleTrainer(baked, log=lambda message: console.print(f"  [dim]{message}[/]")),
                      proposer=proposer,
@@ -204,10 +204,11 @@ def print_report(console, evolution, report: dict) -> None:
                  if None not in (confirm["champion_score"], confirm["seed_score"]) else None)
         console.print(f"On fresh held-out problems (round {confirm['round']}'s checkpoint): seed "
                       f"{_fmt(confirm['seed_score'])} ({confirm['seed_variant']}), champion {confirm['champion']} "
-                      f"{_fmt(confirm['champion_score'])} ({confirm['champion_variant']}), Δ {_fmt(delta, signed=True)}")
+                      f"{_fmt(confirm['champion_score'])} ({confirm['champion_variant']}), Δ {_fmt(delta, signed=True)}",
+                      soft_wrap=True)
     if report["stopped"]:
         console.print(f"stopped: {report['stopped']}")
-    console.print(f"browse the archive: [bold]{report['browse']}[/]")
+    console.print(f"browse the archive: [bold]{report['browse']}[/]", soft_wrap=True)
 
 
 def _fmt(value, signed: bool = False) -> str:
