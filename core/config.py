@@ -48,7 +48,8 @@ class ModelSettings(Strict):
 
 
 class LifecycleSettings(Strict):
-    """The closed loop: how many rounds, and how the base model is first trained."""
+    """The closed loop: round 0 trains the base model on labelled data, then ``rounds`` rounds of
+    self-improvement follow."""
 
     rounds: int = Field(4, ge=0)
     out: str = "runs/lifecycle"
