@@ -55,7 +55,6 @@ def main():
     args = parser.parse_args()
 
     import torch
-
     from selfloop.core.config import ModelSettings
     from selfloop.core.models import load_policy, new_policy
     from selfloop.plugins.tasks.reversed_addition import ReversedAddition

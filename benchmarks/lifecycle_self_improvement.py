@@ -36,12 +36,12 @@ def main():
         return
 
     out = Path(args.out or tempfile.mkdtemp(prefix="selfloop-bench-"))
-    budget = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
     base = Path(args.config).read_text() if args.config else ""
     # lifecycle.max_seconds: stop starting rounds so the last one ends near the budget
-    budget.write(base + f"\n[lifecycle]\nmax_seconds = {args.minutes * 60 * 0.85:.0f}\n"
-                 if "[lifecycle]" not in base else base)
-    budget.close()
+    text = (base + f"\n[lifecycle]\nmax_seconds = {args.minutes * 60 * 0.85:.0f}\n"
+            if "[lifecycle]" not in base else base)
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as budget:
+        budget.write(text)
     selfloop = Path(sys.executable).parent / "selfloop"
     command = [str(selfloop), "run", "--config", budget.name, "--rounds", str(args.rounds),
                "--out", str(out)]

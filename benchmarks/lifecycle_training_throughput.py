@@ -42,10 +42,9 @@ def run_selfloop(examples, settings, steps, batch):
 def run_trl(examples, settings, steps, batch):
     import datasets
     from datasets import Dataset
+    from selfloop.core.models import new_policy
     from transformers import PrinterCallback
     from trl import SFTConfig, SFTTrainer
-
-    from selfloop.core.models import new_policy
 
     datasets.disable_progress_bars()
     policy = new_policy(settings)
@@ -80,7 +79,6 @@ def main():
     args = parser.parse_args()
 
     import torch
-
     from selfloop.core.config import ModelSettings
 
     torch.set_num_threads(args.threads)

@@ -42,11 +42,12 @@ atomically), so a run killed at any point resumes from the last finished round.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import resource
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -203,8 +204,8 @@ def _check_examples(examples, stage, part) -> None:
 
 def _data_report(acquired: list[Example], kept_new: list[Example], training_set: list[Example]):
     """Sizes, diversity, and (when the acquirer recorded the truth) how clean the labels are."""
-    from collections import Counter
     import math
+    from collections import Counter
 
     def label_accuracy(examples):
         audited = [e for e in examples if e.meta.get("audit_answer") is not None]
@@ -233,7 +234,7 @@ def _evaluation_dict(e: Evaluation) -> dict[str, Any]:
 
 
 def _plain(value):
-    if isinstance(value, float) and value != value:  # NaN is not JSON
+    if isinstance(value, float) and math.isnan(value):  # NaN is not JSON
         return None
     return value
 

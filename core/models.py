@@ -87,12 +87,12 @@ def _sinusoidal_init(weight, scale: float) -> None:
 
 
 def _model_config(settings, tokenizer):
-    common = dict(
-        vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.eos_token_id,
-    )
-    extra = dict(selfloop_positions=settings.positions,
-                 selfloop_max_position_offset=settings.max_position_offset)
+    common = {
+        "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id, "bos_token_id": tokenizer.eos_token_id,
+    }
+    extra = {"selfloop_positions": settings.positions,
+             "selfloop_max_position_offset": settings.max_position_offset}
     if settings.architecture == "gpt2":
         from transformers import GPT2Config
 
@@ -277,7 +277,7 @@ def load_policy(directory: str | os.PathLike, *, memory_limit_gib: float | None 
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory)
         model = AutoModelForCausalLM.from_pretrained(directory)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever the loader trips on, the files are bad
         raise CheckpointError(f"{directory}: corrupt checkpoint ({config.get('model_type', '?')}): "
                               f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
     attach_positions(model)

@@ -8,14 +8,19 @@ import pytest
 
 pytest.importorskip("torch")
 
-from selfloop.core.config import load_config  # noqa: E402
-from selfloop.core.errors import StageError  # noqa: E402
-from selfloop.core.lifecycle import (  # noqa: E402
-    LifecycleTrainer, build_components, draw_problems, evaluate_problems, load_examples, run_round,
+from selfloop.core.config import load_config
+from selfloop.core.errors import StageError
+from selfloop.core.lifecycle import (
+    LifecycleTrainer,
+    build_components,
+    draw_problems,
+    evaluate_problems,
+    load_examples,
+    run_round,
 )
-from selfloop.core.models import load_policy, new_policy  # noqa: E402
-from selfloop.core.registry import load_registry  # noqa: E402
-from selfloop.plugins.refine.self_consistency import SelfConsistency  # noqa: E402
+from selfloop.core.models import load_policy, new_policy
+from selfloop.core.registry import load_registry
+from selfloop.plugins.refine.self_consistency import SelfConsistency
 
 OVERRIDES = {
     "acquire": [

@@ -6,10 +6,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from selfloop.core.config import ModelSettings  # noqa: E402
-from selfloop.core.errors import CheckpointError  # noqa: E402
-from selfloop.core.models import (  # noqa: E402
-    abacus_positions, build_tokenizer, check_memory, load_policy, new_policy, save_policy,
+from selfloop.core.config import ModelSettings
+from selfloop.core.errors import CheckpointError
+from selfloop.core.models import (
+    abacus_positions,
+    build_tokenizer,
+    check_memory,
+    load_policy,
+    new_policy,
+    save_policy,
 )
 
 TINY = ModelSettings(n_layer=1, n_embd=32, n_head=2, max_positions=32, max_position_offset=8)

@@ -6,12 +6,10 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-
 from conftest import selfloop_executable
 
 # The whole lifecycle in seconds: a 1-layer model, 1-2 digit labels, 3-digit self-labels.

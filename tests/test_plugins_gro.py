@@ -8,23 +8,23 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from selfloop.core.config import ModelSettings  # noqa: E402
-from selfloop.core.models import new_policy  # noqa: E402
-from selfloop.core.types import Problem  # noqa: E402
-from selfloop.plugins.acquire.labelled import LabelledProblems  # noqa: E402
-from selfloop.plugins.acquire.llm_self_instruct import LLMSelfInstruct  # noqa: E402
-from selfloop.plugins.acquire.self_label import SelfLabel  # noqa: E402
-from selfloop.plugins.evaluate.dynamic_benchmark import DynamicBenchmark  # noqa: E402
-from selfloop.plugins.evaluate.held_out import HeldOut  # noqa: E402
-from selfloop.plugins.generate.batched import BatchedGenerator  # noqa: E402
-from selfloop.plugins.refine.best_of_n import BestOfN  # noqa: E402
-from selfloop.plugins.refine.greedy import Greedy  # noqa: E402
-from selfloop.plugins.refine.self_consistency import SelfConsistency  # noqa: E402
-from selfloop.plugins.refine.self_refine import SelfRefine  # noqa: E402
-from selfloop.plugins.reward.ground_truth import GroundTruthReward  # noqa: E402
-from selfloop.plugins.reward.llm_judge import LLMJudgeReward  # noqa: E402
-from selfloop.plugins.reward.majority_vote import MajorityVoteReward  # noqa: E402
-from selfloop.plugins.tasks.reversed_addition import ReversedAddition  # noqa: E402
+from selfloop.core.config import ModelSettings
+from selfloop.core.models import new_policy
+from selfloop.core.types import Problem
+from selfloop.plugins.acquire.labelled import LabelledProblems
+from selfloop.plugins.acquire.llm_self_instruct import LLMSelfInstruct
+from selfloop.plugins.acquire.self_label import SelfLabel
+from selfloop.plugins.evaluate.dynamic_benchmark import DynamicBenchmark
+from selfloop.plugins.evaluate.held_out import HeldOut
+from selfloop.plugins.generate.batched import BatchedGenerator
+from selfloop.plugins.refine.best_of_n import BestOfN
+from selfloop.plugins.refine.greedy import Greedy
+from selfloop.plugins.refine.self_consistency import SelfConsistency
+from selfloop.plugins.refine.self_refine import SelfRefine
+from selfloop.plugins.reward.ground_truth import GroundTruthReward
+from selfloop.plugins.reward.llm_judge import LLMJudgeReward
+from selfloop.plugins.reward.majority_vote import MajorityVoteReward
+from selfloop.plugins.tasks.reversed_addition import ReversedAddition
 
 TASK = ReversedAddition()
 

@@ -8,16 +8,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from selfloop.core.config import ModelSettings  # noqa: E402
-from selfloop.core.models import new_policy  # noqa: E402
-from selfloop.core.types import Example  # noqa: E402
-from selfloop.plugins.generate.batched import BatchedGenerator  # noqa: E402
-from selfloop.plugins.optimize.dpo import DPO  # noqa: E402
-from selfloop.plugins.optimize.grpo import GRPO, reward_function  # noqa: E402
-from selfloop.plugins.optimize.rejection_sft import RejectionSFT  # noqa: E402
-from selfloop.plugins.reward.ground_truth import GroundTruthReward  # noqa: E402
-from selfloop.plugins.reward.majority_vote import MajorityVoteReward  # noqa: E402
-from selfloop.plugins.tasks.reversed_addition import ReversedAddition  # noqa: E402
+from selfloop.core.config import ModelSettings
+from selfloop.core.models import new_policy
+from selfloop.core.types import Example
+from selfloop.plugins.generate.batched import BatchedGenerator
+from selfloop.plugins.optimize.dpo import DPO
+from selfloop.plugins.optimize.grpo import GRPO, reward_function
+from selfloop.plugins.optimize.rejection_sft import RejectionSFT
+from selfloop.plugins.reward.ground_truth import GroundTruthReward
+from selfloop.plugins.reward.majority_vote import MajorityVoteReward
+from selfloop.plugins.tasks.reversed_addition import ReversedAddition
 
 TASK = ReversedAddition()
 TINY = ModelSettings(n_layer=1, n_embd=32, n_head=2, max_positions=32, max_position_offset=4)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from selfloop.core.types import Example
 from selfloop.plugins.select.accumulate import Accumulate
 from selfloop.plugins.select.cap_per_prompt import CapPerPrompt
