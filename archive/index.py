@@ -124,14 +124,7 @@ class Index:
     # --- writing -----------------------------------------------------------------------------
 
     def insert(self, record: dict, sha: str, fingerprint: str) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            self._insert(record, sha)
-            self.set_fingerprint(fingerprint)
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
+        self.insert_many([(record, sha)], fingerprint)
 
     def insert_many(self, items: list[tuple[dict, str]], fingerprint: str) -> None:
         self.db.execute("BEGIN IMMEDIATE")

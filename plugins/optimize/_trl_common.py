@@ -1,4 +1,4 @@
-"""What the TRL-backed optimizers share: quiet CPU-friendly trainer arguments, datasets."""
+"""What the TRL-backed optimizers share: the base round, quiet CPU-friendly trainer arguments."""
 
 from __future__ import annotations
 
@@ -35,3 +35,10 @@ def quiet(trainer):
 
     trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+def train_base_round(base_options: dict, policy, examples, **kwargs):
+    """Round 0 has nothing to prefer between yet: the base model learns by rejection SFT."""
+    from .rejection_sft import RejectionSFT
+
+    return RejectionSFT(**base_options).optimize(policy, examples, round_index=0, **kwargs)

@@ -13,8 +13,7 @@ import copy
 from selfloop.core.hookspecs import hookimpl
 from selfloop.core.types import OptimizeResult, Problem
 
-from ._trl_common import log_metrics, quiet, trainer_args
-from .rejection_sft import RejectionSFT
+from ._trl_common import log_metrics, quiet, train_base_round, trainer_args
 
 
 class DPO:
@@ -46,10 +45,9 @@ class DPO:
 
     def optimize(self, policy, examples, *, task, generator, rewarder, rng, workdir,
                  round_index=0):
-        if round_index == 0:  # nothing to prefer between yet: the base model learns by SFT
-            return RejectionSFT(**self.base_options).optimize(
-                policy, examples, task=task, generator=generator, rewarder=rewarder, rng=rng,
-                workdir=workdir, round_index=0)
+        if round_index == 0:
+            return train_base_round(self.base_options, policy, examples, task=task,
+                                    generator=generator, rewarder=rewarder, rng=rng, workdir=workdir)
         from datasets import Dataset
         from trl import DPOConfig, DPOTrainer
 
