@@ -272,15 +272,22 @@ def _walk_package(package: ModuleType) -> list[ModuleType]:
         if info.name in sys.modules:
             modules.append(sys.modules[info.name])
             continue
-        spec = info.module_finder.find_spec(info.name, None)
-        path = Path(spec.origin) if spec and spec.origin else Path(info.name)
         try:
             modules.append(importlib.import_module(info.name))
         except SyntaxError as exc:
-            raise PluginError(f"{exc.filename or path}:{exc.lineno}: syntax error in plugin: {exc.msg}") from None
+            path = exc.filename or _module_path(info)
+            raise PluginError(f"{path}:{exc.lineno}: syntax error in plugin: {exc.msg}") from None
         except Exception as exc:
-            raise PluginError(f"{path}: plugin failed to import: {type(exc).__name__}: {exc}") from None
+            raise PluginError(
+                f"{_module_path(info)}: plugin failed to import: {type(exc).__name__}: {exc}"
+            ) from None
     return modules
+
+
+def _module_path(info: pkgutil.ModuleInfo) -> str:
+    """The file of a module found by walk_packages (looked up only to name it in an error)."""
+    spec = info.module_finder.find_spec(info.name, None)
+    return spec.origin if spec and spec.origin else info.name
 
 
 def _module_file(module: ModuleType) -> str:
