@@ -33,14 +33,15 @@ class Component(Strict):
 class ModelSettings(Strict):
     """The embedded base model built from scratch (a stock transformers architecture)."""
 
-    architecture: Literal["gpt2", "llama"] = "gpt2"
+    architecture: Literal["gpt2", "llama"] = "llama"
     n_layer: int = Field(4, ge=1)
     n_embd: int = Field(128, ge=8)
     n_head: int = Field(4, ge=1)
     max_positions: int = Field(256, ge=16)
     # "abacus": each digit's index in its own number (length generalization); "learned": stock.
     positions: Literal["abacus", "learned"] = "abacus"
-    max_position_offset: int = Field(10, ge=0)  # random offset of abacus positions in training
+    max_position_offset: int = Field(20, ge=0)  # random offset of abacus positions in training
+    inference_offset: int = Field(4, ge=0)  # abacus: the offset to answer at (inside the trained range)
     position_init_scale: float = Field(0.0, ge=0)  # abacus: sinusoidal start of the embeddings; 0: random
     init_seed: int = 0
     memory_limit_gib: float = Field(3.0, gt=0)

@@ -2,13 +2,19 @@
 
 Length generalization depends on positions. The default scheme, ``abacus`` (McLeish et al. 2024),
 gives every digit the index it has inside its own number, plus an offset; every other character
-gets the offset itself. The i-th digit of both operands and the (i-1)-th digit of the answer then
-share a position, wherever they are in the text, so "add the digits at my position" is one rule for
-every length. While training, the offset is drawn at random per sequence (up to
-``max_position_offset``), so the position embeddings past the trained lengths are trained too and
-a longer number at offset 0 only meets positions the model already knows. Offsets are easier to
-learn once the rule itself is: the embedded optimizer starts its base round at offset 0
-(``offset_warmup``), and the embeddings may start as sinusoids (``position_init_scale``). ``learned`` keeps the architecture's own positions.
+gets position 0. The i-th digit of both operands and the (i-1)-th digit of the answer then share a
+position, wherever they are in the text, so "add the digits at my position" is one rule for every
+length. The default architecture, Llama, feeds these ids to its rotary embeddings, so attention
+depends only on differences of ids and the rule needs no position it has not seen. While training,
+the offset is drawn at random per sequence (up to ``max_position_offset``): digits move away from
+the characters at 0, so the model cannot count digits by their distance to "+" or "=", which is
+what breaks at lengths past the trained ones. Measured here (4 layers, width 128, 2000 steps on
+1-5 digits, about 4.5 minutes): exact match at 6/7/8 digits is 97/45/7% for Llama with offsets up
+to 10, 71/4/0% for Llama without offsets, and 0-5/0/0% for GPT-2 (learned position embeddings)
+with the same ids and offsets. With GPT-2 the ids index its learned embeddings: offsets then train
+the embeddings past the trained lengths, and the embedded optimizer can start the base round at
+offset 0 (``offset_warmup``) with sinusoidal embeddings (``position_init_scale``). ``learned`` keeps
+the architecture's own positions.
 
 The scheme lives in the model: ``attach_positions`` installs a forward pre-hook that computes the
 position ids from the input ids (also step by step under a KV cache), so ``model(...)``, its
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +66,7 @@ def build_model(settings, tokenizer):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_config(config)
-    if settings.positions == "abacus" and settings.position_init_scale > 0:
+    if settings.positions == "abacus" and settings.position_init_scale > 0 and settings.architecture == "gpt2":
         _sinusoidal_init(model.transformer.wpe.weight, settings.position_init_scale)
     attach_positions(model)
     return model.eval()  # like from_pretrained; trainers switch to train mode themselves
@@ -92,7 +99,8 @@ def _model_config(settings, tokenizer):
         "eos_token_id": tokenizer.eos_token_id, "bos_token_id": tokenizer.eos_token_id,
     }
     extra = {"selfloop_positions": settings.positions,
-             "selfloop_max_position_offset": settings.max_position_offset}
+             "selfloop_max_position_offset": settings.max_position_offset,
+             "selfloop_inference_offset": settings.inference_offset}
     if settings.architecture == "gpt2":
         from transformers import GPT2Config
 
@@ -103,10 +111,6 @@ def _model_config(settings, tokenizer):
         )
     from transformers import LlamaConfig
 
-    if settings.positions == "abacus":
-        raise CheckpointError("the abacus position scheme needs learned position embeddings "
-                              "(architecture = 'gpt2'); llama uses rotary positions: set "
-                              "positions = 'learned'")
     return LlamaConfig(
         num_hidden_layers=settings.n_layer, hidden_size=settings.n_embd,
         num_attention_heads=settings.n_head, num_key_value_heads=settings.n_head,
@@ -169,9 +173,10 @@ def abacus_positions(input_ids, offset, start=None):
         prev_digit = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
     else:
         prev_pos, prev_digit = start
+    other = torch.zeros_like(offset)
     for col in range(length):  # sequences are short: a column loop is cheaper than cumsum tricks
         digit = is_digit[:, col]
-        pos = torch.where(digit, torch.where(prev_digit, prev_pos + 1, offset + 1), offset)
+        pos = torch.where(digit, torch.where(prev_digit, prev_pos + 1, offset + 1), other)
         positions[:, col] = pos
         prev_pos, prev_digit = pos, digit
     return positions, (prev_pos, prev_digit)
@@ -185,7 +190,8 @@ def attach_positions(model) -> None:
         return
     # Trainers may lower this for a while (a curriculum: positions first, then offsets).
     model.selfloop_max_offset = int(getattr(model.config, "selfloop_max_position_offset", 0))
-    limit = model.config.n_positions
+    model.selfloop_inference_offset = int(getattr(model.config, "selfloop_inference_offset", 0))
+    limit = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
 
     def hook(module, args, kwargs):
         import torch
@@ -203,6 +209,8 @@ def attach_positions(model) -> None:
             batch = input_ids.shape[0]
             offset = torch.zeros(batch, dtype=torch.long, device=input_ids.device)
             max_offset = getattr(module, "selfloop_max_offset", 0)
+            # Outside training the offset is the model's inference offset (see position_offset).
+            offset = offset + getattr(module, "selfloop_inference_offset", 0)
             if module.training and max_offset > 0:
                 longest_run = _longest_digit_run(input_ids)
                 room = max(0, min(max_offset, limit - longest_run - 2))
@@ -220,6 +228,31 @@ def attach_positions(model) -> None:
         return args, kwargs
 
     model._selfloop_positions_hook = model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def has_position_offsets(policy) -> bool:
+    """Whether the policy's positions take an offset (abacus positions computed by the hook)."""
+    model = getattr(policy, "model", None)
+    return getattr(model, "_selfloop_positions_hook", None) is not None
+
+
+@contextmanager
+def position_offset(policy, offset: int):
+    """Answer with the policy's abacus positions at ``offset``: another view of the same model.
+
+    A model trained at random offsets answers at every offset, but not with the same mistakes
+    (measured here at 7 digits: 17% to 86% exact match from one offset to another), so answers
+    that agree across several offsets are more often right: a vote with no second model to train.
+    """
+    model = policy.model
+    if not has_position_offsets(policy):
+        raise ValueError("position offsets need a model with abacus positions")
+    saved = model.selfloop_inference_offset
+    model.selfloop_inference_offset = offset
+    try:
+        yield policy
+    finally:
+        model.selfloop_inference_offset = saved
 
 
 def _longest_digit_run(input_ids) -> int:

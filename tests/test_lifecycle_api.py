@@ -55,7 +55,7 @@ def test_run_round_returns_policy_report_and_training_set(config, components, tm
     json.dumps(base.report)  # the report is plain JSON
     nxt = run_round(components, base.policy, 1, history=base.training_set, seed=0,
                     workdir=tmp_path)
-    assert nxt.report["acquired"] == {"labelled": 0, "self_label": 8}
+    assert nxt.report["acquired"] == {"labelled": 0, "self_label": 16}  # difficulties 3 and 4
     # accumulate keeps all of the labelled data
     assert sum(e.source == "labelled" for e in nxt.training_set) == sum(
         e.source == "labelled" for e in base.training_set)
@@ -88,6 +88,6 @@ def test_trainer_writes_checkpoints_evolve_can_chain(config, tmp_path):
     first = trainer.train(0, plugins_dir=None, previous=None, out=tmp_path / "r0")
     assert (first / "config.json").is_file() and (tmp_path / "r0/report.json").is_file()
     second = trainer.train(1, plugins_dir=None, previous=first, out=tmp_path / "r1")
-    assert load_policy(second).model.config.model_type == "gpt2"
+    assert load_policy(second).model.config.model_type == "llama"
     history = load_examples(tmp_path / "r1/data.jsonl")
     assert any(e.source == "labelled" for e in history)

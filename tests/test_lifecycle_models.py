@@ -33,7 +33,7 @@ def test_abacus_positions_count_digits_within_each_number():
     tok = build_tokenizer()
     ids = torch.tensor([tok("123+45=67", add_special_tokens=False)["input_ids"]])
     positions, _ = abacus_positions(ids, torch.tensor([10]))
-    assert positions.tolist() == [[11, 12, 13, 10, 11, 12, 10, 11, 12]]
+    assert positions.tolist() == [[11, 12, 13, 0, 11, 12, 0, 11, 12]]
     # continuing under a cache gives the same ids as computing the whole sequence at once
     first, state = abacus_positions(ids[:, :5], torch.tensor([10]))
     rest, _ = abacus_positions(ids[:, 5:], torch.tensor([10]), start=state)
@@ -47,7 +47,7 @@ def test_saved_model_is_a_standard_hf_directory(tmp_path):
     save_policy(policy, tmp_path / "model")
     assert AutoTokenizer.from_pretrained(tmp_path / "model").pad_token == "<pad>"
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
-    assert model.config.model_type == "gpt2"
+    assert model.config.model_type == "llama"
     assert model.config.selfloop_positions == "abacus"
     loaded = load_policy(tmp_path / "model")
     ids = policy.tokenizer(["12+34="], add_special_tokens=False, return_tensors="pt")["input_ids"]
@@ -56,9 +56,10 @@ def test_saved_model_is_a_standard_hf_directory(tmp_path):
         assert torch.allclose(policy.model(input_ids=ids).logits, loaded.model(input_ids=ids).logits)
 
 
-def test_cached_generation_matches_full_recomputation():
+@pytest.mark.parametrize("architecture", ["llama", "gpt2"])
+def test_cached_generation_matches_full_recomputation(architecture):
     """The position hook must give the same ids step by step under a KV cache as all at once."""
-    policy = new_policy(TINY)
+    policy = new_policy(TINY.model_copy(update={"architecture": architecture}))
     model, tok = policy.model.eval(), policy.tokenizer
     ids = tok(["123+456="], add_special_tokens=False, return_tensors="pt")["input_ids"]
     with torch.no_grad():
@@ -87,9 +88,24 @@ def test_model_too_large_for_its_memory_limit():
     check_memory(ModelSettings())  # the default fits its default limit
 
 
-def test_llama_architecture_builds_with_learned_positions():
+def test_abacus_ids_drive_the_rotary_embeddings():
+    """Under rotary embeddings only differences of ids matter: shifting every digit's id by the
+    same offset, with the other characters at 0 both times, changes the logits; an offset that
+    moves nothing (all-digit input) leaves them equal."""
+    policy = new_policy(TINY)
+    model, tok = policy.model.eval(), policy.tokenizer
+    mixed = tok(["12+34="], add_special_tokens=False, return_tensors="pt")["input_ids"]
+    digits = tok(["1234"], add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        base_mixed, base_digits = model(input_ids=mixed).logits, model(input_ids=digits).logits
+        model.selfloop_inference_offset = 3
+        assert not torch.allclose(model(input_ids=mixed).logits, base_mixed)
+        assert torch.allclose(model(input_ids=digits).logits, base_digits, atol=1e-5)
+
+
+def test_gpt2_and_learned_positions_build():
+    gpt2 = new_policy(TINY.model_copy(update={"architecture": "gpt2"}))
+    assert gpt2.model.config.model_type == "gpt2"
     policy = new_policy(ModelSettings(architecture="llama", positions="learned", n_layer=1,
                                       n_embd=32, n_head=2, max_positions=32))
     assert policy.model.config.model_type == "llama"
-    with pytest.raises(CheckpointError, match="abacus"):
-        new_policy(ModelSettings(architecture="llama", n_layer=1, n_embd=32, n_head=2))

@@ -22,7 +22,7 @@ options = { min_difficulty = 1, max_difficulty = 2, per_difficulty = 60 }
 
 [[acquire]]
 name = "self_label"
-options = { start_difficulty = 3, count = 24 }
+options = { start_difficulty = 3, count = 24, ahead = 0 }
 
 [[select]]
 name = "dedup"

@@ -72,6 +72,14 @@ def test_refiners_return_one_answer_per_problem(policy):
     consistent = SelfConsistency(samples=4, temperature=1e-4).refine(
         policy, problems, generator=gen, rewarder=reward, seed=0)
     assert consistent == greedy  # every near-greedy sample agrees with the greedy answer
+    # views only: one view at offset 0 is the greedy answer at offset 0
+    from selfloop.core.models import position_offset
+
+    with position_offset(policy, 0):
+        at_zero = Greedy().refine(policy, problems, generator=gen, seed=0)
+    viewed = SelfConsistency(samples=0, include_greedy=False, views=1).refine(
+        policy, problems, generator=gen, seed=0)
+    assert viewed == at_zero
     best = BestOfN(n=4).refine(policy, problems, generator=gen, rewarder=reward, seed=0)
     assert len(best) == 5
     refine = SelfRefine(model="openai/gpt-4o-mini", mock_response="123")
@@ -86,8 +94,10 @@ def test_acquirers(policy):
     assert len(got) == 20 and all(TASK.verify(Problem(e.prompt, e.completion, e.difficulty),
                                               e.completion) for e in got)
     assert labelled.acquire(task=TASK, policy=policy, generator=None, round_index=1, rng=rng) == []
-    self_label = SelfLabel(start_difficulty=3, count=6, window=2)
+    self_label = SelfLabel(start_difficulty=3, count=6, window=2, ahead=0)
     assert [self_label.difficulties(r) for r in (1, 2, 3)] == [[3], [3, 4], [4, 5]]
+    ahead = SelfLabel(start_difficulty=3, window=3, ahead=1)
+    assert [ahead.difficulties(r) for r in (1, 2, 3)] == [[3, 4], [3, 4, 5], [4, 5, 6]]
     assert self_label.acquire(task=TASK, policy=policy, generator=BatchedGenerator(),
                               round_index=0, rng=rng) == []
     got = self_label.acquire(task=TASK, policy=policy, generator=BatchedGenerator(),

@@ -96,6 +96,30 @@ def test_majority_agreement_with_a_real_model_and_generator():
                                                max_new_tokens=5, seed=0)]
     examples = [ex(p, g.strip()) for p, g in zip(prompts, greedy)]
     # near-zero temperature: every vote is the greedy answer, so all labels are kept
-    result = MajorityAgreement(votes=3, threshold=1.0, temperature=1e-4).select(
+    result = MajorityAgreement(votes=3, threshold=1.0, temperature=1e-4, views=0).select(
         examples, policy=policy, generator=generator, rng=random.Random(0))
     assert len(result.kept) == 2
+
+
+def test_majority_agreement_votes_across_position_offsets():
+    """Views: the same model's greedy answers at offsets 0, spacing, 2*spacing; skipped (not
+    duplicated) for a model whose positions take no offset."""
+    from selfloop.core.config import ModelSettings
+    from selfloop.core.models import new_policy, position_offset
+    from selfloop.plugins.generate.batched import BatchedGenerator
+
+    generator = BatchedGenerator(progress=False)
+    policy = new_policy(ModelSettings(n_layer=1, n_embd=32, n_head=2, max_positions=32,
+                                      inference_offset=3))
+    examples = [ex("12+34=", "460"), ex("56+78=", "231")]
+    ballots = MajorityAgreement(votes=0, views=3, view_spacing=2).ballots(
+        examples, policy, generator, seed=0)
+    for k, offset in enumerate((0, 2, 4)):
+        with position_offset(policy, offset):
+            greedy = generator.generate(policy, [e.prompt for e in examples], n=1, max_new_tokens=5)
+        assert [b[1 + k] for b in ballots] == [g[0].strip() for g in greedy]
+    assert policy.model.selfloop_inference_offset == 3  # restored
+    learned = new_policy(ModelSettings(n_layer=1, n_embd=32, n_head=2, max_positions=32,
+                                       positions="learned"))
+    ballots = MajorityAgreement(votes=0, views=3).ballots(examples, learned, generator, seed=0)
+    assert [len(b) for b in ballots] == [1, 1]

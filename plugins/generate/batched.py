@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from selfloop.core.hookspecs import hookimpl
+from selfloop.core.progress import progress_bar
 from selfloop.core.tunable import tunable
 from selfloop.core.types import Policy
 
@@ -19,9 +20,10 @@ BATCH_SIZE = tunable(1024, low=16, high=8192)
 class BatchedGenerator:
     """Samples ``n`` completions per prompt; ``temperature == 0`` is greedy decoding."""
 
-    def __init__(self, batch_size: int = BATCH_SIZE, top_k: int = 0):
+    def __init__(self, batch_size: int = BATCH_SIZE, top_k: int = 0, progress: bool = True):
         self.batch_size = batch_size
         self.top_k = top_k
+        self.progress = progress
 
     def generate(
         self, policy: Policy, prompts: Sequence[str], *, n: int = 1, temperature: float = 0.0,
@@ -41,7 +43,8 @@ class BatchedGenerator:
         was_training = model.training
         model.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), progress_bar(
+                    f"generate {len(prompts)}×{n}", len(rows), enabled=self.progress) as advance:
                 start = 0
                 while start < len(rows):
                     length = len(encoded[rows[start][0]])
@@ -56,6 +59,7 @@ class BatchedGenerator:
                     texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
                     for (index, copy), text in zip(batch, texts):
                         out[index][copy] = text
+                    advance(len(batch))
         finally:
             model.train(was_training)
         return out

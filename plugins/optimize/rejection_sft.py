@@ -21,6 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from selfloop.core.hookspecs import hookimpl
+from selfloop.core.progress import progress_bar
 from selfloop.core.tunable import tunable
 from selfloop.core.types import Example, OptimizeResult, Policy, Problem
 
@@ -29,7 +30,7 @@ ROUND_STEPS = tunable(500, low=0, high=100000)
 BATCH_SIZE = tunable(64, low=4, high=1024)
 LEARNING_RATE = tunable(1e-3, low=1e-5, high=1e-2)
 ROUND_LEARNING_RATE = tunable(5e-4, low=1e-5, high=1e-2)
-OFFSET_WARMUP = tunable(0.5, low=0.0, high=1.0)  # share of the base round trained at offset 0
+OFFSET_WARMUP = tunable(0.0, low=0.0, high=1.0)  # share of the base round trained at offset 0
 
 
 class RejectionSFT:
@@ -132,44 +133,50 @@ def train(policy: Policy, examples: list[Example], *, steps: int, batch_size: in
     tokens = 0
     losses = []
     done = 0
-    bar = _progress(progress, label, steps)
     max_offset = getattr(model, "selfloop_max_offset", None)
     try:
-        for step in range(steps):
-            if max_offset is not None:
-                model.selfloop_max_offset = 0 if step < offset_warmup_steps else max_offset
-            if max_seconds is not None and time.perf_counter() - started > max_seconds:
-                break
-            n = rng.choices(lengths, weights=bucket_weight)[0]
-            ids, mask, weights = tensors[n]
-            pick = torch.multinomial(weights, min(batch_size, len(weights)),
-                                     replacement=len(weights) < batch_size)
-            batch, batch_mask = ids[pick], mask[pick]
-            for group in optimizer.param_groups:
-                group["lr"] = _schedule(step, steps, warmup, lr)
-            logits = model(input_ids=batch).logits[:, :-1]
-            targets = batch[:, 1:].masked_fill(~batch_mask[:, 1:], -100)
-            loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            tokens += batch.numel()
-            losses.append(loss.item())
-            done += 1
-            if bar:
-                bar[0].update(bar[1], advance=1, description=f"{label} loss {loss.item():.3f}")
+        with progress_bar(label, steps, enabled=progress) as advance:
+            for step in range(steps):
+                if max_offset is not None:
+                    model.selfloop_max_offset = 0 if step < offset_warmup_steps else max_offset
+                if max_seconds is not None and time.perf_counter() - started > max_seconds:
+                    break
+                loss, count = _step(model, optimizer, tensors, lengths, bucket_weight, rng,
+                                    batch_size, _schedule(step, steps, warmup, lr))
+                tokens += count
+                losses.append(loss)
+                done += 1
+                advance(description=f"{label} loss {loss:.3f}")
     finally:
         if max_offset is not None:
             model.selfloop_max_offset = max_offset
-        if bar:
-            bar[0].stop()
     model.eval()
     seconds = time.perf_counter() - started
     tail = losses[-max(1, len(losses) // 10):]
     return {"steps": done, "loss": sum(tail) / len(tail), "tokens_per_second": tokens / seconds,
             "seconds": seconds, "examples": len(examples)}
+
+
+def _step(model, optimizer, tensors, lengths, bucket_weight, rng, batch_size, lr):
+    """One update on a batch drawn from one length bucket; returns the loss and the tokens seen."""
+    import torch
+
+    n = rng.choices(lengths, weights=bucket_weight)[0]
+    ids, mask, weights = tensors[n]
+    pick = torch.multinomial(weights, min(batch_size, len(weights)),
+                             replacement=len(weights) < batch_size)
+    batch, batch_mask = ids[pick], mask[pick]
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    logits = model(input_ids=batch).logits[:, :-1]
+    targets = batch[:, 1:].masked_fill(~batch_mask[:, 1:], -100)
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss.item(), batch.numel()
 
 
 def _schedule(step: int, steps: int, warmup: int, lr: float) -> float:
@@ -178,17 +185,6 @@ def _schedule(step: int, steps: int, warmup: int, lr: float) -> float:
         return lr * (step + 1) / warmup
     progress = (step - warmup) / max(1, steps - warmup)
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def _progress(enabled: bool, label: str, total: int):
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), transient=True)
-    bar.start()
-    return bar, bar.add_task(label, total=total)
 
 
 @hookimpl(trylast=True)

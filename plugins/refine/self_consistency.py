@@ -1,6 +1,9 @@
 """Self-consistency (Wang et al. 2023): the most common answer over ``samples`` samples.
 
 The greedy answer is one of the votes when ``include_greedy`` is set, which breaks ties toward it.
+With ``views``, the greedy answers of the same model at other position offsets (0, ``view_spacing``,
+...) vote too, for models whose abacus positions take an offset (see
+``selfloop.core.models.position_offset``); other models skip them.
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 
 from selfloop.core.hookspecs import hookimpl
+from selfloop.core.models import has_position_offsets, position_offset
 from selfloop.core.tunable import tunable
 
 from .greedy import answer_budget
@@ -15,14 +19,18 @@ from .greedy import answer_budget
 SAMPLES = tunable(5, low=1, high=64)
 TEMPERATURE = tunable(0.5, low=0.05, high=2.0)
 INCLUDE_GREEDY = tunable(True, choices=(False, True))
+VIEWS = tunable(0, low=0, high=16)
+VIEW_SPACING = tunable(2, low=1, high=8)
 
 
 class SelfConsistency:
     """Majority answer over sampled completions."""
 
     def __init__(self, samples: int = SAMPLES, temperature: float = TEMPERATURE,
-                 include_greedy: bool = INCLUDE_GREEDY):
+                 include_greedy: bool = INCLUDE_GREEDY, views: int = VIEWS,
+                 view_spacing: int = VIEW_SPACING):
         self.samples, self.temperature, self.include_greedy = samples, temperature, include_greedy
+        self.views, self.view_spacing = views, view_spacing
 
     def refine(self, policy, problems, *, generator, rewarder=None, seed=0):
         if not problems:
@@ -38,6 +46,12 @@ class SelfConsistency:
                     policy, prompts, n=self.samples, temperature=self.temperature,
                     max_new_tokens=budget, seed=seed)):
                 ballot.extend(s.strip() for s in group)
+        if self.views > 0 and has_position_offsets(policy):
+            for view in range(self.views):
+                with position_offset(policy, view * self.view_spacing):
+                    for ballot, group in zip(votes, generator.generate(
+                            policy, prompts, n=1, temperature=0.0, max_new_tokens=budget, seed=seed)):
+                        ballot.append(group[0].strip())
         # Counter.most_common keeps first-seen order on ties, so the greedy answer wins a tie.
         return [Counter(ballot).most_common(1)[0][0] for ballot in votes]
 

@@ -1,9 +1,12 @@
 """Agreement filter: keep a self-label only when independent answers agree with it.
 
-For every example without a ground-truth label, ``votes`` more answers are drawn (samples at
-``temperature`` from the policy, and the greedy answer of each model directory in ``checkpoints``,
-independently seeded models), and the example is kept when at least ``threshold`` of all votes,
-its own label included, give the same answer. With ``relabel`` the majority answer replaces the
+For every example without a ground-truth label, more answers are drawn: ``votes`` samples at
+``temperature`` from the policy; the greedy answers of ``views`` views of the same model, its
+abacus positions at offsets 0, ``view_spacing``, 2·``view_spacing``... (a model trained at random
+offsets makes different mistakes at different offsets; skipped for models without such positions);
+and the greedy answer of each model directory in ``checkpoints`` (independently seeded models).
+The example is kept when at least ``threshold`` of all votes, its own label included, give the
+same answer. With ``relabel`` the majority answer replaces the
 label first, when the majority reaches the threshold. Labelled examples pass through.
 """
 
@@ -12,10 +15,13 @@ from __future__ import annotations
 from collections import Counter
 
 from selfloop.core.hookspecs import hookimpl
+from selfloop.core.models import has_position_offsets, position_offset
 from selfloop.core.tunable import tunable
 from selfloop.core.types import Selection, SelectionReport
 
-VOTES = tunable(4, low=1, high=32)
+VOTES = tunable(2, low=0, high=32)
+VIEWS = tunable(5, low=0, high=16)
+VIEW_SPACING = tunable(2, low=1, high=8)
 THRESHOLD = tunable(0.8, low=0.0, high=1.0)
 TEMPERATURE = tunable(0.5, low=0.05, high=2.0)
 RELABEL = tunable(True, choices=(False, True))
@@ -26,11 +32,13 @@ class MajorityAgreement:
 
     def __init__(self, votes: int = VOTES, threshold: float = THRESHOLD,
                  temperature: float = TEMPERATURE, relabel: bool = RELABEL,
-                 checkpoints: list[str] | None = None, slack_tokens: int = 2):
+                 checkpoints: list[str] | None = None, slack_tokens: int = 2,
+                 views: int = VIEWS, view_spacing: int = VIEW_SPACING):
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {threshold}")
         self.votes, self.threshold, self.temperature = votes, threshold, temperature
         self.relabel, self.slack_tokens = relabel, slack_tokens
+        self.views, self.view_spacing = views, view_spacing
         self.checkpoints = list(checkpoints or [])
         self._peers = None
 
@@ -51,6 +59,13 @@ class MajorityAgreement:
                                          max_new_tokens=longest, seed=seed)
             for ballot, group in zip(ballots, samples):
                 ballot.extend(s.strip() for s in group)
+        if self.views > 0 and has_position_offsets(policy):
+            for view in range(self.views):
+                with position_offset(policy, view * self.view_spacing):
+                    answers = generator.generate(policy, prompts, n=1, temperature=0.0,
+                                                 max_new_tokens=longest, seed=seed)
+                for ballot, group in zip(ballots, answers):
+                    ballot.append(group[0].strip())
         for peer in self.peers():
             answers = generator.generate(peer, prompts, n=1, temperature=0.0,
                                          max_new_tokens=longest, seed=seed)
