@@ -97,3 +97,16 @@ def test_task_computes_true_answers_for_rejection():
     assert TASK.answer_for("21+43=") == "640"
     assert TASK.answer_for("99+99=") == "891"
     assert TASK.answer_for("1+22=") is None and TASK.answer_for("ab+cd=") is None
+
+
+def test_offset_range_grows_over_the_warmup_then_is_restored():
+    from selfloop.plugins.optimize.rejection_sft import train
+
+    policy = new_policy(TINY)
+    seen = []
+    handle = policy.model.register_forward_pre_hook(
+        lambda module, args: seen.append(module.selfloop_max_offset))
+    train(policy, labelled(), steps=8, batch_size=8, lr=1e-3, offset_warmup_steps=4, progress=False)
+    handle.remove()
+    assert seen == [0, 1, 2, 3, 4, 4, 4, 4]
+    assert policy.model.selfloop_max_offset == 4

@@ -30,7 +30,7 @@ ROUND_STEPS = tunable(500, low=0, high=100000)
 BATCH_SIZE = tunable(64, low=4, high=1024)
 LEARNING_RATE = tunable(1e-3, low=1e-5, high=1e-2)
 ROUND_LEARNING_RATE = tunable(5e-4, low=1e-5, high=1e-2)
-OFFSET_WARMUP = tunable(0.0, low=0.0, high=1.0)  # share of the base round trained at offset 0
+OFFSET_WARMUP = tunable(0.4, low=0.0, high=1.0)  # share of the base round the offset range grows over
 
 
 class RejectionSFT:
@@ -97,7 +97,8 @@ def train(policy: Policy, examples: list[Example], *, steps: int, batch_size: in
           label: str = "train") -> dict[str, float]:
     """Train for ``steps`` steps (or ``max_seconds``); returns loss, tokens/s and steps done.
 
-    The first ``offset_warmup_steps`` steps use position offset 0 (models with abacus positions).
+    Over the first ``offset_warmup_steps`` steps the range of random position offsets (models with
+    abacus positions) grows linearly from 0 to the model's maximum.
     """
     import torch
 
@@ -138,7 +139,8 @@ def train(policy: Policy, examples: list[Example], *, steps: int, batch_size: in
         with progress_bar(label, steps, enabled=progress) as advance:
             for step in range(steps):
                 if max_offset is not None:
-                    model.selfloop_max_offset = 0 if step < offset_warmup_steps else max_offset
+                    model.selfloop_max_offset = (max_offset if step >= offset_warmup_steps else
+                                                 max_offset * step // offset_warmup_steps)
                 if max_seconds is not None and time.perf_counter() - started > max_seconds:
                     break
                 loss, count = _step(model, optimizer, tensors, lengths, bucket_weight, rng,
