@@ -20,8 +20,12 @@ def progress_bar(label: str, total: int, *, enabled: bool = True) -> Iterator[Ca
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+    console = Console(stderr=True)
+    if not console.is_terminal:  # a log file or a pipe: rich would leave blank lines there
+        yield lambda n=1, description=None: None
+        return
     bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), transient=True, console=Console(stderr=True))
+                   TimeElapsedColumn(), transient=True, console=console)
     task = bar.add_task(label, total=total)
 
     def advance(n: int = 1, description: str | None = None) -> None:
