@@ -123,3 +123,31 @@ def test_majority_agreement_votes_across_position_offsets():
                                        positions="learned"))
     ballots = MajorityAgreement(votes=0, views=3).ballots(examples, learned, generator, seed=0)
     assert [len(b) for b in ballots] == [1, 1]
+
+
+def test_confidence_keeps_labels_the_model_is_sure_of():
+    import torch
+
+    from selfloop.core.config import ModelSettings
+    from selfloop.core.models import new_policy
+    from selfloop.plugins.select.confidence import Confidence, least_token_probability
+
+    policy = new_policy(ModelSettings(n_layer=1, n_embd=32, n_head=2, max_positions=32))
+    examples = [ex("12+34=", "460"), ex("5+6=", "11"), ex("56+78=", "231"),
+                ex("1+1=", "20", source="labelled")]
+    scores = least_token_probability(policy, examples[:3], batch_size=1)
+    # the same number computed by hand for one example: a full forward pass, min over its tokens
+    tok = policy.tokenizer
+    prompt = tok("5+6=", add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prompt + tok("11", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]])
+    with torch.no_grad():
+        probs = torch.softmax(policy.model(input_ids=ids).logits[0, len(prompt) - 1:-1], -1)
+    by_hand = probs.gather(1, ids[0, len(prompt):, None]).min().item()
+    assert scores[1] == pytest.approx(by_hand, rel=1e-4)
+    assert all(0.0 < s < 1.0 for s in scores)
+    middle = sorted(scores)[1]
+    result = Confidence(min_probability=middle).select(examples, policy=policy)
+    assert len(result.kept) == 3 and result.report.dropped == {"low_confidence": 1}
+    assert all("confidence" in e.meta for e in result.kept if e.source != "labelled")
+    none = Confidence(min_probability=1.0).select(examples, policy=policy)
+    assert [e.source for e in none.kept] == ["labelled"]
