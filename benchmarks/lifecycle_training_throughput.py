@@ -1,6 +1,6 @@
 """Training throughput: the embedded rejection-sampling fine-tuning loop vs TRL's SFTTrainer.
 
-Same model (the default GPT-2 config, abacus positions), same labelled data (1-5 digit reversed
+Same model (the default config: Llama, abacus positions), same labelled data (1-5 digit reversed
 addition), same batch size and learning rate, same torch threads, fp32 and no gradient
 checkpointing for both (TRL's defaults, bf16 and checkpointing, are far slower on this CPU), in one
 run; each trainer runs
@@ -88,7 +88,7 @@ def main():
     for _ in range(args.repeats):  # interleaved, so a busy machine hurts both alike
         results["selfloop rejection_sft"].append(run_selfloop(examples, settings, args.steps, args.batch))
         results["TRL SFTTrainer"].append(run_trl(examples, settings, args.steps, args.batch))
-    print(f"training throughput: GPT-2 {settings.n_layer}x{settings.n_embd}, batch {args.batch}, "
+    print(f"training throughput: {settings.architecture} {settings.n_layer}x{settings.n_embd}, batch {args.batch}, "
           f"{args.steps} steps x {args.repeats} repeats, {args.threads} thread(s)")
     print(f"{'trainer':<26}{'median tokens/s':>16}{'min':>10}{'max':>10}")
     for name, values in results.items():
