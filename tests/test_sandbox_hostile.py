@@ -48,9 +48,11 @@ def processes_with(marker: str) -> list[int]:
 
 
 def labelled_containers() -> list:
+    """Sandbox containers this test process made (another selfloop on the host may have its own)."""
     import docker
 
-    return docker.from_env().containers.list(all=True, filters={"label": LABEL})
+    owner = f"{LABEL}.owner={os.uname().nodename}:{os.getpid()}"
+    return docker.from_env().containers.list(all=True, filters={"label": [LABEL, owner]})
 
 
 @pytest.fixture(params=BACKENDS)
