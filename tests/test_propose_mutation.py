@@ -84,3 +84,17 @@ def test_crossover_with_identical_variant_falls_back_to_mutation():
     proposer = load_registry(entry_points=False).create("proposer", "mutation", {"crossover_rate": 1.0})
     edit = proposer.propose(view(), editable=["refine/vote.py"], others=[view("v1")], rng=random.Random(0))
     assert edit.meta["operator"] == "mutation"
+
+
+def test_mutated_floats_stay_inside_bounds_after_rounding():
+    """A bound that rounding to 3 decimals would cross (0.9999 -> 1.0) still holds."""
+    import random
+
+    from selfloop.core.tunable import Tunable
+    from selfloop.plugins.propose.mutation import mutate_value
+
+    rng = random.Random(0)
+    knob = Tunable(name="MIN_PROBABILITY", value=0.99, low=0.0, high=0.9999, choices=None,
+                   lineno=1, col=0, end_lineno=1, end_col=4)
+    values = [mutate_value(knob, rng) for _ in range(2000)]
+    assert all(0.0 <= v <= 0.9999 for v in values) and max(values) == 0.9999

@@ -49,8 +49,8 @@ def mutate_value(t: Tunable, rng: random.Random):
             value = t.value + 1 if t.value < high else t.value - 1
         return value
     sigma = 0.15 * (high - low)
-    value = min(high, max(low, t.value + rng.gauss(0, sigma)))
-    return round(value, 3)
+    value = round(min(high, max(low, t.value + rng.gauss(0, sigma))), 3)
+    return min(high, max(low, value))  # rounding may step past a bound (0.9999 -> 1.0)
 
 
 class MutationProposer:
