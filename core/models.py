@@ -213,10 +213,10 @@ def attach_positions(model) -> None:
             positions, prev = abacus_positions(input_ids, offset, start=prev)
         else:
             batch = input_ids.shape[0]
-            offset = torch.zeros(batch, dtype=torch.long, device=input_ids.device)
-            max_offset = getattr(module, "selfloop_max_offset", 0)
             # Outside training the offset is the model's inference offset (see position_offset).
-            offset = offset + getattr(module, "selfloop_inference_offset", 0)
+            offset = torch.full((batch,), getattr(module, "selfloop_inference_offset", 0),
+                                dtype=torch.long, device=input_ids.device)
+            max_offset = getattr(module, "selfloop_max_offset", 0)
             if module.training and max_offset > 0:
                 longest_run = _longest_digit_run(input_ids)
                 room = max(0, min(max_offset, limit - longest_run - 2))
@@ -259,6 +259,22 @@ def position_offset(policy, offset: int):
         yield policy
     finally:
         model.selfloop_inference_offset = saved
+
+
+def greedy_across_offsets(policy, generator, prompts, *, views: int, spacing: int,
+                          max_new_tokens: int, seed: int = 0) -> list[list[str]]:
+    """Each prompt's greedy answers at offsets 0, ``spacing``, ... (``views`` of them); no answers
+    when the policy's positions take no offset (a view would only repeat the greedy answer)."""
+    answers: list[list[str]] = [[] for _ in prompts]
+    if views <= 0 or not has_position_offsets(policy):
+        return answers
+    for view in range(views):
+        with position_offset(policy, view * spacing):
+            groups = generator.generate(policy, prompts, n=1, temperature=0.0,
+                                        max_new_tokens=max_new_tokens, seed=seed)
+        for answer, group in zip(answers, groups):
+            answer.append(group[0].strip())
+    return answers
 
 
 def _longest_digit_run(input_ids) -> int:

@@ -14,16 +14,12 @@ from contextlib import contextmanager
 @contextmanager
 def progress_bar(label: str, total: int, *, enabled: bool = True) -> Iterator[Callable[..., None]]:
     """Yields ``advance(n=1, description=None)`` for a bar of ``total`` units."""
-    if not enabled or total <= 0 or os.environ.get("SELFLOOP_PROGRESS", "1") == "0":
+    console = _terminal(enabled, total)
+    if console is None:
         yield lambda n=1, description=None: None
         return
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    console = Console(stderr=True)
-    if not console.is_terminal:  # a log file or a pipe: rich would leave blank lines there
-        yield lambda n=1, description=None: None
-        return
     bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), transient=True, console=console)
     task = bar.add_task(label, total=total)
@@ -33,3 +29,14 @@ def progress_bar(label: str, total: int, *, enabled: bool = True) -> Iterator[Ca
 
     with bar:
         yield advance
+
+
+def _terminal(enabled: bool, total: int):
+    """The stderr console to draw on, or None: bars off, nothing to count, or no terminal (a log
+    file or a pipe, where rich would leave blank lines)."""
+    if not enabled or total <= 0 or os.environ.get("SELFLOOP_PROGRESS", "1") == "0":
+        return None
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return console if console.is_terminal else None

@@ -28,6 +28,11 @@ class Example:
     weight: float = 1.0
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def unverified(self) -> bool:
+        """A label no ground truth backs: not labelled data, and claiming no answer of its own."""
+        return self.source != "labelled" and self.meta.get("answer") is None
+
 
 @dataclass
 class SelectionReport:

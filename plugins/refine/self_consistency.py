@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 
 from selfloop.core.hookspecs import hookimpl
-from selfloop.core.models import has_position_offsets, position_offset
+from selfloop.core.models import greedy_across_offsets
 from selfloop.core.tunable import tunable
 
 from .greedy import answer_budget
@@ -46,12 +46,10 @@ class SelfConsistency:
                     policy, prompts, n=self.samples, temperature=self.temperature,
                     max_new_tokens=budget, seed=seed)):
                 ballot.extend(s.strip() for s in group)
-        if self.views > 0 and has_position_offsets(policy):
-            for view in range(self.views):
-                with position_offset(policy, view * self.view_spacing):
-                    for ballot, group in zip(votes, generator.generate(
-                            policy, prompts, n=1, temperature=0.0, max_new_tokens=budget, seed=seed)):
-                        ballot.append(group[0].strip())
+        for ballot, answers in zip(votes, greedy_across_offsets(
+                policy, generator, prompts, views=self.views, spacing=self.view_spacing,
+                max_new_tokens=budget, seed=seed)):
+            ballot.extend(answers)
         # Counter.most_common keeps first-seen order on ties, so the greedy answer wins a tie.
         return [Counter(ballot).most_common(1)[0][0] for ballot in votes]
 

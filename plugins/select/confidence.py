@@ -59,7 +59,7 @@ class Confidence:
 
     def select(self, examples, *, task=None, policy=None, generator=None, round_index=0, rng=None,
                history=()):
-        judged = [e for e in examples if e.source != "labelled" and e.meta.get("answer") is None]
+        judged = [e for e in examples if e.unverified]
         if not judged:
             return Selection(list(examples), SelectionReport("confidence", len(examples)))
         if policy is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 
 from selfloop.core.hookspecs import hookimpl
-from selfloop.core.models import has_position_offsets, position_offset
+from selfloop.core.models import greedy_across_offsets
 from selfloop.core.tunable import tunable
 from selfloop.core.types import Selection, SelectionReport
 
@@ -59,13 +59,10 @@ class MajorityAgreement:
                                          max_new_tokens=longest, seed=seed)
             for ballot, group in zip(ballots, samples):
                 ballot.extend(s.strip() for s in group)
-        if self.views > 0 and has_position_offsets(policy):
-            for view in range(self.views):
-                with position_offset(policy, view * self.view_spacing):
-                    answers = generator.generate(policy, prompts, n=1, temperature=0.0,
-                                                 max_new_tokens=longest, seed=seed)
-                for ballot, group in zip(ballots, answers):
-                    ballot.append(group[0].strip())
+        for ballot, answers in zip(ballots, greedy_across_offsets(
+                policy, generator, prompts, views=self.views, spacing=self.view_spacing,
+                max_new_tokens=longest, seed=seed)):
+            ballot.extend(answers)
         for peer in self.peers():
             answers = generator.generate(peer, prompts, n=1, temperature=0.0,
                                          max_new_tokens=longest, seed=seed)
@@ -75,7 +72,7 @@ class MajorityAgreement:
 
     def select(self, examples, *, task=None, policy=None, generator=None, round_index=0, rng=None,
                history=()):
-        unlabelled = [e for e in examples if e.source != "labelled" and e.meta.get("answer") is None]
+        unlabelled = [e for e in examples if e.unverified]
         if not unlabelled:
             return Selection(list(examples), SelectionReport("majority_agreement", len(examples)))
         if policy is None or generator is None:
@@ -91,7 +88,7 @@ class MajorityAgreement:
                 verdicts[id(example)] = (example.completion, agree)
         kept = []
         for example in examples:
-            if example.source == "labelled" or example.meta.get("answer") is not None:
+            if not example.unverified:
                 kept.append(example)
             elif id(example) in verdicts:
                 completion, agreement = verdicts[id(example)]
