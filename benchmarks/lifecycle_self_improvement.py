@@ -3,7 +3,7 @@ wall-clock budget; prints accuracy by length for every round, time per round and
 
 The run is the real command in a subprocess (``lifecycle.max_seconds`` stops it from starting a
 new round once the budget is spent; the round in progress finishes). Peak resident memory is the
-child's maximum RSS as the kernel reports it.
+run's own peak plus each peer worker's (``model.peers``), an upper bound on what they held at once.
 
     python benchmarks/lifecycle_self_improvement.py --minutes 20 --out runs/bench-self-improvement
 """
@@ -57,11 +57,16 @@ def main():
 def print_table(out: Path, wall: float | None, peak_mib: float | None, args) -> None:
     report = json.loads((out / "report.json").read_text())
     rounds = report["rounds"]
-    peak_mib = peak_mib if peak_mib is not None else report.get("peak_rss_mib", 0.0)
+    main_mib = max(peak_mib or 0.0, report.get("peak_rss_mib", 0.0))
+    peers = max((len(r.get("peers_optimize", [])) for r in rounds), default=0)
+    peer_mib = max((m.get("peak_rss_mib") or 0.0 for r in rounds for m in r.get("peers_optimize", [])),
+                   default=0.0)
+    peak_mib = main_mib + peers * peer_mib
     digits = sorted({int(d) for r in rounds for d in r["accuracy_by_digits"]})
     print(f"self-improvement: labels of 1-5 digits, budget {args.minutes:g} min; "
           + (f"wall-clock {wall / 60:.1f} min, " if wall is not None else "")
-          + f"{len(rounds)} rounds, peak RSS {peak_mib:.0f} MiB")
+          + f"{len(rounds)} rounds, peak RSS {peak_mib:.0f} MiB"
+          + (f" (run {main_mib:.0f} + {peers} peers x {peer_mib:.0f})" if peers else ""))
     header = f"{'round':>5} {'trained':>8} {'kept':>6} {'label ok':>8} {'min':>5} | " + " ".join(
         f"{d:>4}" for d in digits)
     print(header)

@@ -44,6 +44,9 @@ class ModelSettings(Strict):
     inference_offset: int = Field(4, ge=0)  # abacus: the offset to answer at (inside the trained range)
     position_init_scale: float = Field(0.0, ge=0)  # abacus: sinusoidal start of the embeddings; 0: random
     init_seed: int = 0
+    # Independently seeded copies trained side by side (peer k starts from init_seed + k): the
+    # agreement selector votes across them (Lee et al. 2025). Each trains in its own process.
+    peers: int = Field(0, ge=0, le=8)
     memory_limit_gib: float = Field(3.0, gt=0)
     path: str | None = None  # start from this Hugging Face model directory instead
 

@@ -31,11 +31,12 @@ What other parts of selfloop (the meta-agent's ``evolve``) build on:
                   "data": {"new": n, "training_set": n, "label_accuracy_acquired": x|null,
                            "label_accuracy_kept": x|null, "distinct_ratio": x, ...},
                   "optimize": {"steps", "loss", "tokens_per_second", "seconds", ...},
+                  "peers_optimize": [{..., "peak_rss_mib"}, ...],  # model.peers: each peer's
                   "seconds": {"acquire": s, "select": s, "optimize": s, "evaluate": s},
                   "checkpoint": "rounds/round_000/model", "peak_rss_mib": ...}, ...]}
 
-On disk, round r lives in ``DIR/rounds/round_{r:03d}/`` (``model/``, ``data.jsonl``,
-``report.json``); a round counts as finished once its ``report.json`` exists (written last,
+On disk, round r lives in ``DIR/rounds/round_{r:03d}/`` (``model/`` with its peers in
+``model/peers/``, ``data.jsonl``, ``report.json``); a round counts as finished once its ``report.json`` exists (written last,
 atomically), so a run killed at any point resumes from the last finished round.
 """
 
@@ -47,11 +48,12 @@ import os
 import random
 import resource
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import CheckpointError, ConfigError, SelfloopError, StageError
+from .peers import PeerTraining
 from .types import Evaluation, Example, Policy, Problem
 
 REPORT = "report.json"
@@ -87,6 +89,7 @@ class Components:
     refiner: Part
     evaluators: list[Part]
     config: Any = None
+    plugins_dirs: list[str] = field(default_factory=list)  # where the plugins came from (for peers)
 
 
 @dataclass
@@ -115,6 +118,7 @@ def build_components(config, registry) -> Components:
         refiner=part("refiner", config.refiner),
         evaluators=[part("evaluator", c) for c in config.evaluate],
         config=config,
+        plugins_dirs=list(getattr(registry, "plugins_dirs", [])),
     )
 
 
@@ -170,10 +174,16 @@ def run_round(components: Components, policy: Policy, round_index: int, *,
 
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
-    result = call_stage("optimize", c.optimizer, "optimize", policy, training_set, task=task,
-                        generator=generator, rewarder=c.rewarder.component, rng=rng,
-                        workdir=workdir, round_index=round_index)
+    peers = PeerTraining(policy.peers, training_set, components=c, round_index=round_index,
+                         seed=random.Random(f"{seed}:{round_index}:peers").randrange(2**31),
+                         workdir=workdir / "peers",
+                         threads=torch.get_num_threads())
+    with peers:  # the peers train in their own processes while the policy trains here
+        result = call_stage("optimize", c.optimizer, "optimize", policy, training_set, task=task,
+                            generator=generator, rewarder=c.rewarder.component, rng=rng,
+                            workdir=workdir, round_index=round_index)
     policy = result.policy
+    policy.peers = peers.policies
     seconds["optimize"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -190,6 +200,8 @@ def run_round(components: Components, policy: Policy, round_index: int, *,
         "selection": selection,
         "data": _data_report(acquired, new_kept, training_set),
         "optimize": {k: _plain(v) for k, v in result.metrics.items()},
+        **({"peers_optimize": [{k: _plain(v) for k, v in m.items()} for m in peers.metrics]}
+           if peers.metrics else {}),
         "seconds": seconds,
         "peak_rss_mib": peak_rss_mib(),
     }

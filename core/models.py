@@ -43,6 +43,7 @@ from .types import Policy
 CHARS = "0123456789+=-*/ abcdefghijklmnopqrstuvwxyz"
 PAD, EOS, UNK = "<pad>", "<eos>", "<unk>"
 POSITION_SCHEMES = ("abacus", "learned")
+PEERS_DIR = "peers"  # inside a model directory: the peer models, one directory each
 
 
 def build_tokenizer():
@@ -285,15 +286,25 @@ def _longest_digit_run(input_ids) -> int:
 # --- checkpoints --------------------------------------------------------------------------------
 
 def new_policy(settings) -> Policy:
-    """The base policy: a fresh model from ``settings``, or the directory ``settings.path`` names."""
+    """The base policy: a fresh model from ``settings`` with ``settings.peers`` peers (peer k from
+    ``init_seed + k``), or the directory ``settings.path`` names (with the peers saved in it)."""
     if settings.path:
-        return load_policy(settings.path, memory_limit_gib=settings.memory_limit_gib)
+        policy = load_policy(settings.path, memory_limit_gib=settings.memory_limit_gib)
+        if len(policy.peers) != settings.peers:
+            raise CheckpointError(f"{settings.path} holds {len(policy.peers)} peer models but "
+                                  f"model.peers is {settings.peers}; set model.peers to match")
+        return policy
     tokenizer = build_tokenizer()
-    return Policy(model=build_model(settings, tokenizer), tokenizer=tokenizer)
+    peers = [Policy(model=build_model(settings.model_copy(update={"init_seed": settings.init_seed + k}),
+                                      tokenizer), tokenizer=tokenizer)
+             for k in range(1, settings.peers + 1)]
+    return Policy(model=build_model(settings, tokenizer), tokenizer=tokenizer, peers=peers)
 
 
 def save_policy(policy: Policy, directory: str | os.PathLike) -> Path:
-    """Save as a standard Hugging Face model directory, atomically (a temp dir, then a rename)."""
+    """Save as a standard Hugging Face model directory, atomically (a temp dir, then a rename).
+
+    Peers go into ``peers/1``, ``peers/2``... inside it: loaders of the main model ignore them."""
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".partial")
     if tmp.exists():
@@ -302,16 +313,30 @@ def save_policy(policy: Policy, directory: str | os.PathLike) -> Path:
     _quiet_hub_bars()
     policy.model.save_pretrained(tmp)
     policy.tokenizer.save_pretrained(tmp)
+    for k, peer in enumerate(policy.peers, start=1):
+        peer.model.save_pretrained(tmp / PEERS_DIR / str(k))
+        peer.tokenizer.save_pretrained(tmp / PEERS_DIR / str(k))
     if directory.exists():
         _remove_tree(directory)
     os.replace(tmp, directory)
     policy.path = directory
+    for k, peer in enumerate(policy.peers, start=1):
+        peer.path = directory / PEERS_DIR / str(k)
     return directory
 
 
 def load_policy(directory: str | os.PathLike, *, memory_limit_gib: float | None = None) -> Policy:
-    """Load a model directory; a missing, corrupt or too large checkpoint is a CheckpointError."""
+    """Load a model directory and its peers; a missing, corrupt or too large checkpoint is a
+    CheckpointError."""
     directory = Path(directory)
+    policy = _load_one(directory, memory_limit_gib)
+    peer_dirs = sorted((p for p in (directory / PEERS_DIR).glob("*") if p.name.isdigit()),
+                       key=lambda p: int(p.name))
+    policy.peers = [_load_one(p, memory_limit_gib) for p in peer_dirs]
+    return policy
+
+
+def _load_one(directory: Path, memory_limit_gib: float | None) -> Policy:
     if not (directory / "config.json").is_file():
         raise CheckpointError(f"{directory}: not a model directory (no config.json)")
     try:

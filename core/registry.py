@@ -57,8 +57,10 @@ class Registration:
 class Registry:
     """All components known to one run, by kind and name."""
 
-    def __init__(self, plugin_manager: pluggy.PluginManager, registrations: Iterable[Registration]):
+    def __init__(self, plugin_manager: pluggy.PluginManager, registrations: Iterable[Registration],
+                 plugins_dirs: Iterable[str | os.PathLike] = ()):
         self.plugin_manager = plugin_manager
+        self.plugins_dirs = [str(d) for d in plugins_dirs]  # to load the same plugins elsewhere
         self._by_kind: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
         for reg in registrations:
             self._by_kind[reg.kind][reg.name] = reg
@@ -129,7 +131,7 @@ def load_registry(
         plugin = exc.plugin if isinstance(exc.plugin, ModuleType) else None
         where = _module_file(plugin) if plugin else "a plugin"
         raise PluginError(f"{where}: {exc}") from None
-    return Registry(pm, _collect(pm, origins))
+    return Registry(pm, _collect(pm, origins), plugins_dirs)
 
 
 def _is_surface(module: ModuleType) -> bool:

@@ -47,15 +47,18 @@ def run(config_path, plugins_dirs, rounds, out_dir, threads, as_json):
 
 def round_table(entry):
     """One round as a rich table: accuracy by length, selection, time per stage."""
+    from rich import box
     from rich.table import Table
 
     acc = entry.get("accuracy_by_digits", {})
     digits = sorted(acc, key=int)
-    table = Table(title=f"round {entry['round']}", title_justify="left")
+    # whole percents, no borders: twelve lengths still fit an 80-column terminal
+    table = Table(title=f"round {entry['round']}", title_justify="left", box=box.SIMPLE_HEAD,
+                  padding=(0, 1), pad_edge=False)
     table.add_column("digits")
     for d in digits:
-        table.add_column(d, justify="right")
-    table.add_row("accuracy", *[f"{acc[d]:.0%}" for d in digits])
+        table.add_column(d, justify="right", no_wrap=True)
+    table.add_row("exact %", *[f"{100 * acc[d]:.0f}" for d in digits])
     selection = "; ".join(
         f"{s['selector']}: kept {s['kept']}"
         + (" dropped " + ", ".join(f"{n} {why}" for why, n in s["dropped"].items()) if s["dropped"] else "")
@@ -65,6 +68,7 @@ def round_table(entry):
     table.caption = (
         f"acquired {entry.get('acquired')} | {selection or 'no selectors'}"
         + (f" | kept labels correct: {label:.1%}" if label is not None else "")
+        + (f" | peers trained: {len(entry['peers_optimize'])}" if entry.get("peers_optimize") else "")
         + " | seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in entry.get("seconds", {}).items())
     )
     table.caption_justify = "left"

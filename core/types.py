@@ -56,11 +56,16 @@ class Selection:
 
 @dataclass
 class Policy:
-    """A model being improved: a Hugging Face model and tokenizer, and the directory it lives in."""
+    """A model being improved: a Hugging Face model and tokenizer, and the directory it lives in.
+
+    ``peers`` are independently seeded models of the same shape trained on the same data beside it
+    (``model.peers``): their mistakes differ from its own, so selectors can vote across models.
+    """
 
     model: Any
     tokenizer: Any
     path: Path | None = None
+    peers: list[Policy] = field(default_factory=list)
 
 
 @dataclass

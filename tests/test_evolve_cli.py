@@ -21,6 +21,7 @@ options = { base_steps = 40, steps = 10, batch_size = 32 }
 name = "dynamic_benchmark"
 options = { min_difficulty = 1, max_difficulty = 3, per_difficulty = 10 }
 [model]
+peers = 1  # the checkpoint carries a peer into the sandbox, whose selector and refiner may use it
 n_layer = 1
 n_embd = 32
 n_head = 2

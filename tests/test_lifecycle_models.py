@@ -109,3 +109,26 @@ def test_gpt2_and_learned_positions_build():
     policy = new_policy(ModelSettings(architecture="llama", positions="learned", n_layer=1,
                                       n_embd=32, n_head=2, max_positions=32))
     assert policy.model.config.model_type == "llama"
+
+
+def test_peers_are_seeded_apart_and_saved_inside_the_checkpoint(tmp_path):
+    policy = new_policy(TINY.model_copy(update={"peers": 2}))
+    weights = lambda p: p.model.get_input_embeddings().weight
+    assert len(policy.peers) == 2
+    assert not torch.equal(weights(policy), weights(policy.peers[0]))
+    assert not torch.equal(weights(policy.peers[0]), weights(policy.peers[1]))
+    assert torch.equal(weights(policy), weights(new_policy(TINY)))  # peers leave the policy's seed alone
+
+    save_policy(policy, tmp_path / "model")
+    assert sorted(p.name for p in (tmp_path / "model/peers").iterdir()) == ["1", "2"]
+    loaded = load_policy(tmp_path / "model")
+    assert [torch.equal(weights(a), weights(b)) for a, b in zip(loaded.peers, policy.peers)] == [True, True]
+    assert loaded.peers[1].path == tmp_path / "model/peers/2"
+    # a Hugging Face loader sees the policy alone
+    from transformers import AutoModelForCausalLM
+
+    assert torch.equal(AutoModelForCausalLM.from_pretrained(tmp_path / "model").get_input_embeddings().weight,
+                       weights(policy))
+    # starting from a directory whose peers the config does not expect is a clear error
+    with pytest.raises(CheckpointError, match="holds 2 peer models but model.peers is 0"):
+        new_policy(TINY.model_copy(update={"path": str(tmp_path / "model")}))

@@ -51,6 +51,7 @@ n_embd = 32
 n_head = 2
 max_positions = 32
 max_position_offset = 4
+peers = 0  # peers have tests of their own (test_lifecycle_peers.py)
 
 [lifecycle]
 threads = 1

@@ -134,3 +134,25 @@ def test_vllm_generator_explains_what_it_needs(policy):
 
     with pytest.raises(PluginError, match="vLLM|abacus"):
         VLLMGenerator().generate(policy, ["1+1="], n=1)
+
+
+def test_self_consistency_gives_each_peer_model_one_vote():
+    class Model:
+        def __init__(self, name, peers=()):
+            self.name, self.peers = name, list(peers)
+
+    class TableGenerator:  # every model answers every prompt the same way, however often asked
+        def generate(self, policy, prompts, *, n, temperature, max_new_tokens, seed):
+            answers = {"policy": "11", "a": "22", "b": "22"}
+            return [[answers[policy.name]] * n for _ in prompts]
+
+    policy = Model("policy", peers=[Model("a"), Model("b")])
+    problems = TASK.problems(2, 3, random.Random(0))
+
+    def refine(peers):
+        return SelfConsistency(samples=3, peers=peers).refine(policy, problems,
+                                                              generator=TableGenerator(), seed=0)
+
+    assert refine(0) == ["11"] * 3  # the policy's many samples are one model's vote...
+    assert refine(1) == ["11"] * 3  # ...a tie goes to the policy...
+    assert refine(2) == ["22"] * 3  # ...and two peers outvote it

@@ -84,6 +84,45 @@ def test_majority_agreement_keeps_labels_the_votes_back():
     assert [e.completion for e in result.kept] == ["01"]
 
 
+class Model:
+    """A stand-in policy for the table generator: a name, and peers."""
+
+    def __init__(self, name, peers=()):
+        self.name, self.peers = name, list(peers)
+
+
+class ModelTableGenerator:
+    """Answers each prompt from a per-model table: {model name: {prompt: [answers]}}."""
+
+    def __init__(self, tables):
+        self.tables = tables
+
+    def generate(self, policy, prompts, *, n, temperature, max_new_tokens, seed):
+        return [list(self.tables[policy.name][p])[:n] for p in prompts]
+
+
+def test_majority_agreement_gives_each_peer_model_one_vote():
+    own = {"1+1=": ["20", "20"], "2+2=": ["30", "30"], "3+3=": ["40", "41"], "4+4=": ["50", "50"]}
+    first = {"1+1=": ["20"], "2+2=": ["31"], "3+3=": ["42"], "4+4=": ["51"]}
+    second = {"1+1=": ["21"], "2+2=": ["31"], "3+3=": ["42"], "4+4=": ["52"]}
+    generator = ModelTableGenerator({"policy": own, "a": first, "b": second})
+    policy = Model("policy", peers=[Model("a"), Model("b")])
+    labels = {"1+1=": "20", "2+2=": "30", "3+3=": "40", "4+4=": "50"}
+
+    def select(**options):
+        examples = [ex(p, c) for p, c in labels.items()] + [ex("9+9=", "81", source="labelled")]
+        kept = MajorityAgreement(votes=2, views=0, threshold=0.8, **options).select(
+            examples, policy=policy, generator=generator, rng=random.Random(0)).kept
+        return {e.prompt: e.completion for e in kept}
+
+    # 1+1: the policy and one peer agree (2 of 3). 2+2: both peers outvote a sure policy, and their
+    # answer replaces its label. 3+3: the policy is unsure (abstains), the two peers agree.
+    # 4+4: every model answers differently.
+    assert select() == {"1+1=": "20", "2+2=": "31", "3+3=": "42", "9+9=": "81"}
+    assert select(relabel=False) == {"1+1=": "20", "9+9=": "81"}
+    assert select(quorum=1.0) == {"9+9=": "81"}
+
+
 def test_majority_agreement_with_a_real_model_and_generator():
     from selfloop.core.config import ModelSettings
     from selfloop.core.models import new_policy
@@ -112,8 +151,9 @@ def test_majority_agreement_votes_across_position_offsets():
     policy = new_policy(ModelSettings(n_layer=1, n_embd=32, n_head=2, max_positions=32,
                                       inference_offset=3))
     examples = [ex("12+34=", "460"), ex("56+78=", "231")]
-    ballots = MajorityAgreement(votes=0, views=3, view_spacing=2).ballots(
+    ballots, peer_answers = MajorityAgreement(votes=0, views=3, view_spacing=2).ballots(
         examples, policy, generator, seed=0)
+    assert peer_answers == [[], []]
     for k, offset in enumerate((0, 2, 4)):
         with position_offset(policy, offset):
             greedy = generator.generate(policy, [e.prompt for e in examples], n=1, max_new_tokens=5)
@@ -121,7 +161,7 @@ def test_majority_agreement_votes_across_position_offsets():
     assert policy.model.selfloop_inference_offset == 3  # restored
     learned = new_policy(ModelSettings(n_layer=1, n_embd=32, n_head=2, max_positions=32,
                                        positions="learned"))
-    ballots = MajorityAgreement(votes=0, views=3).ballots(examples, learned, generator, seed=0)
+    ballots, _ = MajorityAgreement(votes=0, views=3).ballots(examples, learned, generator, seed=0)
     assert [len(b) for b in ballots] == [1, 1]
 
 

@@ -98,3 +98,20 @@ def test_mutated_floats_stay_inside_bounds_after_rounding():
                    lineno=1, col=0, end_lineno=1, end_col=4)
     values = [mutate_value(knob, rng) for _ in range(2000)]
     assert all(0.0 <= v <= 0.9999 for v in values) and max(values) == 0.9999
+
+
+def test_mutation_prefers_tunables_no_variant_has_varied_yet():
+    proposer = load_registry(entry_points=False).create("proposer", "mutation",
+                                                        {"crossover_rate": 0.0, "max_mutations": 1})
+    # the archive already holds VOTES and TEMPERATURE at other values: STRATEGY is unexplored
+    others = [view("v1", REFINE.replace("tunable(5,", "tunable(6,")),
+              view("v2", REFINE.replace("tunable(0.7,", "tunable(0.9,"))]
+    rng = random.Random(0)
+    touched = []
+    for _ in range(200):
+        edit = proposer.propose(view(), editable=["refine/vote.py"], others=others, rng=rng)
+        new = values(edit.files["refine/vote.py"])
+        touched += [k for k, v in new.items() if v != values(REFINE)[k]]
+    # weights 1 : 1/4 : 1/4, so STRATEGY about two times in three
+    assert 0.55 < touched.count("STRATEGY") / len(touched) < 0.78
+    assert touched.count("VOTES") > 10 and touched.count("TEMPERATURE") > 10

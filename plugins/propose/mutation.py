@@ -5,6 +5,11 @@ Plugins declare their knobs in code (``VOTES = tunable(5, low=1, high=15)``, see
 (an int steps or jumps within its range, a float moves by a Gaussian step, a choice switches to
 another named alternative); a crossover takes, tunable by tunable, the other parent's value. Either
 way the result is a real code edit with a diff, like any other proposer's, and no network is needed.
+
+Which tunables a mutation touches is coverage-first: a tunable holding the same value in every
+archived variant has never been varied, and is picked before one whose values already differ
+(weight 1 / (1 + values seen beyond the first)²). A run of a few iterations then tries most knobs
+once instead of the same few again and again.
 """
 
 from __future__ import annotations
@@ -72,13 +77,13 @@ class MutationProposer:
             edit = self._crossover(parent, other, found, rng)
             if edit is not None:
                 return edit
-        return self._mutate(parent, found, rng)
+        return self._mutate(parent, found, rng, others)
 
-    def _mutate(self, parent: VariantView, found, rng) -> Edit:
+    def _mutate(self, parent: VariantView, found, rng, others: Sequence[VariantView] = ()) -> Edit:
         count = rng.randint(1, min(self.max_mutations, len(found)))
         files = dict(parent.files)
         changes = []
-        for path, t in rng.sample(found, count):
+        for path, t in _pick_least_explored(found, [parent, *others], count, rng):
             value = mutate_value(t, rng)
             if value == t.value:
                 continue
@@ -101,6 +106,22 @@ class MutationProposer:
             changes.append(f"{path}: {t.name} {t.value!r} -> {theirs[(path, t.name)]!r}")
         return _edit(parent, files, f"crossover with {other.id}: " + "; ".join(changes),
                      {"operator": "crossover", "other_parent": other.id})
+
+
+def _pick_least_explored(found, variants: Sequence[VariantView], count: int, rng):
+    """``count`` distinct (path, tunable) pairs, the ones fewer variants have varied more likely."""
+    seen: dict[tuple[str, str], set] = {}
+    for variant in variants:
+        for path, t in knobs(variant.files, sorted({p for p, _ in found})):
+            seen.setdefault((path, t.name), set()).add(repr(t.value))
+    pool = list(found)
+    weights = [1.0 / len(seen.get((p, t.name), {None})) ** 2 for p, t in pool]
+    picked = []
+    for _ in range(min(count, len(pool))):
+        index = rng.choices(range(len(pool)), weights=weights)[0]
+        picked.append(pool.pop(index))
+        weights.pop(index)
+    return picked
 
 
 def _edit(parent: VariantView, files: dict[str, str], summary: str, meta: dict) -> Edit:

@@ -1,13 +1,17 @@
 """Agreement filter: keep a self-label only when independent answers agree with it.
 
-For every example without a ground-truth label, more answers are drawn: ``votes`` samples at
-``temperature`` from the policy; the greedy answers of ``views`` views of the same model, its
-abacus positions at offsets 0, ``view_spacing``, 2·``view_spacing``... (a model trained at random
-offsets makes different mistakes at different offsets; skipped for models without such positions);
-and the greedy answer of each model directory in ``checkpoints`` (independently seeded models).
-The example is kept when at least ``threshold`` of all votes, its own label included, give the
-same answer. With ``relabel`` the majority answer replaces the
-label first, when the majority reaches the threshold. Labelled examples pass through.
+For every example without a ground-truth label, the policy answers again: ``votes`` samples at
+``temperature``, and the greedy answers of ``views`` views of the same model, its abacus positions
+at offsets 0, ``view_spacing``, 2·``view_spacing``... (a model trained at random offsets makes
+different mistakes at different offsets; skipped for models without such positions). Its answer is
+the most common one of these and its own label, if at least ``threshold`` of them give it.
+
+Without peers, that answer is kept (with ``relabel``; without, only when it is the label). With
+peer models (the policy's ``peers`` and the model directories in ``checkpoints``, independently
+seeded), every model has one vote: the policy votes its answer (or abstains when under the
+threshold), each peer its greedy answer, and the answer at least ``quorum`` of the models give is
+kept. One model repeats its own mistakes however often it is asked; another model seldom shares
+them, and the majority can correct the policy (with ``relabel``). Labelled examples pass through.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ VIEW_SPACING = tunable(2, low=1, high=8)
 THRESHOLD = tunable(0.8, low=0.0, high=1.0)
 TEMPERATURE = tunable(0.5, low=0.05, high=2.0)
 RELABEL = tunable(True, choices=(False, True))
+QUORUM = tunable(0.6, low=0.0, high=1.0)  # share of models (policy and peers) that must agree
 
 
 class MajorityAgreement:
@@ -33,24 +38,25 @@ class MajorityAgreement:
     def __init__(self, votes: int = VOTES, threshold: float = THRESHOLD,
                  temperature: float = TEMPERATURE, relabel: bool = RELABEL,
                  checkpoints: list[str] | None = None, slack_tokens: int = 2,
-                 views: int = VIEWS, view_spacing: int = VIEW_SPACING):
-        if not 0.0 <= threshold <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {threshold}")
+                 views: int = VIEWS, view_spacing: int = VIEW_SPACING, quorum: float = QUORUM):
+        if not 0.0 <= threshold <= 1.0 or not 0.0 <= quorum <= 1.0:
+            raise ValueError(f"threshold and quorum must be in [0, 1], got {threshold}, {quorum}")
+        self.quorum = quorum
         self.votes, self.threshold, self.temperature = votes, threshold, temperature
         self.relabel, self.slack_tokens = relabel, slack_tokens
         self.views, self.view_spacing = views, view_spacing
         self.checkpoints = list(checkpoints or [])
         self._peers = None
 
-    def peers(self):
+    def peers(self, policy) -> list:
         if self._peers is None:
             from selfloop.core.models import load_policy
 
             self._peers = [load_policy(path) for path in self.checkpoints]
-        return self._peers
+        return list(getattr(policy, "peers", None) or []) + self._peers
 
-    def ballots(self, examples, policy, generator, seed) -> list[list[str]]:
-        """Every example's votes: its own label, the samples, and each peer's greedy answer."""
+    def ballots(self, examples, policy, generator, seed) -> tuple[list[list[str]], list[list[str]]]:
+        """Every example's own ballot (its label, the samples, the views) and its peers' answers."""
         prompts = [e.prompt for e in examples]
         longest = max(e.difficulty for e in examples) + 1 + self.slack_tokens
         ballots = [[e.completion] for e in examples]
@@ -63,12 +69,28 @@ class MajorityAgreement:
                 policy, generator, prompts, views=self.views, spacing=self.view_spacing,
                 max_new_tokens=longest, seed=seed)):
             ballot.extend(answers)
-        for peer in self.peers():
+        peer_answers: list[list[str]] = [[] for _ in examples]
+        for peer in self.peers(policy):
             answers = generator.generate(peer, prompts, n=1, temperature=0.0,
                                          max_new_tokens=longest, seed=seed)
-            for ballot, group in zip(ballots, answers):
-                ballot.append(group[0].strip())
-        return ballots
+            for votes, group in zip(peer_answers, answers):
+                votes.append(group[0].strip())
+        return ballots, peer_answers
+
+    def verdict(self, label: str, ballot: list[str], peer_answers: list[str]) -> tuple[str, float] | None:
+        """The answer to keep for one example and its agreement, or None to drop it."""
+        answer, count = Counter(ballot).most_common(1)[0]
+        own = answer if count / len(ballot) >= self.threshold else None
+        if not self.relabel and own != label:
+            own = label if ballot.count(label) / len(ballot) >= self.threshold else None
+        if not peer_answers:
+            return None if own is None else (own, ballot.count(own) / len(ballot))
+        models = 1 + len(peer_answers)
+        votes = Counter(peer_answers + ([own] if own is not None else []))
+        answer, count = votes.most_common(1)[0]
+        if count / models < self.quorum or (not self.relabel and answer != label):
+            return None
+        return answer, count / models
 
     def select(self, examples, *, task=None, policy=None, generator=None, round_index=0, rng=None,
                history=()):
@@ -79,13 +101,11 @@ class MajorityAgreement:
             raise ValueError("majority_agreement needs the policy and a generator to draw votes")
         seed = rng.randrange(2**31) if rng is not None else round_index
         verdicts = {}
-        for example, ballot in zip(unlabelled, self.ballots(unlabelled, policy, generator, seed)):
-            answer, count = Counter(ballot).most_common(1)[0]
-            agree = ballot.count(example.completion) / len(ballot)
-            if self.relabel and count / len(ballot) >= self.threshold:
-                verdicts[id(example)] = (answer, count / len(ballot))
-            elif agree >= self.threshold:
-                verdicts[id(example)] = (example.completion, agree)
+        ballots, peer_answers = self.ballots(unlabelled, policy, generator, seed)
+        for example, ballot, peers in zip(unlabelled, ballots, peer_answers):
+            verdict = self.verdict(example.completion, ballot, peers)
+            if verdict is not None:
+                verdicts[id(example)] = verdict
         kept = []
         for example in examples:
             if not example.unverified:
