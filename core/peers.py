@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +140,7 @@ class PeerTraining:
                     raise
                 raise StageError("optimize", f"{part.name} (peer {k})", part.plugin, error) from error
         self._pool.shutdown(wait=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)  # the peers now live in memory (and, saved, in the checkpoint)
 
     def _stop(self) -> None:
         for process in list((getattr(self._pool, "_processes", None) or {}).values()):
