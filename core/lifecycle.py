@@ -373,10 +373,7 @@ class Lifecycle:
 
         settings = self.config.lifecycle
         rounds = settings.rounds if rounds is None else rounds
-        if settings.threads:
-            import torch
-
-            torch.set_num_threads(settings.threads)
+        use_threads(settings.threads)
         self.out.mkdir(parents=True, exist_ok=True)
         previous = self._check_same_config()
         done = finished_rounds(self.out)
@@ -423,6 +420,14 @@ class Lifecycle:
         return report
 
 
+def use_threads(threads: int | None) -> None:
+    """torch's CPU threads for this process (and, through it, for the peer workers)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _drop_model(directory: Path) -> None:
     import shutil
 
@@ -447,6 +452,7 @@ class LifecycleTrainer:
         from .models import load_policy, new_policy, save_policy
         from .registry import load_registry
 
+        use_threads(self.config.lifecycle.threads)
         registry = load_registry([plugins_dir] if plugins_dir else [])
         components = build_components(self.config, registry)
         if previous is None:

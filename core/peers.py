@@ -62,7 +62,7 @@ def train_peer(job: PeerJob) -> dict[str, Any]:
         generator=c.generator.component, rewarder=c.rewarder.component, rng=rng,
         workdir=Path(job.workdir), round_index=job.round_index)
     save_policy(result.policy, job.model_out)
-    return {**result.metrics, "peak_rss_mib": _own_peak_rss_mib()}
+    return {**result.metrics, "threads": torch.get_num_threads(), "peak_rss_mib": _own_peak_rss_mib()}
 
 
 def _own_peak_rss_mib() -> float | None:

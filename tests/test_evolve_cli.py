@@ -80,3 +80,6 @@ def test_small_run_end_to_end(run_selfloop, tmp_path):
     variants = json.loads(listed.stdout)
     assert len(variants) >= 2 and variants[0]["id"] == "v0" and "score" in variants[0]["scores"]
     assert any(v["parent"] == "v0" for v in variants[1:])
+    # the round was trained with the lifecycle's threads, the peer in its own process beside it
+    (trained,) = (archive.parent / "A.run" / "checkpoints").glob("round-0/report.json")
+    assert [m["threads"] for m in json.loads(trained.read_text())["peers_optimize"]] == [1]
