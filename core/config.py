@@ -72,7 +72,7 @@ class EvolveSettings(Strict):
     replaces the run's refiner while evolving (the lifecycle's greedy default has nothing to tune).
     """
 
-    iterations: int = Field(10, ge=0)
+    iterations: int = Field(20, ge=0)
     rounds: int = Field(2, ge=1)
     workers: int = Field(1, ge=1)
     max_seconds: float | None = Field(None, gt=0)
@@ -97,6 +97,9 @@ class EvolveSettings(Strict):
     max_visible_gap: float = Field(0.15, ge=0)  # visible above held-out by more: rejected as gaming
     novelty_attempts: int = Field(5, ge=1)  # proposals tried per iteration to get an unseen variant
     confirm: bool = True  # at the end, seed vs champion once more on fresh held-out problems
+    # A challenger replaces the round's incumbent (the seed, or the champion carried over) only when
+    # it scores more than this above it: a few problems' worth, so noise crowns nobody.
+    champion_margin: float = Field(0.005, ge=0)
 
 
 class SandboxSettings(Strict):

@@ -221,6 +221,11 @@ def frontier(accuracy_by_difficulty: dict, count: int = 3, solved: float = 0.95)
     return list(range(first, first + count)), first
 
 
+def _crowned(result) -> int:
+    """The round whose checkpoint a round's champion first won on (older journals: that round)."""
+    return result.round if result.crowned is None else result.crowned
+
+
 # --- the loop ---------------------------------------------------------------------------------------
 
 
@@ -233,6 +238,7 @@ class RoundResult:
     champion: str
     champion_score: float | None
     variants: list[str]
+    crowned: int | None = None  # the round whose checkpoint the champion first won on
 
 
 class Evolution:
@@ -341,7 +347,7 @@ class Evolution:
                     self.stopped = reason
                     break
             if results and self.settings.confirm and not self.stopped:  # a spent budget is spent
-                self.confirmation = self._confirm(results[-1], state)
+                self.confirmation = self._confirm(results, state)
         finally:
             self.journal.append({"event": "session", "seconds": time.monotonic() - session_start})
         return results
@@ -375,8 +381,10 @@ class Evolution:
         validator = self._validator(r, checkpoint)
         seed_id = self._baseline(r, "seed", validator, state, "v0" if previous else None)
         members = [seed_id]
+        incumbent = seed_id
         if previous and previous.champion != previous.seed_variant:
-            members.append(self._baseline(r, "champion", validator, state, previous.champion))
+            incumbent = self._baseline(r, "champion", validator, state, previous.champion)
+            members.append(incumbent)
         # Attempts journalled before a crash: archive what was evaluated but not archived.
         finished = sorted((a for a in state["attempts"].values() if a.round == r), key=lambda a: a.iteration)
         for attempt in finished:
@@ -392,17 +400,24 @@ class Evolution:
                 break
             batch, todo = todo[: self.settings.workers], todo[self.settings.workers:]
             members += self._batch(r, batch, validator, state, members)
-        best = self._best(members)
+        best = self._best(members, incumbent)
+        kept = previous is not None and best.id == incumbent != seed_id
         return RoundResult(round=r, checkpoint=str(checkpoint), seed_variant=seed_id,
                            seed_score=self.archive.get(seed_id).scores.get("score"), champion=best.id,
-                           champion_score=best.scores.get("score"), variants=members)
+                           champion_score=best.scores.get("score"), variants=members,
+                           crowned=_crowned(previous) if kept else r)
 
-    def _best(self, members: list[str]):
+    def _best(self, members: list[str], incumbent: str):
+        """The best admitted variant; the incumbent unless one beats it by ``champion_margin``."""
         variants = [self.archive.get(v) for v in members]
         scored = [v for v in variants if v.admitted and v.scores.get("score") is not None]
         if not scored:
             return variants[0]
-        return max(scored, key=lambda v: (v.scores["score"], -v.seq))
+        top = max(scored, key=lambda v: (v.scores["score"], -v.seq))
+        holder = next((v for v in scored if v.id == incumbent), None)
+        if holder is not None and top.scores["score"] <= holder.scores["score"] + self.settings.champion_margin:
+            return holder
+        return top
 
     def _validator(self, r: int, checkpoint: Path, salt: str = "") -> Validator:
         s = self.settings
@@ -418,14 +433,17 @@ class Evolution:
             full_size={"refine": s.full_per_difficulty, "select": s.full_select},
             max_visible_gap=s.max_visible_gap, timeout_s=self.config.sandbox.timeout_s)
 
-    def _confirm(self, last: RoundResult, state) -> dict[str, Any]:
-        """Seed against champion on fresh held-out problems of the last checkpoint.
+    def _confirm(self, results: list[RoundResult], state) -> dict[str, Any]:
+        """Seed against the final champion on fresh held-out problems of the checkpoint it won on.
 
         The champion was chosen as the best of many on one held-out set, so its score there is
-        biased upward; this second draw, which chose nothing, is the honest comparison.
+        biased upward; this second draw, which chose nothing, is the honest comparison. It is made
+        on the checkpoint the champion first won on: a later checkpoint may leave nothing for the
+        plugins to decide (a model right at every length up to a cliff, and wrong past it).
         """
-        validator = self._validator(last.round, Path(last.checkpoint), salt=":confirm")
-        r = last.round
+        last = results[-1]
+        r = _crowned(last)
+        validator = self._validator(r, Path(results[r].checkpoint), salt=":confirm")
         seed = self._baseline(r, "confirm-seed", validator, state, "v0")
         champion = seed
         if last.champion != last.seed_variant:

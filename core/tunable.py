@@ -14,8 +14,18 @@ with a diff like any other proposer's.
 from __future__ import annotations
 
 import ast
+import threading
 from dataclasses import dataclass
 from typing import Any
+
+_PARSE_LOCK = threading.Lock()
+
+
+def parse_python(source: str, filename: str = "<unknown>") -> ast.Module:
+    """``ast.parse``, one thread at a time: CPython 3.11's parser can fail with "AST constructor
+    recursion depth mismatch" when threads parse at once (the meta loop's workers do)."""
+    with _PARSE_LOCK:
+        return ast.parse(source, filename=filename)
 
 
 def tunable(value, *, low=None, high=None, choices=None):
@@ -45,7 +55,7 @@ class Tunable:
 def find_tunables(source: str) -> list[Tunable]:
     """Every module-level ``NAME = tunable(<literal>, ...)`` in ``source``, in file order."""
     found = []
-    for node in ast.parse(source).body:
+    for node in parse_python(source).body:
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1
                 and isinstance(node.targets[0], ast.Name) and isinstance(node.value, ast.Call)):
             continue

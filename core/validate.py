@@ -16,7 +16,6 @@ score by more than ``max_visible_gap`` (a larger gap means it games what it can 
 
 from __future__ import annotations
 
-import ast
 import json
 import posixpath
 import shutil
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .judge import HeldOutSet, ProblemPlan, score_held_out
+from .tunable import parse_python
 
 PAYLOAD = ["python", "-m", "selfloop.core.judge_payload"]
 LOG_TAIL_CHARS = 4000
@@ -84,7 +84,7 @@ def static_problems(changed: Sequence[str], files: dict[str, str], editable: Seq
     for path, text in sorted(files.items()):
         if path.endswith(".py") and text is not None:
             try:
-                ast.parse(text, filename=path)
+                parse_python(text, filename=path)
             except SyntaxError as exc:
                 problems.append(f"{path}:{exc.lineno}: syntax error: {exc.msg}")
     return problems

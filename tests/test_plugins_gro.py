@@ -146,13 +146,12 @@ def test_self_consistency_gives_each_peer_model_one_vote():
             answers = {"policy": "11", "a": "22", "b": "22"}
             return [[answers[policy.name]] * n for _ in prompts]
 
-    policy = Model("policy", peers=[Model("a"), Model("b")])
     problems = TASK.problems(2, 3, random.Random(0))
 
-    def refine(peers):
-        return SelfConsistency(samples=3, peers=peers).refine(policy, problems,
-                                                              generator=TableGenerator(), seed=0)
+    def refine(*peers, vote=True):
+        return SelfConsistency(samples=3, peer_vote=vote).refine(
+            Model("policy", peers=[Model(p) for p in peers]), problems, generator=TableGenerator(), seed=0)
 
-    assert refine(0) == ["11"] * 3  # the policy's many samples are one model's vote...
-    assert refine(1) == ["11"] * 3  # ...a tie goes to the policy...
-    assert refine(2) == ["22"] * 3  # ...and two peers outvote it
+    assert refine("a", "b", vote=False) == ["11"] * 3  # the policy's many samples are one vote...
+    assert refine("a") == ["11"] * 3  # ...a tie goes to the policy...
+    assert refine("a", "b") == ["22"] * 3  # ...and two peers outvote it

@@ -15,11 +15,12 @@ either succeeds for every block or fails with reasons the model can act on.
 
 from __future__ import annotations
 
-import ast
 import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from selfloop.core.tunable import parse_python
 
 BLOCK = re.compile(
     r"^(?P<path>[^\n`<>=]+?)[ \t]*\n(?:```[^\n]*\n)?<{5,9} SEARCH[ \t]*\n(?P<search>.*?)^={5,9}[ \t]*\n"
@@ -82,7 +83,7 @@ def apply_blocks(
     for path, text in changed.items():
         if path.endswith(".py"):
             try:
-                ast.parse(text, filename=path)
+                parse_python(text, filename=path)
             except SyntaxError as exc:
                 errors.append(f"{path}:{exc.lineno}: the edited file no longer parses: {exc.msg}")
     return changed, errors

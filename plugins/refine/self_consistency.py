@@ -5,9 +5,9 @@ With ``views``, the greedy answers of the same model at other position offsets (
 ...) vote too, for models whose abacus positions take an offset (see
 ``selfloop.core.models.position_offset``); other models skip them.
 
-With ``peers``, up to that many of the policy's peer models (``model.peers``, independently seeded)
-answer greedily as well, and the models vote: the policy with its majority answer, each peer with
-its own, one vote each, a tie going to the policy. Each peer costs one more greedy pass.
+With ``peer_vote``, the policy's peer models (``model.peers``, independently seeded) answer greedily
+as well, and the models vote: the policy with its majority answer, each peer with its own, one vote
+each, a tie going to the policy. Each peer costs one more greedy pass.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ TEMPERATURE = tunable(0.5, low=0.05, high=2.0)
 INCLUDE_GREEDY = tunable(True, choices=(False, True))
 VIEWS = tunable(0, low=0, high=16)
 VIEW_SPACING = tunable(2, low=1, high=8)
-PEERS = tunable(0, low=0, high=8)
+PEER_VOTE = tunable(False, choices=(False, True))
 
 
 class SelfConsistency:
@@ -33,9 +33,9 @@ class SelfConsistency:
 
     def __init__(self, samples: int = SAMPLES, temperature: float = TEMPERATURE,
                  include_greedy: bool = INCLUDE_GREEDY, views: int = VIEWS,
-                 view_spacing: int = VIEW_SPACING, peers: int = PEERS):
+                 view_spacing: int = VIEW_SPACING, peer_vote: bool = PEER_VOTE):
         self.samples, self.temperature, self.include_greedy = samples, temperature, include_greedy
-        self.views, self.view_spacing, self.peers = views, view_spacing, peers
+        self.views, self.view_spacing, self.peer_vote = views, view_spacing, peer_vote
 
     def refine(self, policy, problems, *, generator, rewarder=None, seed=0):
         if not problems:
@@ -58,7 +58,7 @@ class SelfConsistency:
         # Counter.most_common keeps first-seen order on ties, so the greedy answer wins a tie.
         answers = [Counter(ballot).most_common(1)[0][0] for ballot in votes]
         models = [[answer] for answer in answers]
-        for peer in list(getattr(policy, "peers", None) or [])[:self.peers]:
+        for peer in (getattr(policy, "peers", None) or []) if self.peer_vote else []:
             for ballot, group in zip(models, generator.generate(
                     peer, prompts, n=1, temperature=0.0, max_new_tokens=budget, seed=seed)):
                 ballot.append(group[0].strip())
