@@ -178,3 +178,29 @@ def test_journal_ignores_a_torn_last_line(tmp_path):
     with open(journal.path, "a") as f:
         f.write('{"event": "attem')
     assert journal.events() == [{"event": "start"}]
+
+
+def test_a_challenger_must_beat_the_incumbent_by_the_margin():
+    from types import SimpleNamespace
+
+    from selfloop.core.evolve import RoundResult, _crowned
+
+    scores = {"v0": 0.50, "v1": 0.503, "v2": 0.49, "v3": None}
+    variants = {vid: SimpleNamespace(id=vid, seq=i, admitted=s is not None, scores={"score": s} if s else {})
+                for i, (vid, s) in enumerate(scores.items())}
+    evo = Evolution.__new__(Evolution)  # _best needs only the archive and the settings
+    evo.archive = SimpleNamespace(get=variants.__getitem__)
+    evo.settings = SimpleNamespace(champion_margin=0.005)
+    assert evo._best(list(scores), incumbent="v0").id == "v0"  # +0.003 is noise
+    evo.settings.champion_margin = 0.0
+    assert evo._best(list(scores), incumbent="v0").id == "v1"
+    variants["v2"].scores["score"] = 0.6
+    evo.settings.champion_margin = 0.005
+    assert evo._best(list(scores), incumbent="v0").id == "v2"
+
+    kept = RoundResult(round=1, checkpoint="c1", seed_variant="v4", seed_score=0.0, champion="v5",
+                       champion_score=0.0, variants=["v4", "v5"], crowned=0)
+    assert _crowned(kept) == 0  # confirmed on round 0's checkpoint, where it won
+    older = RoundResult(round=1, checkpoint="c1", seed_variant="v4", seed_score=0.0, champion="v5",
+                        champion_score=0.0, variants=["v4", "v5"])
+    assert _crowned(older) == 1  # a journal from before the field: its own round
