@@ -401,7 +401,7 @@ class Evolution:
             batch, todo = todo[: self.settings.workers], todo[self.settings.workers:]
             members += self._batch(r, batch, validator, state, members)
         best = self._best(members, incumbent)
-        kept = previous is not None and best.id == incumbent != seed_id
+        kept = best.id == incumbent != seed_id  # the champion carried over held its place
         return RoundResult(round=r, checkpoint=str(checkpoint), seed_variant=seed_id,
                            seed_score=self.archive.get(seed_id).scores.get("score"), champion=best.id,
                            champion_score=best.scores.get("score"), variants=members,

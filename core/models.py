@@ -262,6 +262,13 @@ def position_offset(policy, offset: int):
         model.selfloop_inference_offset = saved
 
 
+def greedy_answers(policy, generator, prompts, *, max_new_tokens: int, seed: int = 0) -> list[str]:
+    """The policy's greedy answer to each prompt, stripped."""
+    groups = generator.generate(policy, prompts, n=1, temperature=0.0,
+                                max_new_tokens=max_new_tokens, seed=seed)
+    return [group[0].strip() for group in groups]
+
+
 def greedy_across_offsets(policy, generator, prompts, *, views: int, spacing: int,
                           max_new_tokens: int, seed: int = 0) -> list[list[str]]:
     """Each prompt's greedy answers at offsets 0, ``spacing``, ... (``views`` of them); no answers
@@ -271,10 +278,9 @@ def greedy_across_offsets(policy, generator, prompts, *, views: int, spacing: in
         return answers
     for view in range(views):
         with position_offset(policy, view * spacing):
-            groups = generator.generate(policy, prompts, n=1, temperature=0.0,
-                                        max_new_tokens=max_new_tokens, seed=seed)
-        for answer, group in zip(answers, groups):
-            answer.append(group[0].strip())
+            greedy = greedy_answers(policy, generator, prompts, max_new_tokens=max_new_tokens, seed=seed)
+        for answer, one in zip(answers, greedy):
+            answer.append(one)
     return answers
 
 

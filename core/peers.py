@@ -108,11 +108,12 @@ class PeerTraining:
         data = self.workdir / "peer_training_set.jsonl"
         save_examples(self.examples, data)
         rng = random.Random(self.seed)
+        config = self.components.config.model_dump(mode="json")
         jobs = []
         for k, peer in enumerate(self.peers, start=1):
             model_in = save_policy(peer, self.workdir / f"peer_{k}_in")
             jobs.append(PeerJob(
-                config=self.components.config.model_dump(mode="json"),
+                config=config,
                 plugins_dirs=list(self.components.plugins_dirs), round_index=self.round_index,
                 seed=rng.randrange(2**31), threads=self.threads, model_in=str(model_in),
                 model_out=str(self.workdir / f"peer_{k}"), examples=str(data),

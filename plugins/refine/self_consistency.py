@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 
 from selfloop.core.hookspecs import hookimpl
-from selfloop.core.models import greedy_across_offsets
+from selfloop.core.models import greedy_across_offsets, greedy_answers
 from selfloop.core.tunable import tunable
 
 from .greedy import answer_budget
@@ -57,12 +57,11 @@ class SelfConsistency:
             ballot.extend(answers)
         # Counter.most_common keeps first-seen order on ties, so the greedy answer wins a tie.
         answers = [Counter(ballot).most_common(1)[0][0] for ballot in votes]
-        models = [[answer] for answer in answers]
-        for peer in (getattr(policy, "peers", None) or []) if self.peer_vote else []:
-            for ballot, group in zip(models, generator.generate(
-                    peer, prompts, n=1, temperature=0.0, max_new_tokens=budget, seed=seed)):
-                ballot.append(group[0].strip())
-        return [Counter(ballot).most_common(1)[0][0] for ballot in models]
+        peers = (getattr(policy, "peers", None) or []) if self.peer_vote else []
+        per_peer = [greedy_answers(peer, generator, prompts, max_new_tokens=budget, seed=seed)
+                    for peer in peers]
+        # One vote per model, the policy's first: a tie goes to it.
+        return [Counter(models).most_common(1)[0][0] for models in zip(answers, *per_peer)]
 
 
 @hookimpl(trylast=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import Counter
 
 from selfloop.core.hookspecs import hookimpl
-from selfloop.core.models import greedy_across_offsets
+from selfloop.core.models import greedy_across_offsets, greedy_answers
 from selfloop.core.tunable import tunable
 from selfloop.core.types import Selection, SelectionReport
 
@@ -69,13 +69,9 @@ class MajorityAgreement:
                 policy, generator, prompts, views=self.views, spacing=self.view_spacing,
                 max_new_tokens=longest, seed=seed)):
             ballot.extend(answers)
-        peer_answers: list[list[str]] = [[] for _ in examples]
-        for peer in self.peers(policy):
-            answers = generator.generate(peer, prompts, n=1, temperature=0.0,
-                                         max_new_tokens=longest, seed=seed)
-            for votes, group in zip(peer_answers, answers):
-                votes.append(group[0].strip())
-        return ballots, peer_answers
+        per_peer = [greedy_answers(peer, generator, prompts, max_new_tokens=longest, seed=seed)
+                    for peer in self.peers(policy)]
+        return ballots, [list(answers) for answers in zip(*per_peer)] if per_peer else [[] for _ in examples]
 
     def verdict(self, label: str, ballot: list[str], peer_answers: list[str]) -> tuple[str, float] | None:
         """The answer to keep for one example and its agreement, or None to drop it."""
