@@ -58,9 +58,15 @@ class LifecycleSettings(Strict):
     rounds: int = Field(4, ge=0)
     out: str = "runs/lifecycle"
     max_seconds: float | None = Field(None, gt=0)  # start no new round after this much wall-clock
-    keep_checkpoints: bool = True  # keep every round's model directory (else only the last)
+    keep_checkpoints: bool = True  # keep every round's model directory (else only the last admitted)
     plot: bool = True
     threads: int | None = Field(None, ge=1)  # torch CPU threads (None: torch's default)
+    # The round admission gate (core/admission.py): a round whose held-out accuracy drops beyond a
+    # confidence margin at a difficulty already trained on is rejected. 200 problems per
+    # difficulty resolve a 4-point drop from 100% or a 12-point one from 50% in seconds.
+    admission: bool = True
+    admission_per_difficulty: int = Field(200, ge=10)
+    admission_alpha: float = Field(0.05, gt=0, lt=1)  # chance of rejecting a round that changed nothing
 
 
 class EvolveSettings(Strict):
