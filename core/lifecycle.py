@@ -5,6 +5,13 @@ Round 0 trains the base model (the acquirers that offer labelled data); rounds 1
 self-improvement rounds (the acquirers that label harder problems with the current model). Every
 stage is a component from the registry, so this module knows no task and no training recipe.
 
+Every round after the base one passes the admission gate (``core/admission.py``): its checkpoint
+replaces the previous one only if held-out accuracy at no difficulty already trained on drops
+beyond a confidence margin. A rejected round is still a finished round on disk (its report says
+why); the next round starts from the last admitted checkpoint and its training set (the rejected
+round's self-labels are not carried on), and every selector offering the optional ``tighten()``
+method is made stricter first.
+
 What other parts of selfloop (the meta-agent's ``evolve``) build on:
 
 1. ``build_components(config, registry) -> Components``: every lifecycle component of a RunConfig.
@@ -15,7 +22,8 @@ What other parts of selfloop (the meta-agent's ``evolve``) build on:
    round (training included); ``RoundResult.policy`` is the new policy, ``.report`` the round's
    report entry (below), ``.training_set`` the examples to pass as ``history`` to the next round.
    ``LifecycleTrainer(config).train(round_index, plugins_dir=, previous=, out=)`` wraps it for
-   checkpoints on disk (``out/model`` is returned; ``out/data.jsonl`` holds the training set).
+   checkpoints on disk (``out/model`` is returned, or ``previous`` when the gate rejects the
+   round; ``out/data.jsonl`` holds the training set, ``out/report.json`` the round's report).
 4. ``evaluate_problems(policy, problems, *, components, refiner=None, seed=0) ->
    dict[int, float]``: accuracy by difficulty of a refiner's answers on given problems (a few
    hundred short problems take seconds); ``draw_problems(task, difficulties, per_difficulty,
@@ -32,12 +40,21 @@ What other parts of selfloop (the meta-agent's ``evolve``) build on:
                            "label_accuracy_kept": x|null, "distinct_ratio": x, ...},
                   "optimize": {"steps", "loss", "tokens_per_second", "seconds", ...},
                   "peers_optimize": [{..., "peak_rss_mib"}, ...],  # model.peers: each peer's
-                  "seconds": {"acquire": s, "select": s, "optimize": s, "evaluate": s},
+                  "admission": {"admitted": bool, "reason": "...",
+                                "by_difficulty": {"1": {"before", "after", "n", "margin"}, ...},
+                                # rejected rounds only: where the next round starts, and how
+                                # selection was tightened
+                                "continues_from": "rounds/round_000/model", "tightened": [...]},
+                  "trained_difficulties": [1, 2, 3],  # what the checkpoint was trained on, ever
+                  "seconds": {"acquire": s, "select": s, "optimize": s, "evaluate": s,
+                              "admission": s},
                   "checkpoint": "rounds/round_000/model", "peak_rss_mib": ...}, ...]}
 
 On disk, round r lives in ``DIR/rounds/round_{r:03d}/`` (``model/`` with its peers in
-``model/peers/``, ``data.jsonl``, ``report.json``); a round counts as finished once its ``report.json`` exists (written last,
-atomically), so a run killed at any point resumes from the last finished round.
+``model/peers/``, ``data.jsonl``, ``report.json``); a round counts as finished once its
+``report.json`` exists (written last, atomically), so a run killed at any point resumes after the
+last finished round, from the last admitted one. Without ``keep_checkpoints`` only the last
+admitted round's model is kept.
 """
 
 from __future__ import annotations
@@ -52,6 +69,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .admission import BASE_ROUND, Admission, admit
 from .errors import CheckpointError, ConfigError, SelfloopError, StageError
 from .peers import PeerTraining
 from .types import Evaluation, Example, Policy, Problem
@@ -98,6 +116,10 @@ class RoundResult:
     report: dict[str, Any]
     training_set: list[Example]
 
+    @property
+    def admitted(self) -> bool:
+        return self.report["admission"]["admitted"]
+
 
 def build_components(config, registry) -> Components:
     """Build the task and every lifecycle component the config names (not proposer/parents)."""
@@ -135,8 +157,13 @@ def call_stage(stage: str, part: Part, method: str, *args, **kwargs):
 # --- one round ----------------------------------------------------------------------------------
 
 def run_round(components: Components, policy: Policy, round_index: int, *,
-              history: list[Example], seed: int, workdir: Path, log=None) -> RoundResult:
-    """One round: acquire, select, optimize, evaluate. Returns the new policy and the report."""
+              history: list[Example], seed: int, workdir: Path, log=None,
+              trained_difficulties=()) -> RoundResult:
+    """One round: acquire, select, optimize, evaluate, and the admission gate's verdict.
+
+    ``trained_difficulties``: what ``policy`` was trained on before (beyond ``history``'s). The
+    policy is trained in place: a caller that rejects the round reloads the previous checkpoint.
+    """
     import torch
 
     log = log or (lambda message: None)
@@ -171,6 +198,10 @@ def run_round(components: Components, policy: Policy, round_index: int, *,
     old_keys = {(e.prompt, e.completion) for e in history}
     new_kept = [e for e in kept if (e.prompt, e.completion) not in old_keys]
     training_set = kept
+    trained = set(trained_difficulties) | {e.difficulty for e in history}
+    gate = AdmissionGate(c, trained | {e.difficulty for e in training_set}, seed, round_index)
+    if round_index > 0:
+        gate.measure_before(policy)  # before training: the optimizer updates the policy in place
 
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -190,6 +221,10 @@ def run_round(components: Components, policy: Policy, round_index: int, *,
     seen = {e.prompt for e in training_set} | {e.prompt for e in history}
     evaluations = evaluate_policy(policy, c, seen_prompts=seen, seed=rng.randrange(2**31))
     seconds["evaluate"] = time.perf_counter() - started
+    admission = gate.decide(policy) if round_index > 0 else Admission(True, BASE_ROUND)
+    seconds["admission"] = gate.seconds
+    log(f"round {round_index}: {'admitted' if admission.admitted else 'REJECTED'}: "
+        f"{admission.reason}")
 
     report = {
         "round": round_index,
@@ -202,10 +237,49 @@ def run_round(components: Components, policy: Policy, round_index: int, *,
         "optimize": {k: _plain(v) for k, v in result.metrics.items()},
         **({"peers_optimize": [{k: _plain(v) for k, v in m.items()} for m in peers.metrics]}
            if peers.metrics else {}),
+        "admission": admission.to_dict(),
+        # what the checkpoint has been trained on, for the next round's gate
+        "trained_difficulties": sorted(gate.difficulties),
         "seconds": seconds,
         "peak_rss_mib": peak_rss_mib(),
     }
     return RoundResult(policy, report, training_set)
+
+
+class AdmissionGate:
+    """Measures the checkpoints before and after a round on the same fresh problems, and admits.
+
+    The problems are drawn from a seed of their own (``admission:<seed>:<round>``), which no
+    acquirer or evaluator draw shares, at every difficulty either checkpoint is trained on.
+    """
+
+    def __init__(self, components: Components, difficulties, seed: int, round_index: int):
+        settings = getattr(components.config, "lifecycle", None)
+        self.components, self.difficulties = components, set(difficulties)
+        self.enabled = settings is None or settings.admission
+        self.per_difficulty = settings.admission_per_difficulty if settings else 200
+        self.alpha = settings.admission_alpha if settings else 0.05
+        self.seed = f"admission:{seed}:{round_index}"
+        self.before: dict[int, tuple[int, int]] = {}
+        self.seconds = 0.0
+        self._problems: list[Problem] = []
+
+    def measure_before(self, policy: Policy) -> None:
+        if self.enabled and self.difficulties:
+            self._problems = draw_problems(self.components.task.component,
+                                           sorted(self.difficulties), self.per_difficulty, self.seed)
+            self.before = self._measure(policy)
+
+    def decide(self, policy: Policy) -> Admission:
+        if not self.enabled:
+            return Admission(True, "admission gate off (lifecycle.admission = false)")
+        return admit(self.before, self._measure(policy) if self._problems else {}, self.alpha)
+
+    def _measure(self, policy: Policy) -> dict[int, tuple[int, int]]:
+        started = time.perf_counter()
+        counts = count_correct(policy, self._problems, components=self.components)
+        self.seconds += time.perf_counter() - started
+        return counts
 
 
 def _check_examples(examples, stage, part) -> None:
@@ -278,6 +352,13 @@ def draw_problems(task, difficulties, per_difficulty: int, seed: int | str) -> l
 def evaluate_problems(policy: Policy, problems: list[Problem], *, components: Components,
                       refiner=None, seed: int = 0) -> dict[int, float]:
     """Accuracy by difficulty of ``refiner`` (default: the configured one) on ``problems``."""
+    counts = count_correct(policy, problems, components=components, refiner=refiner, seed=seed)
+    return {d: correct / n for d, (correct, n) in counts.items()}
+
+
+def count_correct(policy: Policy, problems: list[Problem], *, components: Components,
+                  refiner=None, seed: int = 0) -> dict[int, tuple[int, int]]:
+    """(correct, problems) by difficulty of ``refiner``'s answers on ``problems``."""
     refiner_part = components.refiner if refiner is None else Part("refiner", "given", "?", refiner)
     answers = call_stage("refine", refiner_part, "refine", policy, problems,
                          generator=components.generator.component,
@@ -286,7 +367,7 @@ def evaluate_problems(policy: Policy, problems: list[Problem], *, components: Co
     by: dict[int, list[bool]] = {}
     for problem, answer in zip(problems, answers, strict=True):
         by.setdefault(problem.difficulty, []).append(task.verify(problem, answer))
-    return {d: sum(v) / len(v) for d, v in sorted(by.items())}
+    return {d: (sum(v), len(v)) for d, v in sorted(by.items())}
 
 
 def peak_rss_mib() -> float:
@@ -383,14 +464,20 @@ class Lifecycle:
             "finished": False, "rounds": done, "peak_rss_mib": peak_rss_mib(),
         }
         write_json(self.out / REPORT, report)
+        limit = self.config.model.memory_limit_gib
         if done:
-            last = round_dir(self.out, len(done) - 1)
-            self.log(f"resuming after round {len(done) - 1} from {last}")
-            policy = load_policy(last / "model", memory_limit_gib=self.config.model.memory_limit_gib)
-            history = load_examples(last / "data.jsonl")
+            admitted = last_admitted(done)
+            start = round_dir(self.out, admitted)
+            self.log(f"resuming after round {len(done) - 1} from {start}"
+                     + (" (the last admitted round)" if admitted < len(done) - 1 else ""))
+            policy = load_policy(start / "model", memory_limit_gib=limit)
+            history = load_examples(start / "data.jsonl")
+            trained = done[admitted].get("trained_difficulties", ())
+            for entry in done:  # replay the tightening every rejected round made
+                if not is_admitted(entry):
+                    tighten_selectors(self.components.selectors)
         else:
-            policy = new_policy(self.config.model)
-            history = []
+            policy, history, trained, admitted = new_policy(self.config.model), [], (), 0
         run_started = time.monotonic()
         for index in range(len(done), rounds + 1):
             if settings.max_seconds is not None and time.monotonic() - run_started > settings.max_seconds:
@@ -398,14 +485,22 @@ class Lifecycle:
                 break
             directory = round_dir(self.out, index)
             result = run_round(self.components, policy, index, history=history,
-                               seed=self.config.seed, workdir=directory / "work", log=self.log)
-            policy, history = result.policy, result.training_set
-            save_policy(policy, directory / "model")
-            save_examples(history, directory / "data.jsonl")
+                               seed=self.config.seed, workdir=directory / "work", log=self.log,
+                               trained_difficulties=trained)
+            save_policy(result.policy, directory / "model")
+            save_examples(result.training_set, directory / "data.jsonl")
             result.report["checkpoint"] = str((directory / "model").relative_to(self.out))
+            if result.admitted:
+                policy, history, admitted = result.policy, result.training_set, index
+                trained = result.report["trained_difficulties"]
+            else:  # the next round starts where this one did, with stricter selection
+                result.report["admission"]["continues_from"] = str(
+                    (round_dir(self.out, admitted) / "model").relative_to(self.out))
+                result.report["admission"]["tightened"] = self._tighten()
+                policy = load_policy(round_dir(self.out, admitted) / "model", memory_limit_gib=limit)
             write_json(directory / REPORT, result.report)  # the round is finished from here on
-            if not settings.keep_checkpoints and index > 0:
-                _drop_model(round_dir(self.out, index - 1))
+            if not settings.keep_checkpoints:
+                _drop_models(self.out, index, keep=admitted)
             report["rounds"].append(result.report)
             report["peak_rss_mib"] = peak_rss_mib()
             write_json(self.out / REPORT, report)
@@ -420,6 +515,39 @@ class Lifecycle:
         return report
 
 
+    def _tighten(self) -> list[str]:
+        changes = tighten_selectors(self.components.selectors)
+        self.log("selection tightened: " + ("; ".join(changes) if changes else
+                                            "no selector offers a stricter setting"))
+        return changes
+
+
+def is_admitted(entry: dict[str, Any]) -> bool:
+    """Whether a round report's checkpoint was admitted (reports from before the gate: yes)."""
+    return entry.get("admission", {}).get("admitted", True)
+
+
+def last_admitted(reports: list[dict[str, Any]]) -> int:
+    """The index of the last admitted round (round 0 always is)."""
+    return max(i for i, entry in enumerate(reports) if i == 0 or is_admitted(entry))
+
+
+def tighten_selectors(selectors: list[Part]) -> list[str]:
+    """Make every selector that offers ``tighten()`` stricter, after a rejected round.
+
+    ``tighten()`` is an optional selector method: it makes the selector keep less (a higher
+    agreement quorum, a higher confidence floor...) and returns what it changed, or None when it is
+    already as strict as it gets. The core knows nothing of what the options mean.
+    """
+    changes = []
+    for part in selectors:
+        if callable(getattr(part.component, "tighten", None)):
+            change = call_stage("select", part, "tighten")
+            if change:
+                changes.append(f"{part.name}: {change}")
+    return changes
+
+
 def use_threads(threads: int | None) -> None:
     """torch's CPU threads for this process (and, through it, for the peer workers)."""
     if threads:
@@ -428,24 +556,30 @@ def use_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _drop_model(directory: Path) -> None:
+def _drop_models(out: Path, last: int, *, keep: int) -> None:
+    """Remove the models of rounds 0..``last`` but round ``keep``'s (the last admitted)."""
     import shutil
 
-    if (directory / "model").is_dir():
-        shutil.rmtree(directory / "model")
+    for index in range(last + 1):
+        model = round_dir(out, index) / "model"
+        if index != keep and model.is_dir():
+            shutil.rmtree(model)
 
 
 class LifecycleTrainer:
     """Trains one round's checkpoint from a plugins directory (for the meta-agent's ``evolve``).
 
     ``train(r, plugins_dir=, previous=, out=)``: loads the plugins, starts from ``previous`` (a
-    model directory whose parent holds ``data.jsonl``; None for round 0), runs round ``r`` and
-    writes ``out/model``, ``out/data.jsonl`` and ``out/report.json``. Returns ``out/model``.
+    model directory whose parent holds ``data.jsonl`` and ``report.json``; None for round 0), runs
+    round ``r`` and writes ``out/data.jsonl`` and ``out/report.json``. Returns ``out/model`` when
+    the admission gate admits the round; else ``previous`` (``out/report.json`` says rejected, and
+    later calls on this trainer tighten the selectors once more).
     """
 
     def __init__(self, config, *, log=None):
         self.config = config
         self.log = log
+        self.rejections = 0  # rounds this trainer rejected: how often to tighten the selectors
 
     def train(self, round_index: int, *, plugins_dir: Path | None, previous: Path | None,
               out: Path) -> Path:
@@ -455,25 +589,49 @@ class LifecycleTrainer:
         use_threads(self.config.lifecycle.threads)
         registry = load_registry([plugins_dir] if plugins_dir else [])
         components = build_components(self.config, registry)
+        for _ in range(self.rejections):
+            tighten_selectors(components.selectors)
+        trained = ()
         if previous is None:
             policy, history = new_policy(self.config.model), []
         else:
             policy = load_policy(previous, memory_limit_gib=self.config.model.memory_limit_gib)
-            data = Path(previous).parent / "data.jsonl"
+            data, report = Path(previous).parent / "data.jsonl", Path(previous).parent / REPORT
             history = load_examples(data) if data.is_file() else []
+            if report.is_file():
+                trained = json.loads(report.read_text()).get("trained_difficulties", ())
         out = Path(out)
         result = run_round(components, policy, round_index, history=history,
-                           seed=self.config.seed, workdir=out / "work", log=self.log)
-        save_policy(result.policy, out / "model")
+                           seed=self.config.seed, workdir=out / "work", log=self.log,
+                           trained_difficulties=trained)
         save_examples(result.training_set, out / "data.jsonl")
+        model = out / "model"
+        if result.admitted or previous is None:  # no checkpoint before to fall back on
+            save_policy(result.policy, model)
+        else:
+            model = Path(previous)
+            result.report["admission"]["continues_from"] = str(model)
+            result.report["admission"]["tightened"] = tighten_selectors(components.selectors)
+            self.rejections += 1
         write_json(out / REPORT, result.report)
-        return out / "model"
+        return model
 
 
 # --- the plot -----------------------------------------------------------------------------------
 
 def plot_accuracy(rounds: list[dict[str, Any]], path: Path) -> None:
-    """Accuracy by number of digits, one line per round, as a PNG."""
+    """``accuracy_figure`` as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = accuracy_figure(rounds)
+    tmp = path.with_name(path.stem + ".partial.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def accuracy_figure(rounds: list[dict[str, Any]]):
+    """Accuracy by number of digits, one line per round; rejected rounds grey and dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -483,7 +641,11 @@ def plot_accuracy(rounds: list[dict[str, Any]], path: Path) -> None:
     for entry in rounds:
         acc = entry.get("accuracy_by_digits") or {}
         xs = sorted(int(d) for d in acc)
-        ax.plot(xs, [acc[str(x)] for x in xs], marker="o", label=f"round {entry['round']}")
+        if is_admitted(entry):
+            ax.plot(xs, [acc[str(x)] for x in xs], marker="o", label=f"round {entry['round']}")
+        else:
+            ax.plot(xs, [acc[str(x)] for x in xs], marker="x", linestyle="--", color="grey",
+                    alpha=0.7, label=f"round {entry['round']} (rejected)")
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -494,7 +656,4 @@ def plot_accuracy(rounds: list[dict[str, Any]], path: Path) -> None:
     ax.legend(fontsize=8)
     ax.set_title("accuracy by length, per round")
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".partial.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    return fig

@@ -46,27 +46,44 @@ def run(config_path, plugins_dirs, rounds, out_dir, threads, as_json):
 
 
 def round_table(entry):
-    """One round as a rich table: accuracy by length, selection, time per stage."""
+    """One round as a rich table: accuracy by length, the admission gate's numbers and verdict,
+    selection, time per stage."""
     from rich import box
     from rich.table import Table
 
     acc = entry.get("accuracy_by_digits", {})
-    digits = sorted(acc, key=int)
+    admission = entry.get("admission") or {"admitted": True, "reason": "", "by_difficulty": {}}
+    gate = admission["by_difficulty"]
+    digits = sorted(set(acc) | set(gate), key=int)
+    verdict = "admitted" if admission["admitted"] else "[bold red]REJECTED[/]"
     # whole percents, no borders: twelve lengths still fit an 80-column terminal
-    table = Table(title=f"round {entry['round']}", title_justify="left", box=box.SIMPLE_HEAD,
-                  padding=(0, 1), pad_edge=False)
+    table = Table(title=f"round {entry['round']}: {verdict}", title_justify="left",
+                  box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     table.add_column("digits")
     for d in digits:
         table.add_column(d, justify="right", no_wrap=True)
-    table.add_row("exact %", *[f"{100 * acc[d]:.0f}" for d in digits])
+
+    def percent(values, key=None):
+        return [f"{100 * (values[d] if key is None else values[d][key]):.0f}" if d in values else ""
+                for d in digits]
+
+    table.add_row("exact %", *percent(acc))
+    if gate:  # the gate's own problems: both checkpoints on the same ones
+        table.add_row("gate before %", *percent(gate, "before"))
+        table.add_row("gate after %", *percent(gate, "after"))
+        table.add_row("gate margin %", *percent(gate, "margin"))
     selection = "; ".join(
         f"{s['selector']}: kept {s['kept']}"
         + (" dropped " + ", ".join(f"{n} {why}" for why, n in s["dropped"].items()) if s["dropped"] else "")
         for s in entry.get("selection", []))
     data = entry.get("data", {})
     label = data.get("label_accuracy_kept")
+    tightened = admission.get("tightened")
     table.caption = (
-        f"acquired {entry.get('acquired')} | {selection or 'no selectors'}"
+        f"admission: {admission['reason']}"
+        + (f" | next round from {admission['continues_from']}" if "continues_from" in admission else "")
+        + (f" | selection tightened: {'; '.join(tightened)}" if tightened else "")
+        + f" | acquired {entry.get('acquired')} | {selection or 'no selectors'}"
         + (f" | kept labels correct: {label:.1%}" if label is not None else "")
         + (f" | peers trained: {len(entry['peers_optimize'])}" if entry.get("peers_optimize") else "")
         + " | seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in entry.get("seconds", {}).items())

@@ -99,7 +99,8 @@ def test_run_writes_report_plot_and_checkpoints(run_selfloop, tiny_config, tmp_p
         assert all(0.0 <= a <= 1.0 for a in entry["accuracy_by_digits"].values())
         assert [s["selector"] for s in entry["selection"]] == [
             "dedup", "format_filter", "majority_agreement", "accumulate"]
-        assert set(entry["seconds"]) == {"acquire", "select", "optimize", "evaluate"}
+        assert set(entry["seconds"]) == {"acquire", "select", "optimize", "evaluate", "admission"}
+        assert isinstance(entry["admission"]["admitted"], bool) and entry["admission"]["reason"]
         assert (out / entry["checkpoint"] / "config.json").is_file()
     round1 = report["rounds"][1]
     assert round1["acquired"] == {"labelled": 0, "self_label": 24}

@@ -191,3 +191,34 @@ def test_confidence_keeps_labels_the_model_is_sure_of():
     assert all("confidence" in e.meta for e in result.kept if e.source != "labelled")
     none = Confidence(min_probability=1.0).select(examples, policy=policy)
     assert [e.source for e in none.kept] == ["labelled"]
+
+
+def test_majority_agreement_tightens_toward_unanimity():
+    """After a rejected round the lifecycle calls tighten(): a label the old shares kept is dropped."""
+    selector = MajorityAgreement(votes=3, views=0, threshold=0.5, quorum=0.6)
+    table = {"1+1=": ["20", "20", "21"]}  # 3 of 4 ballots agree with the label
+
+    def kept():
+        return len(selector.select([ex("1+1=", "20")], policy=object(),
+                                   generator=TableGenerator(table), rng=random.Random(0)).kept)
+
+    assert kept() == 1
+    assert selector.tighten() == "threshold 0.5 -> 0.75, quorum 0.6 -> 0.8"
+    assert kept() == 1  # 3/4 still meets 0.75
+    assert selector.tighten() == "threshold 0.75 -> 0.875, quorum 0.8 -> 0.9"
+    assert kept() == 0
+    while selector.tighten() is not None:
+        pass
+    assert (selector.threshold, selector.quorum) == (1.0, 1.0)
+
+
+def test_confidence_tightens_toward_certainty():
+    from selfloop.plugins.select.confidence import Confidence
+
+    selector = Confidence(min_probability=0.9)
+    assert selector.tighten() == "min_probability 0.9 -> 0.95"
+    assert selector.min_probability == pytest.approx(0.95)
+    steps = 0
+    while selector.tighten() is not None:
+        steps += 1
+    assert steps < 20 and 0.9999 <= selector.min_probability < 1.0

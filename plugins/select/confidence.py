@@ -5,7 +5,8 @@ end-of-sequence token included), one forward pass per example, batched by length
 filters miss mistakes the model makes the same way every time; a mistake still often rests on one
 token the model was unsure of, which this catches. Measured here on a checkpoint that labels 8-digit
 problems 87% right: keeping labels whose every token has probability >= 0.99 keeps 79% of them,
-92% right. Labelled examples pass through.
+92% right. Labelled examples pass through. After a round the lifecycle's admission gate rejects,
+``tighten()`` raises ``min_probability`` halfway to 1.
 """
 
 from __future__ import annotations
@@ -56,6 +57,14 @@ class Confidence:
         if not 0.0 <= min_probability <= 1.0:
             raise ValueError(f"min_probability must be in [0, 1], got {min_probability}")
         self.min_probability, self.batch_size = min_probability, batch_size
+
+    def tighten(self) -> str | None:
+        """Stricter after a rejected round: ``min_probability`` halves its distance to 1."""
+        if self.min_probability >= 0.9999:  # the top of MIN_PROBABILITY's range
+            return None
+        before = self.min_probability
+        self.min_probability = before + (1.0 - before) / 2
+        return f"min_probability {before:.4g} -> {self.min_probability:.4g}"
 
     def select(self, examples, *, task=None, policy=None, generator=None, round_index=0, rng=None,
                history=()):

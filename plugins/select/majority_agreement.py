@@ -12,6 +12,9 @@ seeded), every model has one vote: the policy votes its answer (or abstains when
 threshold), each peer its greedy answer, and the answer at least ``quorum`` of the models give is
 kept. One model repeats its own mistakes however often it is asked; another model seldom shares
 them, and the majority can correct the policy (with ``relabel``). Labelled examples pass through.
+
+After a round the lifecycle's admission gate rejects, ``tighten()`` raises both shares halfway to
+unanimity: fewer, surer labels.
 """
 
 from __future__ import annotations
@@ -32,6 +35,11 @@ RELABEL = tunable(True, choices=(False, True))
 QUORUM = tunable(0.6, low=0.0, high=1.0)  # share of models (policy and peers) that must agree
 
 
+def stricter(share: float) -> float:
+    """Halfway from ``share`` to 1 (a share within a thousandth of 1 becomes 1)."""
+    return 1.0 if share >= 0.999 else share + (1.0 - share) / 2
+
+
 class MajorityAgreement:
     """Keeps self-labels that at least ``threshold`` of the votes agree with."""
 
@@ -47,6 +55,15 @@ class MajorityAgreement:
         self.views, self.view_spacing = views, view_spacing
         self.checkpoints = list(checkpoints or [])
         self._peers = None
+
+    def tighten(self) -> str | None:
+        """Stricter after a rejected round: ``threshold`` and ``quorum`` halve their distance to 1."""
+        if self.threshold == 1.0 and self.quorum == 1.0:
+            return None
+        change = (f"threshold {self.threshold:.3g} -> {stricter(self.threshold):.3g}, "
+                  f"quorum {self.quorum:.3g} -> {stricter(self.quorum):.3g}")
+        self.threshold, self.quorum = stricter(self.threshold), stricter(self.quorum)
+        return change
 
     def peers(self, policy) -> list:
         if self._peers is None:
