@@ -621,9 +621,9 @@ class LifecycleTrainer:
 
 def plot_accuracy(rounds: list[dict[str, Any]], path: Path) -> None:
     """``accuracy_figure`` as a PNG."""
+    fig = accuracy_figure(rounds)  # first: it picks the Agg backend before pyplot is imported
     import matplotlib.pyplot as plt
 
-    fig = accuracy_figure(rounds)
     tmp = path.with_name(path.stem + ".partial.png")
     fig.savefig(tmp, dpi=100)
     plt.close(fig)
