@@ -15,7 +15,7 @@ from selfloop.core.config import SandboxSettings
 from selfloop.core.errors import SandboxError
 
 from .integrity import protected_manifest
-from .runner import REPORT_MARKER
+from .runner import parse_report
 
 Status = Literal["ok", "error", "timeout", "oom", "limit"]
 INPUT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -122,27 +122,31 @@ class Sandbox(ABC):
                 "fsize_bytes": self.settings.scratch_mb << 20, "core_bytes": 0}
 
     def _spec(self, command, timeout_s, scratch, result_path, manifest, package_dirs, rlimits,
-              isolate=None, integrity_hint="") -> str:
+              isolate=None, integrity_hint="", **payload) -> str:
+        """The runner's spec; ``payload`` says how the payload is separated from it (``payload_uid``,
+        ``readable``, ``container``, ``landlock_scope``: see ``runner.Lockdown``)."""
         return json.dumps({
             "command": command, "timeout_s": timeout_s, "scratch": scratch, "package_dirs": package_dirs,
             "result_path": result_path, "manifest": manifest, "rlimits": rlimits,
             "isolate": isolate, "log_limit_bytes": self.settings.log_limit_bytes,
             "output_limit_bytes": self.settings.output_limit_bytes,
-            "integrity_hint": integrity_hint,
+            "integrity_hint": integrity_hint, **payload,
         })
 
-    def _result_from_report(self, runner_stdout: str, runner_stderr: str, started: float,
-                            killed_reason: str | None = None) -> SandboxResult:
+    def _result_from_report(self, runner_stdout: str, runner_stderr: str, started: float, key: str,
+                            runner_exit: int | None, killed_reason: str | None = None) -> SandboxResult:
+        """The runner's report if it is authentic (MAC under ``key``, runner exited 0), else an
+        error saying "report not authenticated" (or the host's own reason for killing it)."""
         seconds = round(time.monotonic() - started, 4)
-        report = _last_report(runner_stdout)
+        report, why = parse_report(runner_stdout, key, runner_exit)
         if report is None:
             status = "timeout" if killed_reason and "timeout" in killed_reason else "error"
-            tail = runner_stderr.strip().splitlines()[-1:] or ["no output"]
+            tail = runner_stderr.strip().splitlines()[-1:]
             return SandboxResult(
                 status=status, exit_code=None, result=None, stdout="", stderr=runner_stderr[-4000:],
                 stdout_truncated=False, stderr_truncated=len(runner_stderr) > 4000,
                 seconds=seconds, backend=self.name,
-                reason=killed_reason or f"sandbox runner gave no report: {tail[0]}")
+                reason=killed_reason or f"report not authenticated: {why}" + (f": {tail[0]}" if tail else ""))
         return SandboxResult(
             status=report["status"], exit_code=report["exit_code"], result=report["result"],
             stdout=report["stdout"], stderr=report["stderr"],
@@ -171,13 +175,3 @@ def _translate(path: Path, mounts: list[tuple[Path, str]], key: str) -> str:
         if host in path.parents:
             return f"{inside}/{path.relative_to(host).as_posix()}"
     raise SandboxError(f"protected file {key} is not under the code directory or any input")
-
-
-def _last_report(text: str) -> dict | None:
-    for line in reversed(text.splitlines()):
-        if line.startswith(REPORT_MARKER):
-            try:
-                return json.loads(line[len(REPORT_MARKER):])
-            except ValueError:
-                return None
-    return None

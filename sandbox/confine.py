@@ -1,4 +1,4 @@
-"""Kernel confinement for the process backend: cgroups, namespaces, a private tmpfs and Landlock.
+"""Kernel confinement: cgroups, namespaces, private tmpfs mounts, read-only binds and Landlock.
 
 Each function either applies its layer or raises OSError; the runner records which layers held.
 Standard library and ctypes only (this runs inside the sandbox runner).
@@ -15,7 +15,10 @@ CGROUP_V1 = Path("/sys/fs/cgroup")
 CGROUP_PARENT = "selfloop-sandbox"
 
 CLONE_NEWNS, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x10000000, 0x20000000, 0x40000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x4000, 0x40000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = \
+    0x1, 0x2, 0x4, 0x8, 0x20, 0x1000, 0x4000, 0x40000
+# statvfs flags a read-only remount must repeat (a user namespace may not clear them): the MS_ value
+ST_LOCKED = {0x2: MS_NOSUID, 0x4: MS_NODEV, 0x8: MS_NOEXEC, 0x400: 0x400, 0x800: 0x800, 0x1000: 0x200000}
 PR_SET_NO_NEW_PRIVS = 38
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -131,15 +134,72 @@ def mount_private_proc() -> None:
     _check(_libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount /proc")
 
 
-def mount_private_tmpfs(directory: str, size_mb: int) -> None:
-    """A size-limited tmpfs over ``directory`` (and over /dev/shm), seen by this mount namespace only."""
-    _mount_tmpfs(directory, f"size={size_mb}m,mode=0700")
+def mount_private_tmpfs(directory: str, size_mb: int, uid: int, gid: int) -> None:
+    """A size-limited tmpfs over ``directory``, owned by the payload's uid (and one over /dev/shm),
+    seen by this mount namespace only."""
+    _mount_tmpfs(directory, f"size={size_mb}m,mode=0700,uid={uid},gid={gid}")
     if os.path.isdir("/dev/shm"):
         _mount_tmpfs("/dev/shm", "size=64m,mode=1777")
 
 
-def _mount_tmpfs(target: str, options: str) -> None:
-    _check(_libc.mount(b"tmpfs", target.encode(), b"tmpfs", 0, options.encode()), f"mount tmpfs on {target}")
+def mount_private_run() -> None:
+    """Empty /run (and /var/run where it is a directory of its own): the host's service sockets
+    (Docker, containerd, systemd, D-Bus) are not even there to find."""
+    for directory in ("/run", "/var/run"):
+        if os.path.isdir(directory) and not os.path.islink(directory):
+            _mount_tmpfs(directory, "size=1m,mode=0755", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def bind_read_only(source: str, target: str) -> None:
+    """Mount ``source`` read-only at ``target`` (an existing directory or file): the payload reaches
+    it without traversing the host directories above it, which may be closed to its uid."""
+    _check(_libc.mount(source.encode(), target.encode(), None, MS_BIND | MS_REC, None), f"bind {source}")
+    locked = os.statvfs(source).f_flag
+    flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV
+    for st_flag, ms_flag in ST_LOCKED.items():
+        if locked & st_flag:
+            flags |= ms_flag
+    _check(_libc.mount(None, target.encode(), None, flags, None), f"make {target} read-only")
+
+
+def expose(paths: list[str]) -> None:
+    """Make each directory of ``paths`` reachable by any uid, in this mount namespace only: the
+    topmost directory above it that others may not search (``/root`` for a Python installed under
+    it) is covered by a tmpfs holding just the way down to each such path, bound there read-only.
+    Whatever else that directory held is hidden."""
+    covered: dict[str, list[str]] = {}
+    for path in sorted({os.path.realpath(p) for p in paths if os.path.isdir(p)}):
+        closed = _closed_ancestor(path)
+        if closed and not any(path.startswith(f"{kept}/") for kept in covered.get(closed, [])):
+            covered.setdefault(closed, []).append(path)
+    old_umask = os.umask(0o022)
+    try:
+        for closed, kept in covered.items():
+            handles = [os.open(path, os.O_PATH | os.O_CLOEXEC) for path in kept]  # before covering
+            try:
+                _mount_tmpfs(closed, "size=1m,mode=0755", MS_NOSUID | MS_NODEV)
+                for path, handle in zip(kept, handles):
+                    os.makedirs(path, exist_ok=True)
+                    bind_read_only(f"/proc/self/fd/{handle}", path)
+            finally:
+                for handle in handles:
+                    os.close(handle)
+    finally:
+        os.umask(old_umask)
+
+
+def _closed_ancestor(path: str) -> str | None:
+    """The topmost directory strictly above ``path`` that others may not search, or None."""
+    parts = path.split("/")[1:-1]
+    for depth in range(1, len(parts) + 1):
+        ancestor = "/" + "/".join(parts[:depth])
+        if not os.stat(ancestor).st_mode & 0o001:
+            return ancestor
+    return None
+
+
+def _mount_tmpfs(target: str, options: str, flags: int = 0) -> None:
+    _check(_libc.mount(b"tmpfs", target.encode(), b"tmpfs", flags, options.encode()), f"mount tmpfs on {target}")
 
 
 # --- Landlock -----------------------------------------------------------------------------------
@@ -192,6 +252,19 @@ def landlock_restrict(read: list[str], write: list[str]) -> None:
         for paths, access in ((read, read_access), (write, fs_all)):
             for path in paths:
                 _allow(add_rule, ruleset, path, access)
+        _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+        _check(_libc.syscall(restrict_self, ruleset, 0), "landlock restrict")
+    finally:
+        os.close(ruleset)
+
+
+def landlock_scope() -> None:
+    """Only Landlock's scoping (ABI 6+): no connection to an abstract Unix socket and no signal
+    outside this process's own domain; the file system is left to the container."""
+    create, _, restrict_self = SYS_LANDLOCK[os.uname().machine]
+    attr = _RulesetAttr(scoped=SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL)
+    ruleset = _check(_libc.syscall(create, ctypes.byref(attr), ctypes.c_size_t(24), 0), "landlock ruleset")
+    try:
         _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
         _check(_libc.syscall(restrict_self, ruleset, 0), "landlock restrict")
     finally:

@@ -1,9 +1,12 @@
 """The Docker backend: every run in a fresh container of the sandbox image.
 
 A container has no network, memory (no swap), CPU and process-count limits, a read-only root
-filesystem, all capabilities dropped and no-new-privileges, the code and inputs mounted read-only,
-a size-limited tmpfs scratch as its working directory, capped logs, and only the environment the
-run names. It is removed whatever happens (also on exceptions and Ctrl-C), and carries the label
+filesystem, no-new-privileges, the code and inputs mounted read-only, a size-limited tmpfs scratch
+as its working directory, capped logs, and only the environment the run names. The runner starts
+in it as root with every capability dropped but CAP_SETUID, CAP_SETGID, CAP_SETPCAP and CAP_KILL,
+and runs the payload as the image's unprivileged ``sandbox`` user with none (see ``privsep`` for
+why this scheme). The report key goes to the runner on the container's stdin, attached for that one
+line. It is removed whatever happens (also on exceptions and Ctrl-C), and carries the label
 ``selfloop.sandbox`` with the owner's pid so ``sweep`` removes what a crashed owner left.
 """
 
@@ -16,7 +19,8 @@ from selfloop.core.config import SandboxSettings
 from selfloop.core.errors import SandboxError
 
 from .base import HOST_GRACE_S, LABEL, Sandbox, SandboxResult
-from .runner import REPORT_MARKER, runner_command
+from .privsep import DOCKER_PAYLOAD_UID
+from .runner import new_key, runner_command
 
 CODE_AT = "/code"
 INPUTS_AT = "/inputs"
@@ -25,6 +29,7 @@ PYTHON_AT = "/opt/selfloop/bin/python"
 PACKAGE_DIRS = {f"selfloop.{name}": f"/opt/selfloop-app/selfloop/{name}" for name in ("core", "sandbox")}
 PATH_IN_IMAGE = "/opt/selfloop/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 API_TIMEOUT_S = 60
+RUNNER_CAPS = ["SETUID", "SETGID", "SETPCAP", "KILL"]  # the runner's; the payload has none
 
 
 def docker_client():
@@ -70,7 +75,9 @@ class DockerSandbox(Sandbox):
         manifest = self._manifest_for(code_dir, inputs, CODE_AT, inputs_at)
         spec = self._spec(command, timeout_s, SCRATCH_AT, result_path, manifest, PACKAGE_DIRS,
                           self._rlimits(timeout_s),
-                          integrity_hint=" (stale image? rebuild with `selfloop sandbox build`)")
+                          integrity_hint=" (stale image? rebuild with `selfloop sandbox build`)",
+                          payload_uid=DOCKER_PAYLOAD_UID, container=True, landlock_scope=True,
+                          readable=[CODE_AT, *inputs_at.values()])
         mounts = [Mount(CODE_AT, str(code_dir), type="bind", read_only=True)]
         mounts += [Mount(inputs_at[name], str(path), type="bind", read_only=True) for name, path in inputs.items()]
         log_cap = 2 * self.settings.log_limit_bytes + (8 << 20)  # the report holds both capped logs
@@ -84,35 +91,41 @@ class DockerSandbox(Sandbox):
             mem_limit=s.memory_mb << 20, memswap_limit=s.memory_mb << 20,
             nano_cpus=int(s.cpus * 1e9), pids_limit=s.pids,
             ulimits=[Ulimit(name="nofile", soft=1024, hard=1024)],
-            cap_drop=["ALL"], security_opt=["no-new-privileges"], init=True,
-            user=f"{os.getuid()}:{os.getgid()}",
+            cap_drop=["ALL"], cap_add=RUNNER_CAPS, security_opt=["no-new-privileges"], init=True,
+            user="0:0", stdin_open=True,  # and StdinOnce (docker-py sets it): EOF after the key
             log_config=LogConfig(type="json-file", config={"max-size": str(log_cap), "max-file": "1"}),
             labels={LABEL: "1", f"{LABEL}.owner": f"{os.uname().nodename}:{os.getpid()}"},
         )
+        key = new_key()
         try:
-            container.start()
-            killed = self._wait(container, timeout_s + HOST_GRACE_S)
+            stdin = self.client.api.attach_socket(container.id, params={"stdin": 1, "stream": 1})
+            try:
+                container.start()
+                getattr(stdin, "_sock", stdin).sendall(f"{key}\n".encode())  # docker-py's SocketIO wraps it
+            finally:
+                stdin.close()  # stdin_once: the container's stdin closes with it
+            exit_code, killed = self._wait(container, timeout_s + HOST_GRACE_S)
             stdout = container.logs(stdout=True, stderr=False).decode("utf-8", "replace")
-            stderr, oom_killed = "", False
-            if REPORT_MARKER not in stdout:  # the runner itself died: find out why
-                stderr = container.logs(stdout=False, stderr=True, tail=200).decode("utf-8", "replace")
-                oom_killed = self.client.api.inspect_container(container.id)["State"].get("OOMKilled")
+            result = self._result_from_report(stdout, "", started, key, exit_code, killed)
+            if result.reason and result.reason.startswith("report not authenticated"):  # find out why
+                result.stderr = container.logs(stdout=False, stderr=True, tail=200).decode("utf-8", "replace")
+                tail = result.stderr.strip().splitlines()[-1:]
+                result.reason += f": {tail[0]}" if tail else ""
+                if self.client.api.inspect_container(container.id)["State"].get("OOMKilled"):
+                    result.status, result.reason = "oom", "out of memory (the container was killed)"
         finally:
             _remove(container)
-        result = self._result_from_report(stdout, stderr, started, killed)
-        if oom_killed:
-            result.status, result.reason = "oom", "out of memory (the container was killed)"
         return result
 
-    def _wait(self, container, limit_s: float) -> str | None:
+    def _wait(self, container, limit_s: float) -> tuple[int | None, str | None]:
+        """(the container's exit code, None), or (None, why the host killed it)."""
         import requests
 
         try:
-            container.wait(timeout=limit_s)
-            return None
+            return container.wait(timeout=limit_s).get("StatusCode"), None
         except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
             container.kill()
-            return f"timeout: the container outlived its deadline by {HOST_GRACE_S:g} s and was killed"
+            return None, f"timeout: the container outlived its deadline by {HOST_GRACE_S:g} s and was killed"
 
     def sweep(self) -> int:
         from . import confine

@@ -2,22 +2,31 @@
 
 The payload runs as a host subprocess under the sandbox runner, with every layer the kernel allows:
 
+- its own unprivileged uid and gid (``privsep.PAYLOAD_UID_BASE`` + the runner's pid) when the host
+  runs as root, no capabilities in any set, no_new_privs, and a seccomp filter that also refuses
+  every AF_UNIX socket (see ``privsep``); the runner is non-dumpable and its report is signed;
 - a scrubbed environment and a fresh temporary working directory;
-- rlimits on CPU time, open files, file size and core dumps (and processes when not root);
+- rlimits on CPU time, open files, file size, core dumps and processes (per uid: the payload's own);
 - new mount, PID and network namespaces (a user namespace too when not root): no network at all,
-  a size-limited private tmpfs as the scratch (and /dev/shm), a /proc that lists only the
+  a size-limited private tmpfs as the scratch (owned by the payload's uid; and /dev/shm), an empty
+  private /run and /var/run, the code and inputs bound read-only under the run's directory (the
+  payload's uid need not traverse the host directories above them), a /proc that lists only the
   payload's own processes, and every process of the payload dies with it;
 - memory and pids cgroups (cgroup v1, as root): real out-of-memory kills and a process ceiling;
 - Landlock: reads only beneath the system, the Python installation, selfloop's packages, the code
-  and the inputs; writes only in the scratch; no TCP; no signals or /proc access outside.
+  and the inputs; writes only in the scratch; no TCP; no signals, abstract Unix sockets or /proc
+  access outside (ABI 6+ for the scoping).
 
-What it cannot guarantee, compared with Docker: the payload shares the host kernel, user id and
-filesystem view (read-only where Landlock holds); where a layer is unavailable (no unprivileged user namespaces, no Landlock, no
-writable cgroups, not root) its protection is simply absent — ``Sandbox.run`` reports the layers
-that held in ``SandboxResult.protections``, and ``selfloop sandbox check`` lists them. World-readable
-system files (/usr, /etc/passwd) stay readable; without a memory cgroup the memory ceiling is
-RLIMIT_DATA, which counts heap but not every mapping; without a pids cgroup a root payload has no
-process ceiling; there are no CPU shares, only a CPU-time limit.
+What it cannot guarantee, compared with Docker: the payload shares the host kernel and filesystem
+view (read-only where Landlock holds); where a layer is unavailable (no unprivileged user
+namespaces, no Landlock, no seccomp, no writable cgroups, not root) its protection is simply absent —
+``Sandbox.run`` reports the layers that held in ``SandboxResult.protections``, and ``selfloop
+sandbox check`` lists them. An unprivileged host cannot give the payload a uid of its own (it runs
+as the host user, never root). World-readable system files (/usr, /etc/passwd) stay readable, and
+without Landlock so are world-readable files elsewhere, and /tmp and /var/tmp writable; the code and
+inputs must be readable by others (the runner refuses a run whose mount is not, saying which);
+without a memory cgroup the memory ceiling is RLIMIT_DATA, which counts heap but not every mapping;
+there are no CPU shares, only a CPU-time limit.
 """
 
 from __future__ import annotations
@@ -39,7 +48,8 @@ from selfloop.core.config import SandboxSettings
 from . import confine
 from .base import HOST_GRACE_S, Sandbox, SandboxResult
 from .integrity import PROTECTED_PACKAGES, SELFLOOP_PACKAGES, package_dir
-from .runner import runner_command
+from .privsep import seccomp_program
+from .runner import new_key, runner_command
 
 SYSTEM_READ = ["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/proc", "/sys",
                "/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", "/dev/full",
@@ -72,8 +82,10 @@ class ProcessSandbox(Sandbox):
         userns = Path("/proc/sys/user/max_user_namespaces")
         namespaces = root or (userns.exists() and userns.read_text().strip() != "0")
         cgroup = root and (confine.CGROUP_V1 / "memory" / "memory.limit_in_bytes").exists()
-        return {"rlimits": True, "namespaces": namespaces, "cgroups": cgroup,
-                "landlock": confine.landlock_abi() > 0}
+        seccomp = "Seccomp:" in Path("/proc/self/status").read_text() and seccomp_program(os.uname().machine) is not None
+        abi = confine.landlock_abi()
+        return {"uid separation": root, "rlimits": True, "namespaces": namespaces, "cgroups": cgroup,
+                "seccomp": seccomp, "landlock": abi > 0, "landlock socket scoping": abi >= 6}
 
     def sweep(self) -> int:
         """Remove the cgroups that killed runners left; return how many went."""
@@ -89,50 +101,66 @@ class ProcessSandbox(Sandbox):
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _run_in(self, workdir, command, code_dir, inputs, env, timeout_s) -> SandboxResult:
+        workdir.chmod(0o711)  # the payload's uid may pass through to its mounts, not list the directory
         scratch = workdir / "scratch"
+        code_at = workdir / "code"
         inputs_dir = workdir / "inputs"
-        scratch.mkdir()
-        inputs_dir.mkdir()
-        for name, path in inputs.items():
-            (inputs_dir / name).symlink_to(path)
+        for directory in (scratch, code_at, inputs_dir):
+            directory.mkdir()
+        inputs_at = {}
+        for name, path in inputs.items():  # mount points: the runner binds each input over its own
+            target = inputs_dir / name
+            target.mkdir() if path.is_dir() else target.touch()
+            inputs_at[name] = str(target)
         result_path = scratch / "result.json"
-        inputs_at = {name: str(path) for name, path in inputs.items()}
         path_var = os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"])
-        environment = self._environment(env, str(code_dir), str(result_path), inputs_at,
+        environment = self._environment(env, str(code_at), str(result_path), inputs_at,
                                         str(inputs_dir), str(scratch), path_var)
         layers = self.layers()
         rlimits = self._rlimits(timeout_s)
+        rlimits["nproc"] = self.settings.pids  # counts the payload's uid: its own, when root
         if not layers["cgroups"]:
             rlimits["data_bytes"] = self.settings.memory_mb << 20
-            if os.geteuid() != 0:
-                rlimits["nproc"] = self.settings.pids
+        binds = [[str(code_dir), str(code_at)]] + [[str(inputs[name]), inputs_at[name]] for name in inputs]
         isolate = {
-            "namespaces": layers["namespaces"], "scratch_mb": self.settings.scratch_mb,
+            "namespaces": layers["namespaces"], "scratch_mb": self.settings.scratch_mb, "binds": binds,
+            "expose": self._python_dirs(),
             "cgroup": {"memory_bytes": self.settings.memory_mb << 20, "pids": self.settings.pids}
             if layers["cgroups"] else None,
-            "landlock": {"read": self._readable(code_dir, inputs, inputs_dir),
+            "landlock": {"read": self._readable(code_at, inputs_dir),
                          "write": [str(scratch)] + SYSTEM_WRITE + ["/dev/shm"] * layers["namespaces"]}
             if layers["landlock"] else None,
         }
-        manifest = self._manifest_for(code_dir, inputs, str(code_dir), inputs_at)
+        manifest = self._manifest_for(code_dir, inputs, str(code_at), inputs_at)
         package_dirs = {package: str(package_dir(package)) for package in PROTECTED_PACKAGES}
         spec = self._spec(command, timeout_s, str(scratch), str(result_path), manifest, package_dirs,
                           rlimits, isolate,
-                          integrity_hint=" (a protected file changed on the host since the run began)")
+                          integrity_hint=" (a protected file changed on the host since the run began)",
+                          payload_uid="per-run" if layers["uid separation"] else None,
+                          readable=[str(code_at), *inputs_at.values()])
         runner = runner_command(sys.executable, package_dirs["selfloop.sandbox"], spec)
         return self._execute(runner, environment, scratch, timeout_s)
 
-    def _readable(self, code_dir: Path, inputs: dict[str, Path], inputs_dir: Path) -> list[str]:
+    @staticmethod
+    def _python_dirs() -> list[str]:
+        """The Python installation and selfloop's packages: what the payload's interpreter reads."""
         python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sysconfig.get_paths()["purelib"],
                   sysconfig.get_paths()["platlib"], str(Path(sys.executable).resolve().parent.parent)}
-        packages = [str(package_dir(f"selfloop.{p}")) for p in SELFLOOP_PACKAGES]
-        return sorted(python) + SYSTEM_READ + packages + [str(code_dir), str(inputs_dir)] + \
-            [str(path) for path in inputs.values()]
+        return sorted(python) + [str(package_dir(f"selfloop.{p}")) for p in SELFLOOP_PACKAGES]
+
+    def _readable(self, code_at: Path, inputs_dir: Path) -> list[str]:
+        return self._python_dirs() + SYSTEM_READ + [str(code_at), str(inputs_dir)]
 
     def _execute(self, runner: list[str], environment: dict, scratch: Path, timeout_s: float) -> SandboxResult:
         started = time.monotonic()
-        process = subprocess.Popen(runner, cwd=scratch, env=environment, stdin=subprocess.DEVNULL,
+        key = new_key()
+        process = subprocess.Popen(runner, cwd=scratch, env=environment, stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        try:  # the report key, on a pipe only the runner holds: it reads it, then closes it
+            process.stdin.write(f"{key}\n".encode())
+            process.stdin.close()
+        except BrokenPipeError:
+            pass  # the runner died at once: its report will be missing
         out: dict[str, bytes] = {}
         readers = [threading.Thread(target=_read_capped, args=(getattr(process, n), out, n), daemon=True)
                    for n in ("stdout", "stderr")]
@@ -151,7 +179,8 @@ class ProcessSandbox(Sandbox):
         for reader in readers:
             reader.join()
         return self._result_from_report(out.get("stdout", b"").decode("utf-8", "replace"),
-                                        out.get("stderr", b"").decode("utf-8", "replace"), started, killed)
+                                        out.get("stderr", b"").decode("utf-8", "replace"), started, key,
+                                        process.returncode, killed)
 
 
 def wait_for_exit(process: subprocess.Popen, timeout_s: float) -> bool:

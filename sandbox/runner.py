@@ -2,13 +2,21 @@
 
 Both backends start this module in the sandbox instead of the payload itself. It
 
-1. checks the protected files against the host's manifest (a mismatch stops here);
-2. locks itself down where the spec asks (process backend: cgroup, namespaces, private tmpfs);
-3. starts the payload with rlimits (and, for the process backend, Landlock), captures its output
-   capped, and kills it at the deadline or when it prints without bound;
-4. kills every process the payload left behind;
-5. checks the protected files again, reads the payload's JSON result, and prints one report line,
-   ``REPORT_MARKER <json>``, on its own stdout.
+1. reads the run's report key, the first line of its stdin, and closes stdin (the key is in no
+   argument, no environment variable and no file the payload could read);
+2. checks the protected files against the host's manifest (a mismatch stops here);
+3. locks itself down where the spec asks (process backend: cgroup, namespaces, private tmpfs
+   scratch and /run, read-only binds of the code and inputs) and makes itself non-dumpable;
+4. starts the payload under its own unprivileged uid with no capabilities, no_new_privs, seccomp,
+   rlimits and Landlock (``privsep``), records the payload's credentials as the kernel shows them,
+   captures its output capped, and kills it at the deadline or when it prints without bound;
+5. kills every process of the payload (its PID namespace, or every process in the container) and
+   waits until none is left, so nothing writes after this point;
+6. checks the protected files again, reads the payload's JSON result (no symlink, no FIFO, size
+   capped), and prints one report line, ``REPORT_MARKER <hmac-sha256> <json>``, on its own stdout.
+
+The host accepts a report only with a valid MAC under the run's key and a runner that exited 0
+(``parse_report``): a payload that cannot read the key cannot forge one.
 
 Its one argument is a JSON spec (written by ``Sandbox._spec``). Standard library only: it starts
 as ``python -I -S`` (no site-packages: a third of the start-up time), loading ``selfloop.sandbox``
@@ -17,6 +25,8 @@ from the directory it is given, and its start-up is every evaluation's overhead.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import resource
@@ -29,6 +39,7 @@ from pathlib import Path
 
 REPORT_MARKER = "@@selfloop-sandbox-report@@"
 RESULT_LIMIT_BYTES = 4 << 20
+KEY_HEX_CHARS = 64  # a 32-byte key, hex
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -50,49 +61,111 @@ def runner_command(python: str, sandbox_dir: str, spec: str) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    key = _read_key()
+    if key is None:
+        sys.stderr.write("sandbox runner: no report key on stdin\n")
+        return 2
     spec = json.loads(argv[0])
-    report = run(spec)
-    sys.stdout.write(f"\n{REPORT_MARKER} {json.dumps(report)}\n")
+    body = json.dumps(run(spec))
+    sys.stdout.write(f"\n{REPORT_MARKER} {sign(key, body)} {body}\n")
     sys.stdout.flush()
     return 0
 
 
+def new_key() -> str:
+    """A fresh report key for one run (the host's side)."""
+    return os.urandom(KEY_HEX_CHARS // 2).hex()
+
+
+def sign(key: str, body: str) -> str:
+    return hmac.new(key.encode(), body.encode(), hashlib.sha256).hexdigest()
+
+
+def parse_report(stdout: str, key: str, exit_code: int | None) -> tuple[dict | None, str | None]:
+    """(report, None) when the runner's stdout holds exactly one report line, its MAC is valid under
+    ``key`` and the runner exited 0; else (None, why not)."""
+    lines = [line for line in stdout.splitlines() if line.startswith(REPORT_MARKER)]
+    if not lines:
+        return None, f"the sandbox runner gave no report ({_describe_exit(exit_code)})"
+    if len(lines) > 1:  # the runner writes one; the payload's output is inside its JSON
+        return None, f"{len(lines)} report lines where the runner writes one"
+    _, mac, body = (lines[0].split(" ", 2) + ["", ""])[:3]
+    if not hmac.compare_digest(mac.encode(), sign(key, body).encode()):
+        return None, "its MAC does not match the run's key"
+    if exit_code != 0:
+        return None, f"the sandbox runner exited with {_describe_exit(exit_code)}"
+    try:
+        return json.loads(body), None
+    except ValueError:
+        return None, "the report is not JSON"
+
+
+def _read_key() -> str | None:
+    """The first line of stdin, then stdin is /dev/null (the payload inherits nothing of it)."""
+    data = b""
+    while b"\n" not in data and len(data) <= KEY_HEX_CHARS:
+        chunk = os.read(0, KEY_HEX_CHARS + 1)
+        if not chunk:
+            break
+        data += chunk
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    key = data.split(b"\n", 1)[0].decode("ascii", "replace")
+    return key if len(key) == KEY_HEX_CHARS else None
+
+
 def run(spec: dict) -> dict:
+    from . import privsep
     from .integrity import verify_manifest
 
     report: dict = {"status": "error", "exit_code": None, "reason": None, "result": None,
                     "stdout": "", "stderr": "", "stdout_truncated": False,
                     "stderr_truncated": False, "protections": []}
+    isolate = spec.get("isolate") or {}
+    lockdown = Lockdown(isolate, spec, report["protections"])
+    refused = lockdown.refusal()
+    if refused:
+        report["reason"] = refused
+        return report
+    lockdown.before_spawn()  # first: the manifest's extra files are checked where they are mounted
+    privsep.make_undumpable()
+    _set_subreaper()
     problems = verify_manifest(spec["manifest"], spec["package_dirs"])
     if problems:
         report["reason"] = f"integrity: {_summarise(problems)}{spec.get('integrity_hint', '')}"
+    else:
+        report["reason"] = lockdown.unreadable(spec.get("readable") or [])
+    if report["reason"]:
+        lockdown.after()
         return report
 
-    isolate = spec.get("isolate") or {}
-    lockdown = Lockdown(isolate, spec["scratch"], report["protections"])
-    lockdown.before_spawn()
-    _set_subreaper()
-
     env = dict(os.environ)
-    Path(spec["result_path"]).parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    failure_r, failure_w = os.pipe2(os.O_CLOEXEC)  # why the child failed before exec, if it did
     try:
         payload = subprocess.Popen(
             spec["command"], cwd=spec["scratch"], env=env, stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-            preexec_fn=lambda: lockdown.in_child(spec.get("rlimits") or {}),  # noqa: PLW1509 (no threads here)
+            preexec_fn=lambda: lockdown.in_child(spec.get("rlimits") or {}, failure_w),  # noqa: PLW1509 (no threads here)
         )
     except (OSError, subprocess.SubprocessError) as exc:
-        report["reason"] = f"could not start {spec['command'][0]!r}: {exc}"
+        os.close(failure_w)
+        why = os.read(failure_r, 4096).decode("utf-8", "replace").strip()
+        os.close(failure_r)
+        report["reason"] = f"could not start {spec['command'][0]!r}: {why or exc}"
         lockdown.after()
         return report
+    os.close(failure_w)
+    os.close(failure_r)
 
-    capture = OutputCapture(payload, spec["log_limit_bytes"], spec["output_limit_bytes"])
+    wrong = lockdown.record_payload(payload.pid)
+    capture = OutputCapture(payload, spec["log_limit_bytes"], spec["output_limit_bytes"],
+                            lambda: lockdown.kill(payload.pid))
     deadline = spec.get("timeout_s")
-    timed_out = not capture.until_exit(deadline)
-    # In its own PID namespace the payload's death takes every descendant with it; elsewhere
-    # (a container) orphans were reparented to us and are hunted down.
-    _kill_everything(payload, hunt_orphans="namespaces" not in report["protections"])
+    timed_out = False if wrong else not capture.until_exit(deadline)
+    lockdown.kill(payload.pid)
+    lockdown.reap(payload)
     capture.drain()
     report["seconds"] = round(time.monotonic() - started, 4)
     report.update(capture.report())
@@ -101,6 +174,9 @@ def run(spec: dict) -> dict:
 
     code = payload.returncode
     report["exit_code"] = code
+    if wrong:
+        report["reason"] = wrong
+        return report
     if timed_out:
         report["status"], report["reason"] = "timeout", f"killed after {deadline:g} s"
     elif capture.overflowed:
@@ -123,7 +199,7 @@ def run(spec: dict) -> dict:
         report["reason"] = f"integrity: {_summarise(problems)} (changed while the payload ran)"
         return report
     if report["status"] == "ok" or report["status"] == "error":
-        result, problem = _read_result(Path(spec["result_path"]))
+        result, problem = _read_result(spec["result_path"])
         report["result"] = result
         if problem and report["status"] == "ok":
             report["reason"] = problem
@@ -138,11 +214,11 @@ LIMIT_SIGNALS = {
 
 class OutputCapture:
     """Reads a payload's stdout and stderr in this thread (a process that made a new PID namespace
-    cannot start threads), keeps the first ``keep`` bytes of each and counts the rest, and kills
-    the payload once both together pass ``kill_after`` bytes."""
+    cannot start threads), keeps the first ``keep`` bytes of each and counts the rest, and calls
+    ``kill`` once both together pass ``kill_after`` bytes."""
 
-    def __init__(self, process: subprocess.Popen, keep: int, kill_after: int):
-        self.process, self.keep, self.kill_after = process, keep, kill_after
+    def __init__(self, process: subprocess.Popen, keep: int, kill_after: int, kill):
+        self.process, self.keep, self.kill_after, self.kill = process, keep, kill_after, kill
         self.kept = {"stdout": bytearray(), "stderr": bytearray()}
         self.total = {"stdout": 0, "stderr": 0}
         self.overflowed = False
@@ -192,7 +268,7 @@ class OutputCapture:
             kept += chunk[: self.keep - len(kept)]
         if not self.overflowed and sum(self.total.values()) > self.kill_after:
             self.overflowed = True
-            _kill_group(self.process.pid)
+            self.kill()
 
     def report(self) -> dict:
         out = {}
@@ -204,14 +280,50 @@ class OutputCapture:
 
 
 class Lockdown:
-    """The process backend's isolation, each layer applied where the kernel allows and recorded in
-    ``protections`` (the Docker backend passes an empty ``isolate``: the container does it)."""
+    """What separates the payload from the runner and the host, each layer applied where the kernel
+    allows and recorded in ``protections``. The process backend's ``isolate`` asks for cgroups,
+    namespaces, binds and Landlock; in Docker (an empty ``isolate``) the container provides those,
+    and the privilege drop, seccomp and Landlock's scoping are applied on both."""
 
-    def __init__(self, isolate: dict, scratch: str, protections: list[str]):
-        self.isolate, self.scratch, self.protections = isolate, scratch, protections
+    def __init__(self, isolate: dict, spec: dict, protections: list[str]):
+        from . import privsep
+
+        self.privsep = privsep  # imported now: the forked payload must not import anything
+        self.isolate, self.protections = isolate, protections
+        self.scratch = spec["scratch"]
+        self.in_container = bool(spec.get("container"))
         self.cgroups: list[Path] = []
         self.oom_file: Path | None = None
+        self.namespaces = False
         self.landlock_rules = isolate.get("landlock")
+        wanted = spec.get("payload_uid")
+        self.uid = privsep.PAYLOAD_UID_BASE + os.getpid() if wanted == "per-run" else wanted
+        self.last_cap = privsep.last_capability()
+        self.own = privsep.status_fields()
+        program = privsep.seccomp_program(os.uname().machine)
+        if "Seccomp" not in self.own:
+            self.seccomp, self.no_seccomp = None, "the kernel has no seccomp"
+        elif program is None:
+            self.seccomp, self.no_seccomp = None, f"no filter for {os.uname().machine}"
+        else:
+            self.seccomp, self.no_seccomp = privsep.SeccompFilter(program), "the kernel refused the filter"
+        self.landlock_abi = 0
+        self.scope = bool(self.landlock_rules or spec.get("landlock_scope"))
+        if self.scope:
+            from . import confine
+
+            self.confine = confine
+            self.landlock_abi = confine.landlock_abi()
+
+    def refusal(self) -> str | None:
+        """Why the payload cannot be started unprivileged here, or None."""
+        if self.uid is None:
+            return None
+        needed = self.privsep.missing_capabilities(self.own, kill=self.in_container)
+        if needed:
+            return (f"cannot run the payload under its own uid: the sandbox runner lacks {', '.join(needed)}"
+                    + (" (the container must be given them)" if self.in_container else ""))
+        return None
 
     def before_spawn(self) -> None:
         if not self.isolate:
@@ -219,8 +331,7 @@ class Lockdown:
             return
         from . import confine
 
-        self.confine = confine  # imported here: the forked payload must not import anything
-
+        self.confine = confine
         limits = self.isolate.get("cgroup")
         if limits:
             try:
@@ -231,28 +342,134 @@ class Lockdown:
         if self.isolate.get("namespaces"):
             try:
                 confine.unshare_namespaces()
+                self.namespaces = True
                 self.protections.append("namespaces")
-                confine.mount_private_tmpfs(self.scratch, self.isolate["scratch_mb"])
-                self.protections.append("tmpfs scratch")
             except OSError as exc:
                 self.protections.append(f"no namespaces ({exc.strerror or exc})")
-        if self.landlock_rules:
-            self.protections.append("landlock" if confine.landlock_abi() > 0 else "no landlock")
-
-    def in_child(self, rlimits: dict) -> None:
-        """Runs in the forked payload before exec: nothing here may start a thread."""
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if "namespaces" in self.protections:
+        owner = (self.uid, self.uid) if self.uid is not None else (os.geteuid(), os.getegid())
+        if self.namespaces:
+            for layer, apply in (("tmpfs scratch", lambda: confine.mount_private_tmpfs(
+                                     self.scratch, self.isolate["scratch_mb"], *owner)),
+                                 ("private /run", confine.mount_private_run)):
+                try:
+                    apply()
+                    self.protections.append(layer)
+                except OSError as exc:
+                    self.protections.append(f"no {layer} ({exc.strerror or exc})")
+        if "tmpfs scratch" not in self.protections:
+            os.chown(self.scratch, *owner)
+        for source, target in self.isolate.get("binds", []):
+            _bind_or_link(confine, source, target, self.namespaces)
+        if self.namespaces and self.uid is not None and self.isolate.get("expose"):
             try:
-                self.confine.mount_private_proc()
+                confine.expose(self.isolate["expose"])
+            except OSError as exc:
+                self.protections.append(f"python installation not exposed to the payload's uid ({exc})")
+        if self.landlock_rules:
+            self.protections.append("landlock" if self.landlock_abi > 0 else "no landlock (the kernel has none)")
+
+    def unreadable(self, paths: list[str]) -> str | None:
+        """Why the payload's uid cannot open one of the code or input mounts, or None."""
+        if self.uid is None:
+            return None
+        for path in paths:
+            try:
+                st = os.stat(path)
             except OSError:
-                pass  # the host's /proc stays visible (Landlock still hides other processes' memory)
-        _apply_rlimits(rlimits)
-        if "landlock" in self.protections:
-            self.confine.landlock_restrict(**self.landlock_rules)
+                continue
+            need = 0o005 if os.path.isdir(path) else 0o004
+            if st.st_uid != self.uid and st.st_mode & need != need:
+                kind = "directory" if need == 0o005 else "file"
+                return (f"{path} (mode {st.st_mode & 0o7777:04o}) is closed to the payload's uid: "
+                        f"make the {kind} readable by others (chmod o+r{'x' if need == 0o005 else ''})")
+        return None
+
+    def in_child(self, rlimits: dict, failure_fd: int) -> None:
+        """Runs in the forked payload before exec: nothing here may start a thread or import.
+        Any failure stops the payload from starting, and its reason goes to ``failure_fd``."""
+        step = "mount /proc"
+        try:
+            if self.namespaces:
+                try:
+                    self.confine.mount_private_proc()
+                except OSError:
+                    pass  # the host's /proc stays visible (Landlock still hides other processes' memory)
+            step = "rlimits"
+            _apply_rlimits(rlimits)
+            if self.uid is not None:
+                step = "dropping to the payload's uid"
+                self.privsep.become_payload(self.uid, self.uid, self.last_cap)
+            step = "no_new_privs"
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after the uid change, which clears it
+            self.privsep.no_new_privs()
+            step = "landlock"
+            if self.landlock_rules and self.landlock_abi > 0:
+                self.confine.landlock_restrict(**self.landlock_rules)
+            elif self.scope and self.landlock_abi >= 6:
+                self.confine.landlock_scope()
+            step = "seccomp"
+            if self.seccomp is not None:
+                self.seccomp.install()
+        except BaseException as exc:
+            os.write(failure_fd, f"{step}: {exc}".encode())
+            raise
+
+    def record_payload(self, pid: int) -> str | None:
+        """Record the payload's credentials as the kernel holds them, right after its exec; say why
+        the run must stop if they are not what was asked for."""
+        status = self.privsep.payload_status(pid)
+        if "Uid" not in status:
+            self.protections.append("payload credentials unread (it was gone before they could be)")
+            return None
+        uids, gids = status["Uid"].split(), status["Gid"].split()
+        self.protections.append(f"payload uid={uids[0]} gid={gids[0]} groups={status.get('Groups') or 'none'}")
+        caps = " ".join(f"{k}={status[k]}" for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb") if k in status)
+        self.protections.append(f"payload {caps}")
+        self.protections.append("no_new_privs" if status.get("NoNewPrivs") == "1" else "no no_new_privs")
+        filters = int(status.get("Seccomp_filters", "0"))
+        held = self.seccomp is not None and filters > int(self.own.get("Seccomp_filters", "0"))
+        self.protections.append("seccomp" if held else f"no seccomp ({self.no_seccomp})")
+        if self.landlock_abi >= 6:
+            self.protections.append("landlock socket scoping")
+        else:
+            why = "not asked for" if not self.scope else \
+                f"Landlock ABI {self.landlock_abi} < 6" if self.landlock_abi else "no Landlock"
+            self.protections.append(f"no landlock socket scoping ({why})")
+        if self.uid is None:
+            self.protections.append(f"no uid separation (the runner is not root: the payload shares its uid {uids[0]})")
+        if "0" in uids:
+            return "the payload ran as root (refused)"
+        if self.uid is not None and (set(uids) != {str(self.uid)} or int(status.get("CapEff", "1"), 16)):
+            return f"the payload runs as uid {status['Uid']} with CapEff {status.get('CapEff')}, not as asked (refused)"
+        return None
+
+    def kill(self, pid: int) -> None:
+        """SIGKILL every process of the payload, new ones included."""
+        try:
+            if self.namespaces:
+                os.kill(pid, signal.SIGKILL)  # PID 1 of its namespace: the kernel kills the rest
+            elif self.in_container:
+                os.kill(-1, signal.SIGKILL)  # everything in the container but init and this runner
+            elif self.uid is not None:
+                _kill_uid(self.uid)
+            else:
+                _kill_group(pid)
+        except ProcessLookupError:
+            pass
+
+    def reap(self, payload: subprocess.Popen) -> None:
+        """Return once no process of the payload is left (reaped, so none can still write)."""
+        payload.wait()
+        if self.namespaces:
+            return  # its PID namespace is empty once its init is reaped
+        if self.uid is None:
+            _hunt_orphans()
+            return
+        while True:  # every orphan is ours (subreaper) and dead or dying
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                return
 
     def oom_kills(self) -> int:
         if self.oom_file is None:
@@ -268,9 +485,23 @@ class Lockdown:
 
     def after(self) -> None:
         if self.cgroups:
-            from . import confine
+            self.confine.leave_cgroups(self.cgroups)
 
-            confine.leave_cgroups(self.cgroups)
+
+def _bind_or_link(confine, source: str, target: str, namespaces: bool) -> None:
+    """The code or an input at ``target``: a read-only bind in our mount namespace, or (with no
+    namespaces) a symlink, as the host prepared the mount point."""
+    if namespaces:
+        try:
+            confine.bind_read_only(source, target)
+            return
+        except OSError:
+            pass
+    if os.path.isdir(target) and not os.path.islink(target):
+        os.rmdir(target)
+    else:
+        os.unlink(target)
+    os.symlink(source, target)
 
 
 def _apply_rlimits(rlimits: dict) -> None:
@@ -292,11 +523,15 @@ def _container_oom_file() -> Path | None:
     return None
 
 
-def _set_subreaper() -> None:
-    """Orphans of the payload become our children, so none escapes the final sweep."""
+def _prctl(option: int, value: int) -> int:
     import ctypes
 
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+
+
+def _set_subreaper() -> None:
+    """Orphans of the payload become our children, so none escapes the final sweep."""
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
 def _kill_group(pid: int) -> None:
@@ -306,17 +541,28 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def _kill_everything(payload: subprocess.Popen, hunt_orphans: bool = True) -> None:
-    """SIGKILL the payload's group, then every child we still have (reparented orphans included),
-    until none is left."""
-    _kill_group(payload.pid)
-    try:
-        payload.kill()
-    except ProcessLookupError:
-        pass
-    payload.wait()
-    if not hunt_orphans:
-        return
+def _kill_uid(uid: int, tries: int = 100) -> None:
+    """SIGKILL every process of ``uid`` (the payload's own): a child takes that uid and calls
+    kill(-1), which the kernel applies to all of them at once, forks in flight included."""
+    for _ in range(tries):
+        child = os.fork()
+        if child == 0:
+            try:
+                os.setresuid(uid, uid, uid)
+                while True:
+                    os.kill(-1, signal.SIGKILL)
+            except ProcessLookupError:
+                os._exit(0)  # none left
+            except BaseException:
+                os._exit(1)
+        _, status = os.waitpid(child, 0)
+        if os.waitstatus_to_exitcode(status) == 0:
+            return  # else a payload process killed the sweeper first: again
+    _hunt_orphans()
+
+
+def _hunt_orphans() -> None:
+    """SIGKILL every child we still have (reparented orphans included) until none is left."""
     me = os.getpid()
     for _ in range(1000):
         children = _children_of(me)
@@ -349,14 +595,30 @@ def _children_of(parent: int) -> list[int]:
     return children
 
 
-def _read_result(path: Path) -> tuple[dict | None, str | None]:
+def _read_result(path: str) -> tuple[dict | None, str | None]:
+    """The payload's JSON result, read once every payload process is dead: the last component may
+    not be a symlink (O_NOFOLLOW) nor anything but a regular file, and no more than the cap is read."""
+    import errno
+    import stat
+
     try:
-        with open(path, "rb") as f:
-            data = f.read(RESULT_LIMIT_BYTES + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return None, "the payload wrote no result"
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None, "the result is a symlink (refused)"
         return None, f"result unreadable: {exc.strerror}"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None, "the result is not a regular file (refused)"
+        chunks, size = [], 0
+        while size <= RESULT_LIMIT_BYTES and (chunk := os.read(fd, RESULT_LIMIT_BYTES + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
     if len(data) > RESULT_LIMIT_BYTES:
         return None, f"result larger than {RESULT_LIMIT_BYTES} bytes"
     try:

@@ -67,9 +67,9 @@ def hostile(request, tmp_path):
         script = code / f"{marker}.py"
         script.write_text(textwrap.dedent(source))
         sandbox = make_sandbox(kind, **overrides)
-        path = "/code" if kind == "docker" else str(code)
-        return sandbox.run(["python", f"{path}/{marker}.py", marker], code_dir=code, env=env or {},
-                           timeout_s=timeout_s)
+        run.engine = run.engine or kind == "docker"  # only now is there an engine to ask in teardown
+        start = f"import os, runpy; runpy.run_path(os.environ['SELFLOOP_CODE'] + '/{marker}.py', run_name='__main__')"
+        return sandbox.run(["python", "-c", start, marker], code_dir=code, env=env or {}, timeout_s=timeout_s)
 
     def needs(*layers: str) -> None:
         """Skip on the process backend where the kernel lacks a layer this containment relies on."""
@@ -80,13 +80,13 @@ def hostile(request, tmp_path):
             if missing:
                 pytest.skip(f"the process backend has no {', '.join(missing)} on this machine")
 
-    run.kind, run.marker, run.tmp, run.needs = kind, marker, tmp_path, needs
+    run.kind, run.marker, run.tmp, run.needs, run.engine = kind, marker, tmp_path, needs, False
     yield run
     deadline = time.monotonic() + 5
     while processes_with(marker) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert processes_with(marker) == [], "a payload process survived its sandbox"
-    if kind == "docker":
+    if run.engine:
         assert labelled_containers() == [], "a sandbox container was left behind"
 
 
