@@ -70,7 +70,7 @@ def main() -> None:
             held_out=draw_held_out(task, plan, 1), pinned_task=task, visible_seed=1, sample_seed=0,
             smoke_size={"refine": s.smoke_per_difficulty, "select": s.smoke_select},
             full_size={"refine": s.full_per_difficulty, "select": s.full_select},
-            max_visible_gap=s.max_visible_gap)
+            z=s.significance_z)
         editable = editable_files(config, registry, targets, surface)
 
         def one(_, validator=validator, files=files, editable=editable, backend=backend):

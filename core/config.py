@@ -100,7 +100,9 @@ class EvolveSettings(Strict):
     # The full evaluation runs only if smoke >= full_threshold x parent's smoke - smoke_margin.
     full_threshold: float = Field(0.8, ge=0)
     smoke_margin: float = Field(0.1, ge=0)  # smoke sets are small: leave room for their noise
-    max_visible_gap: float = Field(0.15, ge=0)  # visible above held-out by more: rejected as gaming
+    # The judge's tests (visible vs held-out, model dependence) flag a difference beyond this many
+    # standard errors of its sampling noise (selfloop.core.significance).
+    significance_z: float = Field(3.0, gt=0)
     novelty_attempts: int = Field(5, ge=1)  # proposals tried per iteration to get an unseen variant
     confirm: bool = True  # at the end, seed vs champion once more on fresh held-out problems
     # A challenger replaces the round's incumbent (the seed, or the champion carried over) only when

@@ -28,17 +28,20 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import ArchiveError, ConfigError, SelfloopError
 from .judge import ProblemPlan, draw_held_out, pinned_task
+from .significance import Noise
 from .tunable import find_tunables, set_tunable
 from .types import Edit, VariantView
-from .validate import Validator, Verdict, write_tree
+from .validate import Reference, Validator, Verdict, write_tree
 
 SEED_PACKAGE = "selfloop.plugins"
+SEED_ROLES = ("seed", "confirm-seed")  # evaluations of the seed plugins: never rejected
+SELECT_AT = 0.7  # the self-label accuracy where selection has the most to decide
 
 
 class Trainer(Protocol):
@@ -208,17 +211,29 @@ def _fits(t, value) -> bool:
 
 
 def frontier(accuracy_by_difficulty: dict, count: int = 3, solved: float = 0.95) -> tuple[list[int], int] | None:
-    """(refinement difficulties, selection difficulty) where a checkpoint is still learning.
+    """(refinement difficulties, selection difficulty) where a checkpoint's problems discriminate.
 
-    The selection difficulty is the easiest one not yet solved (where self-labels start to be wrong);
-    refinement is measured there and at the next ``count - 1`` difficulties.
+    A difficulty the checkpoint gets all right or all wrong tells no plugin from another: every
+    variant scores the same there. So refinement is measured at the ``count`` consecutive
+    difficulties with the most binomial variance, Σ a(1 − a) (ties: the easier), and selection at the
+    one nearest ``SELECT_AT``
+    among those neither solved (below ``solved``) nor hopeless (above zero): enough right self-labels
+    to keep and enough wrong ones to drop. A checkpoint that solves every measured difficulty is
+    measured beyond them; one that solves none, at the easiest.
     """
-    acc = {int(d): a for d, a in accuracy_by_difficulty.items()}
+    acc = {int(d): float(a) for d, a in accuracy_by_difficulty.items()}
     if not acc:
         return None
-    unsolved = [d for d in sorted(acc) if acc[d] < solved]
-    first = unsolved[0] if unsolved else max(acc) + 1
-    return list(range(first, first + count)), first
+    discriminating = [d for d in sorted(acc) if 0.0 < acc[d] < 1.0]
+    if not discriminating and min(acc.values()) >= 1.0:
+        first = max(acc) + 1
+        return list(range(first, first + count)), first
+    ordered = sorted(acc)
+    windows = [ordered[i:i + count] for i in range(max(1, len(ordered) - count + 1))]
+    refine = max(windows, key=lambda w: (sum(acc[d] * (1 - acc[d]) for d in w), -w[0]))
+    mixed = [d for d in discriminating if acc[d] < solved] or discriminating or [min(acc)]
+    select = min(mixed, key=lambda d: (abs(acc[d] - SELECT_AT), d))
+    return refine, select
 
 
 def _crowned(result) -> int:
@@ -313,14 +328,17 @@ class Evolution:
 
         state = self._replay()
         if state["started"] and not resume:
-            raise ConfigError(f"{self.out} already holds a run; continue it with --resume, or choose "
-                              "another --archive")
+            done = len(state["attempts"])
+            raise ConfigError(f"{self.archive_path} already holds a run ({done} of {self.settings.iterations} "
+                              f"iterations done): continue it with `selfloop evolve --archive {self.archive_path} "
+                              "--resume`, or start afresh with `--fresh` (the old run is moved aside, not deleted)")
         if resume and not state["started"]:
-            raise ConfigError(f"{self.out}: nothing to resume (no journal)")
+            raise ConfigError(f"{self.archive_path}: nothing to resume (no run was started there); "
+                              "start one without --resume")
         if not state["started"]:
             if self.archive_path.exists() and any(self.archive_path.iterdir()):
-                raise ConfigError(f"{self.archive_path} already exists; a new run needs a new --archive "
-                                  "(or --resume to continue the run that made it)")
+                raise ConfigError(f"{self.archive_path} already exists; a new run needs a new --archive, or "
+                                  "`--fresh` to move it aside")
             self.run_id = hashlib.sha1(f"{time.time()}:{os.getpid()}".encode()).hexdigest()[:12]
             self.journal.append({"event": "start", "seed": self.seed, "run": self.run_id,
                                  "editable": self.editable, "time": time.time()})
@@ -383,8 +401,10 @@ class Evolution:
         members = [seed_id]
         incumbent = seed_id
         if previous and previous.champion != previous.seed_variant:
-            incumbent = self._baseline(r, "champion", validator, state, previous.champion)
-            members.append(incumbent)
+            carried = self._baseline(r, "champion", validator, state, previous.champion)
+            if self.archive.get(carried).admitted:
+                incumbent = carried
+                members.append(carried)
         # Attempts journalled before a crash: archive what was evaluated but not archived.
         finished = sorted((a for a in state["attempts"].values() if a.round == r), key=lambda a: a.iteration)
         for attempt in finished:
@@ -393,6 +413,13 @@ class Evolution:
                 members.append(variant)
         first = sum(self._quota(q) for q in range(r))
         todo = [i for i in range(first, first + self._quota(r)) if f"r{r}-i{i}" not in state["attempts"]]
+        if self.archive.get(seed_id).scores.get("score") is None and todo:
+            # Without the seed's score nothing can be compared on this checkpoint: the round's
+            # iterations are skipped (and journalled as such), and the run goes on to the next round.
+            self.progress("skipped", {"round": r, "iterations": len(todo),
+                                      "reason": "; ".join(self.archive.get(seed_id).meta.get("reasons") or [])})
+            self.journal.append({"event": "skipped", "round": r, "iterations": len(todo)})
+            todo = []
         while todo:
             reason = self._stop_reason(state, session_start)
             if reason:
@@ -431,7 +458,7 @@ class Evolution:
             pinned_task=self.task, visible_seed=self.seed * 1000 + r, sample_seed=self.seed,
             smoke_size={"refine": s.smoke_per_difficulty, "select": s.smoke_select},
             full_size={"refine": s.full_per_difficulty, "select": s.full_select},
-            max_visible_gap=s.max_visible_gap, timeout_s=self.config.sandbox.timeout_s)
+            z=s.significance_z, timeout_s=self.config.sandbox.timeout_s)
 
     def _confirm(self, results: list[RoundResult], state) -> dict[str, Any]:
         """Seed against the final champion on fresh held-out problems of the checkpoint it won on.
@@ -471,18 +498,21 @@ class Evolution:
         from selfloop.archive import Archive
 
         key = f"r{r}-{role}"
-        if role in state["baselines"].get(r, {}):
-            return state["baselines"][r][role]
-        if key in state["archived"]:  # archived, then killed before the journal said so
-            return state["archived"][key]
+        done = state["baselines"].get(r, {}).get(role) or state["archived"].get(key)
+        if done:  # evaluated before a crash (or archived, then killed before the journal said so)
+            reference = self.archive.get(done).meta.get("reference")
+            if role in SEED_ROLES and reference:
+                validator.reference = Reference(held_out=reference["held_out"], visible=reference["visible"],
+                                                noise=Noise(**reference["noise"]))
+            return done
         files = self.seed_files if source is None else self.archive.files(source)
         self.progress("baseline", {"round": r, "role": role, "source": source})
-        verdict = validator.validate(files, changed=[], editable=self.editable, threshold=None)
-        if not verdict.admitted:
-            raise SelfloopError(f"round {r}: the {role} plugins fail validation on this checkpoint: "
-                                f"{'; '.join(verdict.reasons)}")
+        # The seed plugins are the yardstick: recorded whatever happens, never rejected. A champion
+        # carried over is judged again like any variant (and, if rejected, is no incumbent).
+        verdict = self._validate(validator, files, changed=[], threshold=None, baseline=role in SEED_ROLES)
+        extra = {"reference": asdict(validator.reference)} if role in SEED_ROLES and validator.reference else {}
         meta = self._meta(verdict, proposer="seed" if source is None else "re-evaluation", round_=r,
-                          key=key,
+                          key=key, extra=extra,
                           summary=(f"seed plugins on round {r}'s checkpoint" if source is None else
                                    f"{source} ({role}) re-evaluated on round {r}'s checkpoint"
                                    + (", fresh held-out problems" if role.startswith("confirm") else "")))
@@ -493,11 +523,25 @@ class Evolution:
             self.archive = Archive.init(self.archive_path, write_tree(files, self.out / "seed"), meta=meta)
             variant = "v0"
         else:
-            variant = self.archive.add(parent=source, files=files, meta=meta)
+            variant = self.archive.add(parent=source, files=files, meta=meta,
+                                       status="admitted" if verdict.admitted else "rejected")
         self.journal.append({"event": "baseline", "round": r, "role": role, "variant": variant})
         state["baselines"].setdefault(r, {})[role] = variant
         self.progress("variant", {"round": r, "variant": variant, "verdict": verdict, "summary": meta["summary"]})
         return variant
+
+    def _validate(self, validator: Validator, files: dict[str, str], *, changed: list[str],
+                  threshold: float | None, baseline: bool = False) -> Verdict:
+        """Validate, turning any failure of the machinery (a sandbox that cannot start, a bug) into
+        this evaluation's recorded verdict: it is journalled, so a resume never replays it."""
+        try:
+            return validator.validate(files, changed=changed, editable=self.editable, threshold=threshold,
+                                      baseline=baseline)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one evaluation's failure is not the run's
+            return Verdict(False, [f"validation error: {type(exc).__name__}: {str(exc)[:300]}"],
+                           stages={})
 
     def _meta(self, verdict: Verdict, *, proposer: str, round_: int, key: str, summary: str,
               calls: list | None = None, extra: dict | None = None) -> dict[str, Any]:
@@ -594,7 +638,7 @@ class Evolution:
         threshold = (None if parent_smoke is None
                      else self.settings.full_threshold * parent_smoke - self.settings.smoke_margin)
         self.progress("validate", {"round": r, "iteration": i, "parent": parent, "summary": edit.summary})
-        verdict = validator.validate(files, changed=sorted(edit.files), editable=self.editable, threshold=threshold)
+        verdict = self._validate(validator, files, changed=sorted(edit.files), threshold=threshold)
         if any(r_.startswith("static: ") and "outside" in r_ for r_ in verdict.reasons):
             files = view.files  # never archive files from beyond the surface; the edit is in the meta
         return Attempt(key=key, iteration=i, round=r, parent=parent, files=files, edit_summary=edit.summary,

@@ -31,6 +31,8 @@ from .cli import CONTEXT, config_option, plugins_dir_option, print_json
               help="The variant archive (a git repository) to create or continue.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (journal, checkpoints); default ARCHIVE.run")
 @click.option("--resume", is_flag=True, help="Continue the run that made --archive after a crash or kill.")
+@click.option("--fresh", is_flag=True,
+              help="Start afresh: move an existing archive and its run directory aside (ARCHIVE.old-TIME).")
 @click.option("--seed", type=int, help="Seed of the run (offline runs with one seed are reproducible).")
 @click.option("--model", envvar="SELFLOOP_LLM_MODEL", help="LLM for the proposer, litellm provider/name.")
 @click.option("--api-base", envvar="SELFLOOP_LLM_API_BASE", help="API base URL of the LLM (local servers).")
@@ -38,8 +40,8 @@ from .cli import CONTEXT, config_option, plugins_dir_option, print_json
 @click.option("--max-tokens", type=click.IntRange(min=1), help="LLM token budget.")
 @click.option("--max-usd", type=click.FloatRange(min=0, min_open=True), help="LLM cost budget in US dollars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def evolve(config_path, plugins_dirs, iterations, rounds, workers, archive_path, out, resume, seed, model,
-           api_base, max_seconds, max_tokens, max_usd, as_json):
+def evolve(config_path, plugins_dirs, iterations, rounds, workers, archive_path, out, resume, fresh, seed,
+           model, api_base, max_seconds, max_tokens, max_usd, as_json):
     """Evolve the lifecycle's plugins while the GRO loop trains the model (the main job)."""
     from rich.console import Console
 
@@ -66,6 +68,11 @@ def evolve(config_path, plugins_dirs, iterations, rounds, workers, archive_path,
     console = Console(stderr=as_json)
     archive = Path(config.evolve.archive)
     run_dir = Path(config.evolve.out) if config.evolve.out else archive.with_name(archive.name + ".run")
+    if fresh and resume:
+        raise click.UsageError("--fresh and --resume exclude each other")
+    if fresh:
+        for moved in move_aside(archive, run_dir):
+            console.print(f"moved {moved[0]} aside to {moved[1]}", soft_wrap=True)
     seed_dir = next((Path(d) for d in plugins_dirs if _is_surface(Path(d))), None)
     evolution = build_evolution(config, registry, archive, run_dir, console, seed_dir)
     with EvolveProgress(console, config) as progress:
@@ -76,6 +83,20 @@ def evolve(config_path, plugins_dirs, iterations, rounds, workers, archive_path,
         print_json(report)
     else:
         print_report(console, evolution, report)
+
+
+def move_aside(*paths: Path) -> list[tuple[Path, Path]]:
+    """Rename each existing path to ``PATH.old-YYYYmmdd-HHMMSS`` (nothing is deleted)."""
+    import time
+
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    moved = []
+    for path in paths:
+        if path.exists():
+            target = path.with_name(f"{path.name}.old-{stamp}")
+            path.rename(target)
+            moved.append((path, target))
+    return moved
 
 
 def _names_proposer(config_path) -> bool:
@@ -146,6 +167,11 @@ class EvolveProgress:
             self.bar.update(self.task, status=f"round {data['round']}: training with {data['champion']} plugins")
         elif event == "baseline":
             self.bar.update(self.task, status=f"round {data['round']}: evaluating the {data['role']}")
+        elif event == "skipped":
+            self.console.print(f"  round {data['round']}: the seed plugins could not be scored on this "
+                               f"checkpoint ({data['reason'] or 'no reason given'}); its {data['iterations']} "
+                               "iterations are skipped", soft_wrap=True)
+            self.bar.advance(self.task, data["iterations"])
         elif event == "validate":
             self.bar.update(self.task, status=f"validating {data['summary'][:60]}")
         elif event == "variant":
@@ -154,8 +180,11 @@ class EvolveProgress:
             mark = "[green]admitted[/]" if verdict.admitted else "[red]rejected[/]"
             shown = f"{score:.3f}" if isinstance(score, float) else "-"
             line = f"  {data['variant']:>5} {mark} held-out {shown}  {data['summary']}"
-            if not verdict.admitted:
+            notes = [r for r in verdict.reasons if r.startswith("note")]
+            if not verdict.admitted and verdict.reasons:
                 line += f"  [dim]({verdict.reasons[0]})[/]"
+            elif notes:
+                line += f"  [dim]({notes[0]})[/]"
             self.console.print(line, overflow="ellipsis", no_wrap=True, crop=True)
             if "parent" in data:
                 self.bar.advance(self.task)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .significance import Noise, Outcomes, SelectionOutcome, noise
 from .types import Problem
 
 REFINE_WEIGHT = 0.5
@@ -74,10 +75,22 @@ class HeldOutSet:
     select: list[Problem]
     seed: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+    # Selection probes for the model-dependence test: other problems, each with a label the judge
+    # made, right for half of them and another probe's answer for the rest.
+    probes: list[Probe] = field(default_factory=list)
 
     def prompts(self) -> dict[str, list[dict[str, Any]]]:
         strip = lambda ps: [{"prompt": p.prompt, "difficulty": p.difficulty} for p in ps]
-        return {"refine": strip(self.refine), "select": strip(self.select)}
+        return {"refine": strip(self.refine), "select": strip(self.select),
+                "probes": [{"prompt": q.problem.prompt, "difficulty": q.problem.difficulty, "label": q.label}
+                           for q in self.probes]}
+
+
+@dataclass
+class Probe:
+    problem: Problem
+    label: str
+    correct: bool
 
 
 def pinned_task(config):
@@ -109,48 +122,109 @@ def draw_held_out(task, plan: ProblemPlan, seed: int) -> HeldOutSet:
     taken: set[str] = set()
     refine = [p for d in plan.refine_difficulties for p in distinct(d, plan.refine_per_difficulty, taken)]
     select = distinct(plan.select_difficulty, plan.select_count, taken)
-    return HeldOutSet(refine=refine, select=select, seed=seed)
+    probes = make_probes(task, distinct(plan.select_difficulty, plan.select_count, taken), rng)
+    return HeldOutSet(refine=refine, select=select, seed=seed, probes=probes)
 
 
-def score_held_out(task, held_out: HeldOutSet, outputs: dict[str, Any]) -> dict[str, float]:
-    """Score what a variant returned for the held-out prompts, with the pinned task's verifier.
+def make_probes(task, problems: list[Problem], rng: random.Random) -> list[Probe]:
+    """Label half of ``problems`` with their answer and the rest with another problem's answer.
+
+    Borrowed answers have the task's own format and length, so nothing but the truth tells the two
+    halves apart: a selector that cannot consult a model can only sort them by working the task.
+    """
+    problems = [p for p in problems if p.answer is not None]
+    order = list(range(len(problems)))
+    rng.shuffle(order)
+    wrong = set(order[: len(order) // 2])
+    probes = []
+    for i, problem in enumerate(problems):
+        label = problem.answer
+        if i in wrong:
+            for shift in range(1, len(problems)):
+                other = problems[(i + shift) % len(problems)].answer
+                if not task.verify(problem, other):
+                    label = other
+                    break
+        probes.append(Probe(problem, label, bool(task.verify(problem, label))))
+    return probes
+
+
+def held_out_outcomes(task, held_out: HeldOutSet, outputs: dict[str, Any]) -> Outcomes:
+    """Verify what a variant returned for the held-out prompts with the pinned task, problem by problem.
 
     ``outputs`` is ``{"refine": [answer per refine prompt], "select_labels": [the model's label per
-    select prompt], "select_kept": [[prompt, completion], ...]}`` as the payload wrote it; anything malformed scores as wrong, never as an error of the judge.
+    select prompt], "select_kept": [[prompt, completion], ...]}`` as the payload wrote it; anything
+    malformed counts as wrong, never as an error of the judge.
     """
-    answers = outputs.get("refine") if isinstance(outputs, dict) else None
+    outputs = outputs if isinstance(outputs, dict) else {}
+    answers = outputs.get("refine")
     if not isinstance(answers, list) or len(answers) != len(held_out.refine):
         answers = [""] * len(held_out.refine)
-    metrics: dict[str, float] = {}
-    by_difficulty: dict[int, list[bool]] = {}
-    for problem, answer in zip(held_out.refine, answers):
-        ok = isinstance(answer, str) and task.verify(problem, answer)
-        by_difficulty.setdefault(problem.difficulty, []).append(ok)
-    for d, oks in sorted(by_difficulty.items()):
-        metrics[f"refine_acc_{d}"] = sum(oks) / len(oks)
-    refine_accuracy = sum(sum(v) for v in by_difficulty.values()) / max(1, len(held_out.refine))
-
-    pool = {p.prompt: p for p in held_out.select}
-    labels = outputs.get("select_labels") if isinstance(outputs, dict) else None
-    kept_pairs = outputs.get("select_kept") if isinstance(outputs, dict) else None
-    labels = labels if isinstance(labels, list) and len(labels) == len(held_out.select) else [""] * len(held_out.select)
-    correct_total = sum(isinstance(c, str) and task.verify(p, c) for p, c in zip(held_out.select, labels))
+    refine = [isinstance(a, str) and bool(task.verify(p, a)) for p, a in zip(held_out.refine, answers)]
+    labels = outputs.get("select_labels")
+    if not isinstance(labels, list) or len(labels) != len(held_out.select):
+        labels = [""] * len(held_out.select)
+    pool = {p.prompt for p in held_out.select}
     kept: dict[str, str] = {}
-    for pair in kept_pairs if isinstance(kept_pairs, list) else []:
+    pairs = outputs.get("select_kept")
+    for pair in pairs if isinstance(pairs, list) else []:
         if (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and pair[0] in pool
                 and isinstance(pair[1], str)):
             kept.setdefault(pair[0], pair[1])  # each held-out prompt counts once
-    kept_correct = sum(task.verify(pool[prompt], completion) for prompt, completion in kept.items())
-    selection = selection_quality(kept_correct, len(kept), correct_total)
+    select = [SelectionOutcome(label_correct=isinstance(label, str) and bool(task.verify(p, label)),
+                               kept=p.prompt in kept,
+                               kept_correct=p.prompt in kept and bool(task.verify(p, kept[p.prompt])))
+              for p, label in zip(held_out.select, labels)]
+    return Outcomes(refine=refine, select=select)
+
+
+def null_outcomes(task, held_out: HeldOutSet, outputs: dict[str, Any]) -> Outcomes:
+    """Outcomes with the model taken away: the held-out answers, and the selection of the probes."""
+    outputs = outputs if isinstance(outputs, dict) else {}
+    refine = held_out_outcomes(task, held_out, {"refine": outputs.get("refine")}).refine
+    pool = {q.problem.prompt: q for q in held_out.probes}
+    kept: dict[str, str] = {}
+    pairs = outputs.get("probes_kept")
+    for pair in pairs if isinstance(pairs, list) else []:
+        if (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and pair[0] in pool
+                and isinstance(pair[1], str)):
+            kept.setdefault(pair[0], pair[1])
+    select = [SelectionOutcome(label_correct=q.correct, kept=q.problem.prompt in kept,
+                               kept_correct=q.problem.prompt in kept and bool(task.verify(q.problem, kept[q.problem.prompt])))
+              for q in held_out.probes]
+    return Outcomes(refine=refine, select=select)
+
+
+def outcome_metrics(held_out: HeldOutSet, outcomes: Outcomes) -> dict[str, float]:
+    """The score and its parts (accuracy by difficulty, the selection's precision and recall)."""
+    metrics: dict[str, float] = {}
+    by_difficulty: dict[int, list[bool]] = {}
+    for problem, ok in zip(held_out.refine, outcomes.refine):
+        by_difficulty.setdefault(problem.difficulty, []).append(ok)
+    for d, oks in sorted(by_difficulty.items()):
+        metrics[f"refine_acc_{d}"] = sum(oks) / len(oks)
+    refine_accuracy = sum(outcomes.refine) / max(1, len(outcomes.refine))
+    selection = selection_quality(sum(o.kept_correct for o in outcomes.select),
+                                  sum(o.kept for o in outcomes.select),
+                                  sum(o.label_correct for o in outcomes.select))
     metrics.update({f"select_{k}": v for k, v in selection.items()})
     metrics["refine_accuracy"] = refine_accuracy
     metrics["score"] = combined_score(refine_accuracy, selection["f"])
     return metrics
 
 
-def visible_gap(visible: float | None, held_out: float) -> float | None:
-    """How far the variant's own (visible) score exceeds the judge's; None without a visible score."""
-    return None if visible is None else visible - held_out
+def score_held_out(task, held_out: HeldOutSet, outputs: dict[str, Any]) -> dict[str, float]:
+    """The judge's metrics of what a variant returned for the held-out prompts."""
+    return outcome_metrics(held_out, held_out_outcomes(task, held_out, outputs))
+
+
+def score_noise(outcomes: Outcomes, *, seed: int = 0) -> Noise:
+    """Per-problem variances of a score's two parts (``selfloop.core.significance``)."""
+    return noise(outcomes, SELECTION_BETA, seed=seed)
+
+
+def score_variance(noise_: Noise, n_refine: int, n_select: int) -> float:
+    return noise_.variance(n_refine, n_select, REFINE_WEIGHT)
 
 
 def problems_from_prompts(items: Sequence[dict[str, Any]]) -> list[Problem]:

@@ -13,6 +13,11 @@ Stages, each stopping the run when it fails:
 3. ``smoke``: the visible evaluation on a small subset (the variant's own task and verifier).
 4. ``full``: the visible evaluation on the full set, only when the smoke score reaches the job's
    threshold; then the held-out prompts are answered and selected (scored later, on the host).
+5. ``null``: the same again with the model taken away (``selfloop.core.models.untrained_copy``:
+   the same architecture with random weights, peers too): the smoke set, the held-out refinement
+   prompts, and the judge's selection probes (labels half right, half borrowed from other probes:
+   ``selfloop.core.judge.make_probes``). A variant whose gain survives this does the task itself
+   (the host's model-dependence test, ``selfloop.core.validate``).
 
 Self-labels for the selection stages come from greedy decoding with the variant's generator: the
 judge holds acquisition fixed so that what is measured is what the selectors keep.
@@ -44,7 +49,9 @@ class StageFailed(Exception):
 class Payload:
     def __init__(self, job: dict[str, Any], code: Path, model_dir: Path, result_path: Path):
         self.job, self.code, self.model_dir, self.result_path = job, code, model_dir, result_path
-        self.result: dict[str, Any] = {"stages": {}, "failed": None, "held_out_outputs": None}
+        self.result: dict[str, Any] = {"stages": {}, "failed": None, "held_out_outputs": None,
+                                       "null_outputs": None}
+        self.labels: dict[str, str] = {}
 
     def save(self) -> None:
         tmp = self.result_path.with_suffix(".tmp")
@@ -79,6 +86,7 @@ class Payload:
                 return
             self.stage("full", lambda: self.visible(self.job["visible"]["full"]))
             self.stage("held_out", self.held_out)
+            self.stage("null", self.null)
         except StageFailed as exc:
             self.result["failed"] = {"stage": exc.stage, "error": exc.message}
             self.save()
@@ -116,16 +124,16 @@ class Payload:
         self.policy = load_policy(self.model_dir)
         return {"checked_difficulties": sorted({1, plan["select_difficulty"], *plan["refine_difficulties"]})}
 
-    def visible(self, size: dict[str, int]) -> dict[str, Any]:
+    def visible(self, size: dict[str, int], policy=None) -> dict[str, Any]:
         """The variant's own view of itself: its task makes the problems and judges the answers."""
         plan = self.job["plan"]
         rng = random.Random(f"visible:{self.job['visible']['seed']}")
         refine = [p for d in plan["refine_difficulties"] for p in self.task.problems(d, size["refine"], rng)]
-        answers = self.refine(refine)
+        answers = self.refine(refine, policy)
         refine_accuracy = sum(self.task.verify(p, a) for p, a in zip(refine, answers)) / max(1, len(refine))
         pool = self.task.problems(plan["select_difficulty"], size["select"], rng)
         labels = self.label(pool)
-        kept = self.select(pool, labels)
+        kept = self.select(pool, labels, policy)
         by_prompt = {p.prompt: p for p in pool}
         kept_correct = sum(self.task.verify(by_prompt[e.prompt], e.completion) for e in kept if e.prompt in by_prompt)
         correct_total = sum(self.task.verify(p, c) for p, c in zip(pool, labels))
@@ -146,29 +154,51 @@ class Payload:
         }
         return {"answered": len(answers), "kept": len(kept)}
 
+    def null(self) -> dict[str, Any]:
+        from .models import untrained_copy
+
+        null = untrained_copy(self.policy, seed=int(self.job.get("null_seed", 0)))
+        null.path = self.policy.path  # nothing but the weights tells the two apart
+        for real, fake in zip(self.policy.peers, null.peers):
+            fake.path = real.path
+        visible = self.visible(self.job["visible"]["smoke"], null)
+        prompts = self.job["held_out"]
+        probes = prompts.get("probes") or []
+        kept = self.select(problems_from_prompts(probes), [str(q["label"]) for q in probes], null)
+        self.result["null_outputs"] = {
+            "refine": self.refine(problems_from_prompts(prompts["refine"]), null),
+            "probes_kept": [[e.prompt, e.completion] for e in kept],
+        }
+        return {"visible_score": visible["score"], "visible_refine_accuracy": visible["refine_accuracy"],
+                "visible_select_f": visible["select_f"]}
+
     # --- the lifecycle pieces under test ---------------------------------------------------------
 
-    def refine(self, problems: list[Problem]) -> list[str]:
-        answers = self.refiner.refine(self.policy, problems, generator=self.generator,
+    def refine(self, problems: list[Problem], policy=None) -> list[str]:
+        answers = self.refiner.refine(policy or self.policy, problems, generator=self.generator,
                                       rewarder=self.rewarder, seed=self.job["sample_seed"])
         if not isinstance(answers, list) or len(answers) != len(problems) or not all(isinstance(a, str) for a in answers):
             raise StageFailed("refine", f"the refiner must return one str per problem ({len(problems)})")
         return answers
 
     def label(self, pool: list[Problem]) -> list[str]:
-        if not pool:
-            return []
-        longest = max(p.difficulty for p in pool) + 1 + LABEL_SLACK_TOKENS
-        samples = self.generator.generate(self.policy, [p.prompt for p in pool], n=1, temperature=0.0,
-                                          max_new_tokens=longest, seed=self.job["sample_seed"])
-        return [group[0] if group else "" for group in samples]
+        """The real model's greedy self-labels (each prompt labelled once, then remembered)."""
+        todo = [p for p in pool if p.prompt not in self.labels]
+        if todo:
+            longest = max(p.difficulty for p in todo) + 1 + LABEL_SLACK_TOKENS
+            samples = self.generator.generate(self.policy, [p.prompt for p in todo], n=1, temperature=0.0,
+                                              max_new_tokens=longest, seed=self.job["sample_seed"])
+            for problem, group in zip(todo, samples):
+                self.labels[problem.prompt] = group[0] if group else ""
+        return [self.labels[p.prompt] for p in pool]
 
-    def select(self, pool: list[Problem], labels: list[str]) -> list[Example]:
+    def select(self, pool: list[Problem], labels: list[str], policy=None) -> list[Example]:
         examples = [Example(prompt=p.prompt, completion=c, difficulty=p.difficulty, source="self_label")
                     for p, c in zip(pool, labels)]
         rng = random.Random(self.job["sample_seed"])
         for selector in self.selectors:
-            selection = selector.select(examples, task=self.task, policy=self.policy, generator=self.generator,
+            selection = selector.select(examples, task=self.task, policy=policy or self.policy,
+                                        generator=self.generator,
                                         round_index=1, rng=rng, history=[])
             examples = list(selection.kept)
         return examples

@@ -307,6 +307,23 @@ def new_policy(settings) -> Policy:
     return Policy(model=build_model(settings, tokenizer), tokenizer=tokenizer, peers=peers)
 
 
+def untrained_copy(policy: Policy, *, seed: int) -> Policy:
+    """The same architecture and tokenizer with fresh random weights, peers included: the model
+    taken away (the judge's ablation). Whatever still scores well with it does not need the model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    def fresh(one: Policy, k: int) -> Policy:
+        torch.manual_seed(seed + k)
+        model = AutoModelForCausalLM.from_config(one.model.config)
+        attach_positions(model)
+        return Policy(model=model.eval(), tokenizer=one.tokenizer)
+
+    null = fresh(policy, 0)
+    null.peers = [fresh(peer, k) for k, peer in enumerate(policy.peers, start=1)]
+    return null
+
+
 def save_policy(policy: Policy, directory: str | os.PathLike) -> Path:
     """Save as a standard Hugging Face model directory, atomically (a temp dir, then a rename).
 

@@ -10,13 +10,16 @@ Stages, cheapest first, each one's failure a recorded reason:
 3. ``held_out``: the sandbox returns answers and kept examples for the held-out prompts; the pinned
    task scores them here (``selfloop.core.judge``).
 
-A variant is admitted when every stage passed and its visible score does not exceed its held-out
-score by more than ``max_visible_gap`` (a larger gap means it games what it can see).
+A variant is admitted when every stage passed, its gain over the seed plugins vanishes when the
+model is taken away, and its visible score does not exceed its held-out score by more than the
+sampling noise of both (see ``Validator``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import posixpath
 import shutil
 import tempfile
@@ -26,7 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .judge import HeldOutSet, ProblemPlan, score_held_out
+from .judge import (
+    HeldOutSet,
+    ProblemPlan,
+    held_out_outcomes,
+    null_outcomes,
+    outcome_metrics,
+    score_noise,
+    score_variance,
+)
+from .significance import DEFAULT_Z, Noise, compare
 from .tunable import parse_python
 
 PAYLOAD = ["python", "-m", "selfloop.core.judge_payload"]
@@ -90,20 +102,44 @@ def static_problems(changed: Sequence[str], files: dict[str, str], editable: Seq
     return problems
 
 
+@dataclass
+class Reference:
+    """The seed plugins' scores without the model, on one checkpoint: what the model-dependence test
+    compares a variant with."""
+
+    held_out: float
+    noise: Noise
+    visible: float | None
+
+
 class Validator:
-    """Runs a variant through the stages against one checkpoint and one held-out set."""
+    """Runs a variant through the stages against one checkpoint and one held-out set.
+
+    Two statistical tests (``selfloop.core.significance``, at ``z`` standard errors) follow the
+    held-out judge's score:
+
+    - model dependence: with the model taken away (the payload's ``null`` stage), the variant must
+      not beat the seed plugins without the model, on the held-out problems (scored here) or on its
+      own visible ones. A gain that survives the ablation comes from the plugin doing the task.
+    - visible against held-out: a visible score above the held-out one by more than the noise of
+      both means the variant games what it can see.
+
+    A baseline (``baseline=True``: the seed plugins on a checkpoint) is never rejected by either:
+    what fails is recorded as a note, and its scores without the model become the ``reference``.
+    """
 
     def __init__(self, *, sandbox, config, checkpoint: Path, plan: ProblemPlan, held_out: HeldOutSet,
                  pinned_task, visible_seed: int, sample_seed: int, smoke_size: dict[str, int],
-                 full_size: dict[str, int], max_visible_gap: float, timeout_s: float | None = None):
+                 full_size: dict[str, int], z: float = DEFAULT_Z, timeout_s: float | None = None):
         self.sandbox, self.config, self.checkpoint = sandbox, config, Path(checkpoint)
         self.plan, self.held_out, self.task = plan, held_out, pinned_task
         self.visible_seed, self.sample_seed = visible_seed, sample_seed
         self.smoke_size, self.full_size = smoke_size, full_size
-        self.max_visible_gap, self.timeout_s = max_visible_gap, timeout_s
+        self.z, self.timeout_s = z, timeout_s
+        self.reference: Reference | None = None
 
     def validate(self, files: dict[str, str], *, changed: Sequence[str], editable: Sequence[str],
-                 threshold: float | None) -> Verdict:
+                 threshold: float | None, baseline: bool = False) -> Verdict:
         start = time.perf_counter()
         problems = static_problems(changed, files, editable)
         if problems:
@@ -115,7 +151,7 @@ class Validator:
             job.write_text(json.dumps(self._job(threshold)))
             result = self.sandbox.run(PAYLOAD, code_dir=code, inputs={"job": job, "model": self.checkpoint},
                                       timeout_s=self.timeout_s)
-        verdict = self._decide(result, threshold)
+        verdict = self._decide(result, threshold, baseline)
         verdict.seconds = time.perf_counter() - start
         return verdict
 
@@ -124,9 +160,14 @@ class Validator:
             "config": self.config.model_dump(mode="json"), "plan": self.plan.to_dict(),
             "visible": {"seed": self.visible_seed, "smoke": self.smoke_size, "full": self.full_size},
             "held_out": self.held_out.prompts(), "threshold": threshold, "sample_seed": self.sample_seed,
+            # One-way from the secret held-out seed, which must never enter the sandbox.
+            "null_seed": int(hashlib.sha256(f"null:{self.held_out.seed}".encode()).hexdigest()[:8], 16),
         }
 
-    def _decide(self, result, threshold: float | None) -> Verdict:
+    def _sizes(self, size: dict[str, int]) -> tuple[int, int]:
+        return size["refine"] * len(self.plan.refine_difficulties), size["select"]
+
+    def _decide(self, result, threshold: float | None, baseline: bool) -> Verdict:
         log = (result.stdout or "") + ("\n" + result.stderr if result.stderr else "")
         sandbox = {"backend": result.backend, "status": result.status, "exit_code": result.exit_code,
                    "seconds": round(result.seconds, 3), "reason": result.reason,
@@ -151,18 +192,77 @@ class Validator:
         if not isinstance(payload.get("held_out_outputs"), dict):
             verdict.reasons.append("held-out: the payload returned no held-out outputs")
             return verdict
-        held = score_held_out(self.task, self.held_out, payload["held_out_outputs"])
-        verdict.scores.update({"score": held["score"], "held_out": held})
+        outcomes = held_out_outcomes(self.task, self.held_out, payload["held_out_outputs"])
+        held = outcome_metrics(self.held_out, outcomes)
+        noise = score_noise(outcomes, seed=self.held_out.seed)
+        n_held = (len(self.held_out.refine), len(self.held_out.select))
+        verdict.scores.update({"score": held["score"], "held_out": held,
+                               "held_out_sd": round(math.sqrt(score_variance(noise, *n_held)), 4)})
+        without = self._without_model(payload, verdict)
+        problems = self._model_dependence(without) if not baseline else []
         visible = scores.get("full")
-        gap = None if visible is None else visible - held["score"]
-        if gap is not None and gap > self.max_visible_gap:
-            verdict.reasons.append(
-                f"held-out: visible score {visible:.3f} is not confirmed by the held-out judge "
-                f"({held['score']:.3f}; gap {gap:.3f} > {self.max_visible_gap:.3f})")
+        if visible is not None:
+            gap = compare(visible, score_variance(noise, *self._sizes(self.full_size)),
+                          held["score"], score_variance(noise, *n_held), self.z)
+            if gap.significant:
+                problems.append(f"held-out: visible score {visible:.3f} is not confirmed by the held-out "
+                                f"judge ({held['score']:.3f}; gap {gap.describe()})")
+        if baseline:
+            if without is not None:
+                self.reference = Reference(without["score"], without["noise"], without.get("visible"))
+            verdict.admitted = True
+            verdict.reasons.append(f"baseline: held-out score {held['score']:.3f}")
+            verdict.reasons += [f"note (a baseline is never rejected): {p}" for p in problems]
+            if without is None:
+                verdict.reasons.append("note: no score without the model; the model-dependence test is "
+                                       "off on this checkpoint")
+            return verdict
+        if problems:
+            verdict.reasons += problems
             return verdict
         verdict.admitted = True
-        verdict.reasons.append(f"held-out score {held['score']:.3f} (visible {visible:.3f})")
+        shown = "-" if visible is None else f"{visible:.3f}"
+        verdict.reasons.append(f"held-out score {held['score']:.3f} (visible {shown}"
+                               + (f", without the model {without['score']:.3f})" if without else ")"))
         return verdict
+
+    def _without_model(self, payload: dict[str, Any], verdict: Verdict) -> dict[str, Any] | None:
+        """The held-out score with the model taken away (and the variant's visible one), or None."""
+        if not isinstance(payload.get("null_outputs"), dict):
+            return None
+        outcomes = null_outcomes(self.task, self.held_out, payload["null_outputs"])
+        metrics = outcome_metrics(self.held_out, outcomes)
+        stage = verdict.stages.get("null") if isinstance(verdict.stages.get("null"), dict) else {}
+        visible = stage.get("visible_score")
+        visible = float(visible) if isinstance(visible, (int, float)) else None
+        verdict.scores["without_model"] = {"score": metrics["score"], "refine_accuracy": metrics["refine_accuracy"],
+                                           "select_f": metrics["select_f"], "visible": visible}
+        return {"score": metrics["score"], "noise": score_noise(outcomes, seed=self.held_out.seed),
+                "visible": visible}
+
+    def _model_dependence(self, without: dict[str, Any] | None) -> list[str]:
+        """Why the variant's gain does not need the model: its score without the model above the seed's."""
+        ref = self.reference
+        if ref is None:
+            return []
+        if without is None:
+            return ["model dependence: the variant was not scored without the model"]
+        n_held = (len(self.held_out.refine), len(self.held_out.probes))
+        problems = []
+        held = compare(without["score"], score_variance(without["noise"], *n_held),
+                       ref.held_out, score_variance(ref.noise, *n_held), self.z)
+        if held.significant:
+            problems.append(f"model dependence: without the model the variant scores {without['score']:.3f} on "
+                            f"the held-out problems against the seed's {ref.held_out:.3f} ({held.describe()}); "
+                            "its gain does not come from the model")
+        if without["visible"] is not None and ref.visible is not None:
+            v = score_variance(ref.noise, *self._sizes(self.smoke_size))
+            seen = compare(without["visible"], v, ref.visible, v, self.z)
+            if seen.significant:
+                problems.append(f"model dependence: without the model the variant scores {without['visible']:.3f} "
+                                f"on its visible problems against the seed's {ref.visible:.3f} "
+                                f"({seen.describe()}); it answers what it has seen, not what the model knows")
+        return problems
 
 
 def write_tree(files: dict[str, str], directory: Path) -> Path:

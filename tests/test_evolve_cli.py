@@ -83,3 +83,15 @@ def test_small_run_end_to_end(run_selfloop, tmp_path):
     # the round was trained with the lifecycle's threads, the peer in its own process beside it
     (trained,) = (archive.parent / "A.run" / "checkpoints").glob("round-0/report.json")
     assert [m["threads"] for m in json.loads(trained.read_text())["peers_optimize"]] == [1]
+    # Running the same command again says how to go on; --fresh moves the old run aside and starts anew.
+    again = run_selfloop("evolve", "--config", config, "--iterations", "1", "--archive", archive,
+                         env={"SELFLOOP_LLM_MODEL": None})
+    assert again.returncode == 1 and len(again.stderr.strip().splitlines()) == 1
+    assert f"selfloop evolve --archive {archive} --resume" in again.stderr and "--fresh" in again.stderr
+    fresh = run_selfloop("evolve", "--config", config, "--iterations", "1", "--archive", archive, "--fresh",
+                         env={"SELFLOOP_LLM_MODEL": None}, timeout=600)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    (old,) = tmp_path.glob("A.old-*")
+    (old_run,) = tmp_path.glob("A.run.old-*")
+    assert (old / "HEAD").is_file() and (old_run / "journal.jsonl").is_file()  # nothing was deleted
+    assert json.loads(run_selfloop("archive", "list", "--archive", archive, "--json").stdout)[0]["id"] == "v0"

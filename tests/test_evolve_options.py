@@ -34,7 +34,16 @@ def test_options_of_evolved_components_become_their_tunables():
         "refine/self_consistency.py", "select/format_filter.py", "select/majority_agreement.py"]
 
 
-def test_frontier_is_the_easiest_unsolved_difficulty():
-    assert frontier({"1": 1.0, "2": 0.99, "3": 0.7, "4": 0.1}) == ([3, 4, 5], 3)
-    assert frontier({"1": 1.0, "2": 1.0}) == ([3, 4, 5], 3)
+def test_frontier_lies_where_problems_discriminate():
+    assert frontier({"1": 1.0, "2": 0.99, "3": 0.7, "4": 0.1}) == ([2, 3, 4], 3)
+    assert frontier({"1": 1.0, "2": 1.0}) == ([3, 4, 5], 3)  # all solved: beyond them
+    assert frontier({"1": 0.0, "2": 0.0, "3": 0.0}) == ([1, 2, 3], 1)  # none solved: the easiest
     assert frontier({}) is None
+
+
+def test_frontier_on_a_cliff_measures_the_cliff_not_the_solved_lengths():
+    # Right up to 9 digits, 19% at 10, nothing beyond: the checkpoint that crashed the main job.
+    cliff = {str(d): 1.0 for d in range(1, 10)} | {"10": 0.19, "11": 0.02, "12": 0.0}
+    refine, select = frontier(cliff)
+    assert refine == [9, 10, 11] and select == 10
+    assert all(0.0 < cliff[str(d)] < 1.0 for d in (10, 11))

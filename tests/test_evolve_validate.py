@@ -30,7 +30,7 @@ def setup(tmp_path_factory):
     validator = Validator(
         sandbox=choose_backend(config.sandbox), config=config, checkpoint=make_checkpoint(tmp / "ckpt"),
         plan=plan, held_out=draw_held_out(task, plan, 7), pinned_task=task, visible_seed=1, sample_seed=0,
-        smoke_size={"refine": 3, "select": 4}, full_size={"refine": 4, "select": 6}, max_visible_gap=0.15)
+        smoke_size={"refine": 3, "select": 4}, full_size={"refine": 4, "select": 6})
     editable = editable_files(config, load_registry([surface]), ["refiner", "selector"], surface)
     return validator, read_surface(surface), editable
 
@@ -63,7 +63,7 @@ def test_seed_passes_every_stage_and_gets_a_held_out_score(setup):
     validator, files, editable = setup
     verdict = validator.validate(files, changed=[], editable=editable, threshold=None)
     assert verdict.admitted, verdict.reasons
-    assert list(verdict.stages) == ["static", "load", "contract", "smoke", "full", "held_out"]
+    assert list(verdict.stages) == ["static", "load", "contract", "smoke", "full", "held_out", "null"]
     assert 0.0 <= verdict.score <= 1.0 and "held_out" in verdict.scores
     assert verdict.sandbox["status"] == "ok" and verdict.sandbox["backend"] == "process"
     assert "held_out" not in verdict.feedback() and "held-out" not in verdict.feedback()  # proposers never see it
