@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import ArchiveError, ConfigError, SelfloopError
-from .judge import ProblemPlan, draw_held_out, pinned_task
+from .judge import ProblemPlan, draw_held_out, judge_secret, pinned_task
 from .significance import Noise
 from .tunable import find_tunables, set_tunable
 from .types import Edit, VariantView
@@ -79,8 +79,7 @@ class Journal:
     """An append-only JSON-lines log, fsync'd per event; a torn last line (kill -9) is ignored."""
 
     def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path  # its directory is made by the first event, not before
 
     def events(self) -> list[dict[str, Any]]:
         if not self.path.exists():
@@ -95,6 +94,7 @@ class Journal:
 
     def append(self, event: dict[str, Any]) -> None:
         line = json.dumps(event, default=_jsonable) + "\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
             f.write(line)
             f.flush()
@@ -283,6 +283,7 @@ class Evolution:
             raise ConfigError(f"[evolve] targets {list(self.settings.targets)}: the config's components of "
                               "these kinds are not in the editable surface; nothing to evolve")
         self.task = pinned_task(config)
+        self.secret = judge_secret()
         self.trainer = trainer(self.config)  # trains with the evolved components' options baked in
         self.archive = None
 
@@ -451,7 +452,8 @@ class Evolution:
         refine, select = self._difficulties(checkpoint)
         plan = ProblemPlan(refine_difficulties=refine, select_difficulty=select,
                            refine_per_difficulty=s.held_out_per_difficulty, select_count=s.held_out_select)
-        secret = int(hashlib.sha256(f"selfloop-held-out:{self.seed}:{r}{salt}".encode()).hexdigest()[:12], 16)
+        secret = int(hashlib.sha256(f"selfloop-held-out:{self.secret}:{self.seed}:{r}{salt}".encode())
+                     .hexdigest()[:12], 16)
         held_out = draw_held_out(self.task, plan, secret)
         return Validator(
             sandbox=self.sandbox, config=self.config, checkpoint=checkpoint, plan=plan, held_out=held_out,

@@ -70,6 +70,10 @@ def evolve(config_path, plugins_dirs, iterations, rounds, workers, archive_path,
     run_dir = Path(config.evolve.out) if config.evolve.out else archive.with_name(archive.name + ".run")
     if fresh and resume:
         raise click.UsageError("--fresh and --resume exclude each other")
+    if resume and not (run_dir / "journal.jsonl").is_file():
+        from .errors import ConfigError
+
+        raise ConfigError(f"{archive}: nothing to resume (no run was started there); start one without --resume")
     if fresh:
         for moved in move_aside(archive, run_dir):
             console.print(f"moved {moved[0]} aside to {moved[1]}", soft_wrap=True)

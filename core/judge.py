@@ -93,6 +93,36 @@ class Probe:
     correct: bool
 
 
+def judge_secret() -> str:
+    """This machine's secret for drawing held-out problems: ``SELFLOOP_JUDGE_SECRET``, else a random
+    key made once in ``$XDG_STATE_HOME/selfloop/judge-secret`` (mode 0600).
+
+    The held-out seed of a round is derived from it and the run's seed, so a seeded run repeats on
+    one machine, while a variant, which can read the run's seed in its job, still cannot derive the
+    held-out problems: the key never enters a sandbox.
+    """
+    import os
+    import secrets
+    from pathlib import Path
+
+    if os.environ.get("SELFLOOP_JUDGE_SECRET"):
+        return os.environ["SELFLOOP_JUDGE_SECRET"]
+    state = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    path = state / "selfloop" / "judge-secret"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_hex(32)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another run made it first
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as f:
+            f.write(key + "\n")
+        return key
+
+
 def pinned_task(config):
     """The task the config names, built from the installed plugins, never from a variant."""
     from .registry import load_registry

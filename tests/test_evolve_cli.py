@@ -64,6 +64,10 @@ def test_resume_without_a_run_is_a_clear_error(run_selfloop, tmp_path):
     result = run_selfloop("evolve", "--config", config, "--archive", tmp_path / "A", "--resume",
                           env={"SELFLOOP_LLM_MODEL": None})
     assert result.returncode == 1 and "nothing to resume" in result.stderr
+    assert result.stderr.strip() == (f"error: {tmp_path / 'A'}: nothing to resume (no run was started there); "
+                                     "start one without --resume")
+    assert "starting" not in result.stdout + result.stderr  # no header, no progress line first
+    assert list(tmp_path.iterdir()) == [config]  # nothing left behind
 
 
 @pytest.mark.slow

@@ -60,3 +60,16 @@ def test_compare_reports_the_margin():
     c = compare(0.6, 0.0004, 0.5, 0.0005, z=3.0)
     assert c.margin == pytest.approx(3 * math.sqrt(0.0009)) and c.significant
     assert "+0.100" in c.describe() and "z=3" in c.describe()
+
+
+def test_the_judge_secret_is_made_once_private_and_kept(tmp_path, monkeypatch):
+    from selfloop.core.judge import judge_secret
+
+    monkeypatch.delenv("SELFLOOP_JUDGE_SECRET", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    first = judge_secret()
+    path = tmp_path / "selfloop" / "judge-secret"
+    assert len(first) == 64 and path.stat().st_mode & 0o777 == 0o600
+    assert judge_secret() == first  # a seeded run repeats on this machine
+    monkeypatch.setenv("SELFLOOP_JUDGE_SECRET", "shared-by-a-cluster")
+    assert judge_secret() == "shared-by-a-cluster"
