@@ -345,6 +345,17 @@ function sandboxSection(sandbox) {
     short.length ? h("div", { class: "panel kv" }, short.map(([k, v]) => [h("span", { class: "k" }, k), h("span", {}, typeof v === "object" ? JSON.stringify(v) : String(v))])) : null,
     long.map(([k, v]) => [h("div", { class: "msg-role" }, k), h("pre", { class: "block" }, v)]));
 }
+// The judge scored the variant twice: with the model, and with it taken away (random weights).
+function dependencePanel(scores) {
+  const without = scores["without_model.score"];
+  if (typeof without !== "number") return null;
+  const row = (k, x) => [h("span", { class: "k" }, k), h("span", { class: "num" }, fmt(x))];
+  return [h("h2", {}, "With and without the model"),
+    h("div", { class: "panel kv", id: "dependence" },
+      row("held-out, with the model", scores.score),
+      row("held-out, without the model", without),
+      row("visible, without the model", scores["without_model.visible"]))];
+}
 async function renderVariant(view, id) {
   const v = await getJSON(`/api/variant/${encodeURIComponent(id)}`);
   const m = v.meta || {}, calls = Array.isArray(m.calls) ? m.calls : [];
@@ -373,6 +384,7 @@ async function renderVariant(view, id) {
           h("span", { class: "k" }, "seconds"), h("span", {}, m.seconds !== undefined ? fmt(m.seconds) : "–"),
           h("span", { class: "k" }, "LLM calls"), h("span", {}, `${calls.length} · ${tokens} tokens · ${costs.some((c) => c === null || c === undefined) ? "cost unknown" : "$" + costs.reduce((a, c) => a + c, 0).toFixed(4)}`),
           h("span", { class: "k" }, "commit"), h("span", { class: "dim" }, h("code", {}, v.commit.slice(0, 12)))),
+        dependencePanel(v.scores),
         h("h2", {}, "Scores"),
         scoresTable(v.scores, v.parent ? v.parent_scores : null, v.parent || ""),
         h("h2", {}, "Decision"),

@@ -39,7 +39,8 @@ def archive(tmp_path) -> Archive:
     archive = Archive.init(tmp_path / "A", seed, meta={"scores": {"score": 0.2}})
     archive.add(parent="v0", files=tree(20), meta={
         "proposer": "llm_edit", "model": "openai/gpt-4o-mini", "summary": "allow longer answers",
-        "scores": {"score": 0.6, "held_out": 0.55}, "decision": "admitted", "reasons": ["score rose by 0.4"],
+        "scores": {"score": 0.6, "held_out": 0.55, "without_model": {"score": 0.05, "visible": 0.125}},
+        "decision": "admitted", "reasons": ["score rose by 0.4"],
         "calls": [{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "PROMPT-TEXT <b>raw</b>"}],
                    "response": "RESPONSE-TEXT", "prompt_tokens": 30, "completion_tokens": 9, "cost_usd": 0.0001, "seconds": 1.2}],
         "sandbox": {"backend": "process", "exit_code": 0, "log_tail": "SANDBOX-LINE 1\nSANDBOX-LINE 2\n"},
@@ -62,7 +63,7 @@ def test_api_serves_state_variants_variant_and_diff(archive):
         status, kind, body = get(server.url)
         assert status == 200 and kind.startswith("text/html") and b"/browser.js" in body
         state = json.loads(get(server.url + "api/state")[2])
-        assert state["count"] == 4 and state["metrics"] == ["held_out", "score"]
+        assert state["count"] == 4 and state["metrics"] == ["held_out", "score", "without_model.score", "without_model.visible"]
         variants = json.loads(get(server.url + "api/variants")[2])
         rows = [dict(zip(variants["fields"], row)) for row in variants["rows"]]
         assert [(r["id"], r["parent"], r["status"]) for r in rows] == [
@@ -138,6 +139,10 @@ def test_browser_shows_tree_variant_diff_compare_and_live_updates(archive, serve
         assert "SANDBOX-LINE 2" in page.inner_text("#sandbox")
         assert "score rose by 0.4" in page.inner_text("#decision")
         assert "+0.4" in page.inner_text("#scores")
+        dependence = page.inner_text("#dependence")  # the judge's two scores, side by side
+        assert re.search(r"held-out, with the model\s+0\.6\b", dependence), dependence
+        assert re.search(r"held-out, without the model\s+0\.05\b", dependence), dependence
+        assert re.search(r"visible, without the model\s+0\.125\b", dependence), dependence
         page.screenshot(path=str(tmp_path / "variant.png"), full_page=True)
 
         page.fill("#cmp-a", "v3")
