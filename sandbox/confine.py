@@ -169,7 +169,7 @@ def expose(paths: list[str]) -> None:
     Whatever else that directory held is hidden."""
     covered: dict[str, list[str]] = {}
     for path in sorted({os.path.realpath(p) for p in paths if os.path.isdir(p)}):
-        closed = _closed_ancestor(path)
+        closed = closed_ancestor(path)
         if closed and not any(path.startswith(f"{kept}/") for kept in covered.get(closed, [])):
             covered.setdefault(closed, []).append(path)
     old_umask = os.umask(0o022)
@@ -188,7 +188,7 @@ def expose(paths: list[str]) -> None:
         os.umask(old_umask)
 
 
-def _closed_ancestor(path: str) -> str | None:
+def closed_ancestor(path: str) -> str | None:
     """The topmost directory strictly above ``path`` that others may not search, or None."""
     parts = path.split("/")[1:-1]
     for depth in range(1, len(parts) + 1):

@@ -153,7 +153,8 @@ def run(spec: dict) -> dict:
         os.close(failure_w)
         why = os.read(failure_r, 4096).decode("utf-8", "replace").strip()
         os.close(failure_r)
-        report["reason"] = f"could not start {spec['command'][0]!r}: {why or exc}"
+        report["reason"] = f"could not start {spec['command'][0]!r}: {why or exc}" + \
+            (f" ({lockdown.unreachable})" if lockdown.unreachable else "")
         lockdown.after()
         return report
     os.close(failure_w)
@@ -295,6 +296,7 @@ class Lockdown:
         self.cgroups: list[Path] = []
         self.oom_file: Path | None = None
         self.namespaces = False
+        self.unreachable = ""  # why the payload's uid cannot reach the Python installation, if so
         self.landlock_rules = isolate.get("landlock")
         wanted = spec.get("payload_uid")
         self.uid = privsep.PAYLOAD_UID_BASE + os.getpid() if wanted == "per-run" else wanted
@@ -360,13 +362,25 @@ class Lockdown:
             os.chown(self.scratch, *owner)
         for source, target in self.isolate.get("binds", []):
             _bind_or_link(confine, source, target, self.namespaces)
-        if self.namespaces and self.uid is not None and self.isolate.get("expose"):
-            try:
-                confine.expose(self.isolate["expose"])
-            except OSError as exc:
-                self.protections.append(f"python installation not exposed to the payload's uid ({exc})")
+        if self.uid is not None and self.isolate.get("expose"):
+            self._expose(confine, self.isolate["expose"])
         if self.landlock_rules:
             self.protections.append("landlock" if self.landlock_abi > 0 else "no landlock (the kernel has none)")
+
+    def _expose(self, confine, paths: list[str]) -> None:
+        """Let the payload's uid reach the Python installation; where it cannot, say why (a Python
+        payload will then fail to start, a shell one may not)."""
+        try:
+            if self.namespaces:
+                confine.expose(paths)
+                return
+            for path in paths:
+                closed = confine.closed_ancestor(os.path.realpath(path))
+                if closed:
+                    raise OSError(0, f"{closed} is closed to others and, without a mount namespace, stays so")
+        except OSError as exc:
+            self.unreachable = f"the payload's uid cannot reach the Python installation: {exc.strerror or exc}"
+            self.protections.append(self.unreachable)
 
     def unreadable(self, paths: list[str]) -> str | None:
         """Why the payload's uid cannot open one of the code or input mounts, or None."""
@@ -543,14 +557,15 @@ def _kill_group(pid: int) -> None:
 
 def _kill_uid(uid: int, tries: int = 100) -> None:
     """SIGKILL every process of ``uid`` (the payload's own): a child takes that uid and calls
-    kill(-1), which the kernel applies to all of them at once, forks in flight included."""
+    kill(-1), which the kernel applies to all of them at once (under the task list lock: a fork in
+    flight fails), so once is enough; if a payload process killed the child first, again."""
     for _ in range(tries):
         child = os.fork()
         if child == 0:
             try:
                 os.setresuid(uid, uid, uid)
-                while True:
-                    os.kill(-1, signal.SIGKILL)
+                os.kill(-1, signal.SIGKILL)
+                os._exit(0)
             except ProcessLookupError:
                 os._exit(0)  # none left
             except BaseException:

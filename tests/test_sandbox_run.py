@@ -143,6 +143,27 @@ def test_extra_protected_file_is_checked_where_it_is_mounted(kind, code, tmp_pat
         outside.run(command, code_dir=code)
 
 
+def test_a_report_needs_the_runs_key_and_a_clean_exit():
+    from selfloop.sandbox.runner import REPORT_MARKER, new_key, parse_report, sign
+
+    key = new_key()
+    body = json.dumps({"status": "ok", "result": {"score": 1}})
+    line = f"{REPORT_MARKER} {sign(key, body)} {body}"
+    assert parse_report(f"runner noise\n{line}\n", key, 0) == (json.loads(body), None)
+    refused = {
+        "another run's key": parse_report(line, new_key(), 0),
+        "killed runner": parse_report(line, key, -9),
+        "runner failed": parse_report(line, key, 1),
+        "no line": parse_report("nothing", key, 0),
+        "forged line before": parse_report(f"{REPORT_MARKER} {'0' * 64} {body}\n{line}", key, 0),
+        "forged line after": parse_report(f"{line}\n{REPORT_MARKER} {'0' * 64} {body}", key, 0),
+        "edited body": parse_report(line.replace('"score": 1', '"score": 9'), key, 0),
+        "no MAC": parse_report(f"{REPORT_MARKER} {body}", key, 0),
+    }
+    for case, (report, why) in refused.items():
+        assert report is None and why, case
+
+
 def test_bad_arguments_raise_sandbox_errors(code):
     sandbox = make_sandbox("process")
     with pytest.raises(SandboxError, match="does not exist"):
