@@ -137,13 +137,17 @@ def build_evolution(config, registry, archive: Path, run_dir: Path, console, see
                   + (f" ({config.llm.model})" if config.proposer.name == "llm" else "")
                   + f"; parents: {config.parent_selector.name}; archive: {archive}", soft_wrap=True)
     return Evolution(config, archive_path=archive, out=run_dir, sandbox=sandbox, registry=registry,
-                     trainer=lambda baked: LifecycleTrainer(baked, log=lambda message: console.print(f"  [dim]{message}[/]")),
+                     trainer=lambda baked: LifecycleTrainer(baked, log=lambda message: console.print(
+                         f"  [dim]{message}[/]" if console.is_terminal else f"{stamp()}   {message}",
+                         soft_wrap=not console.is_terminal, highlight=False)),
                      proposer=proposer,
                      parent_selector=parent_selector, seed_dir=seed_dir)
 
 
 class EvolveProgress:
-    """Rich progress bars: one for the iterations, one line per archived variant."""
+    """Progress of a run: on a terminal, a bar for the iterations with the current stage beside it;
+    off one (a log file, a pipe), a timestamped plain line per stage. Either way one line per
+    archived variant."""
 
     def __init__(self, console, config):
         from rich.progress import (
@@ -154,10 +158,12 @@ class EvolveProgress:
             TimeElapsedColumn,
         )
 
-        self.console = console
+        self.console, self.live = console, console.is_terminal
         self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=console)
+                            TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=console,
+                            disable=not self.live)
         self.task = self.bar.add_task("evolve", total=config.evolve.iterations, status="starting")
+        self.done, self.total = 0, config.evolve.iterations
 
     def __enter__(self):
         self.bar.__enter__()
@@ -166,18 +172,34 @@ class EvolveProgress:
     def __exit__(self, *exc):
         return self.bar.__exit__(*exc)
 
+    def line(self, text: str) -> None:
+        """One line of the run's story, whole (timestamped off a terminal, where nothing is redrawn)."""
+        if self.live:
+            self.console.print(text, overflow="ellipsis", no_wrap=True, crop=True)
+        else:
+            self.console.print(f"{stamp()} {text.strip()}", soft_wrap=True, highlight=False)
+
+    def status(self, text: str) -> None:
+        if self.live:
+            self.bar.update(self.task, status=text)
+        else:
+            self.line(f"[{self.done}/{self.total}] {text}")
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        self.bar.advance(self.task, n)
+
     def __call__(self, event: str, data: dict) -> None:
         if event == "train":
-            self.bar.update(self.task, status=f"round {data['round']}: training with {data['champion']} plugins")
+            self.status(f"round {data['round']}: training with {data['champion']} plugins")
         elif event == "baseline":
-            self.bar.update(self.task, status=f"round {data['round']}: evaluating the {data['role']}")
+            self.status(f"round {data['round']}: evaluating the {data['role']}")
         elif event == "skipped":
-            self.console.print(f"  round {data['round']}: the seed plugins could not be scored on this "
-                               f"checkpoint ({data['reason'] or 'no reason given'}); its {data['iterations']} "
-                               "iterations are skipped", soft_wrap=True)
-            self.bar.advance(self.task, data["iterations"])
+            self.line(f"  round {data['round']}: the seed plugins could not be scored on this checkpoint "
+                      f"({data['reason'] or 'no reason given'}); its {data['iterations']} iterations are skipped")
+            self.advance(data["iterations"])
         elif event == "validate":
-            self.bar.update(self.task, status=f"validating {data['summary'][:60]}")
+            self.status(f"iteration {data['iteration']}: validating {data['summary'][:60]}")
         elif event == "variant":
             verdict = data["verdict"]
             score = verdict.scores.get("score")
@@ -189,9 +211,15 @@ class EvolveProgress:
                 line += f"  [dim]({verdict.reasons[0]})[/]"
             elif notes:
                 line += f"  [dim]({notes[0]})[/]"
-            self.console.print(line, overflow="ellipsis", no_wrap=True, crop=True)
             if "parent" in data:
-                self.bar.advance(self.task)
+                self.advance()
+            self.line(line)
+
+
+def stamp() -> str:
+    import time
+
+    return time.strftime("%H:%M:%S")
 
 
 def final_report(evolution, results) -> dict:

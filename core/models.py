@@ -339,6 +339,7 @@ def save_policy(policy: Policy, directory: str | os.PathLike) -> Path:
     for k, peer in enumerate(policy.peers, start=1):
         peer.model.save_pretrained(tmp / PEERS_DIR / str(k))
         peer.tokenizer.save_pretrained(tmp / PEERS_DIR / str(k))
+    _readable_by_all(tmp)  # safetensors writes 0600; the sandbox's payload runs under its own uid
     if directory.exists():
         _remove_tree(directory)
     os.replace(tmp, directory)
@@ -385,6 +386,11 @@ def _load_one(directory: Path, memory_limit_gib: float | None) -> Policy:
                               f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
     attach_positions(model)
     return Policy(model=model, tokenizer=tokenizer, path=directory)
+
+
+def _readable_by_all(directory: Path) -> None:
+    for path in [directory, *directory.rglob("*")]:
+        path.chmod(path.stat().st_mode | (0o755 if path.is_dir() else 0o644))
 
 
 def _quiet_hub_bars() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -80,6 +81,11 @@ def test_small_run_end_to_end(run_selfloop, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Champion lineage" in result.stdout and f"selfloop archive serve --archive {archive}" in result.stdout
     assert "On fresh held-out problems" in result.stdout
+    # Off a terminal: a timestamped plain line per stage and per variant, never a redrawn bar.
+    stamped = r"^\d\d:\d\d:\d\d "
+    assert re.search(stamped + r"\[0/1\] round 0: training with seed plugins$", result.stdout, re.M)
+    assert re.search(stamped + r"\[0/1\] iteration 0: validating ", result.stdout, re.M)
+    assert re.search(stamped + r"v1 (admitted|rejected) held-out ", result.stdout, re.M)
     listed = run_selfloop("archive", "list", "--archive", archive, "--json")
     variants = json.loads(listed.stdout)
     assert len(variants) >= 2 and variants[0]["id"] == "v0" and "score" in variants[0]["scores"]
