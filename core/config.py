@@ -62,10 +62,11 @@ class LifecycleSettings(Strict):
     plot: bool = True
     threads: int | None = Field(None, ge=1)  # torch CPU threads (None: torch's default)
     # The round admission gate (core/admission.py): a round whose held-out accuracy drops beyond a
-    # confidence margin at a difficulty already trained on is rejected. 200 problems per
-    # difficulty resolve a 4-point drop from 100% or a 12-point one from 50% in seconds.
+    # confidence margin at a difficulty already trained on is rejected. 1000 problems per
+    # difficulty resolve a 1-point drop from 100% or a 5-point one from 60% (200 missed a
+    # 10-point drop at 60%); see core/admission.py for the sizes and their cost.
     admission: bool = True
-    admission_per_difficulty: int = Field(200, ge=10)
+    admission_per_difficulty: int = Field(1000, ge=10)
     admission_alpha: float = Field(0.05, gt=0, lt=1)  # chance of rejecting a round that changed nothing
 
 

@@ -166,7 +166,9 @@ def hurting(tmp_path):
     # no format filter: the few-step model's self-labels are kept, wrong length or not
     text = text.replace('[[select]]\nname = "format_filter"\n\n', "")
     assert text.count("[[select]]") == TINY.count("[[select]]") - 1
-    text += ('admission_per_difficulty = 40\nkeep_checkpoints = false\n\n'
+    text = text.replace("admission_per_difficulty = 100", "admission_per_difficulty = 40")
+    assert "admission_per_difficulty = 40" in text
+    text += ('keep_checkpoints = false\n\n'
              '[refiner]\nname = "right_unless_wrecked"\n')
     config = tmp_path / "hurts.toml"
     config.write_text(text)

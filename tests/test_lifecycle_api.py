@@ -33,6 +33,7 @@ OVERRIDES = {
                   "options": {"difficulties": [1, 3], "per_difficulty": 6}}],
     "model": {"n_layer": 1, "n_embd": 32, "n_head": 2, "max_positions": 32,
               "max_position_offset": 4, "peers": 0},
+    "lifecycle": {"admission_per_difficulty": 50},
 }
 
 

@@ -55,6 +55,7 @@ peers = 0  # peers have tests of their own (test_lifecycle_peers.py)
 
 [lifecycle]
 threads = 1
+admission_per_difficulty = 100
 """
 
 EXPLODING_SELECTOR = '''

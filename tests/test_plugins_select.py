@@ -167,7 +167,6 @@ def test_majority_agreement_votes_across_position_offsets():
 
 def test_confidence_keeps_labels_the_model_is_sure_of():
     import torch
-
     from selfloop.core.config import ModelSettings
     from selfloop.core.models import new_policy
     from selfloop.plugins.select.confidence import Confidence, least_token_probability
