@@ -5,7 +5,7 @@ the result, remove the sandbox. Compared in the same run with calling the same p
 and with a bare `python -c` subprocess (no sandbox); the "sh payload" rows write the same result
 from a shell, so the table separates the cost of a fresh interpreter from that of the sandbox.
 
-    python benchmarks/sandbox_overhead.py [--runs 15] [--parallel 8] [--workers 1,2,4]
+    python benchmarks/sandbox_overhead.py [--runs 15] [--parallel 8] [--workers 1,2,4] [--image TAG]
 
 Docker rows appear when the engine answers and the image is built (`selfloop sandbox build`).
 """
@@ -52,11 +52,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--parallel", type=int, default=8, help="evaluations per throughput batch")
     parser.add_argument("--workers", default="1,2,4", help="parallel workers to try, comma separated")
+    parser.add_argument("--image", default=SandboxSettings().image, help="the Docker backend's image")
     args = parser.parse_args()
 
     code = Path(tempfile.mkdtemp(prefix="sandbox-bench-"))
+    code.chmod(0o755)  # mkdtemp's 0700 would close it to Docker's payload user
     result_file = code / "in-process.json"
-    settings = SandboxSettings(timeout_s=60)
+    settings = SandboxSettings(timeout_s=60, image=args.image)
     available = {name: ok for name, (ok, _) in backend_availability(settings).items()}
     backends = [name for name in ("process", "docker") if available[name]]
     sandboxes = {name: choose_backend(settings.model_copy(update={"backend": name})) for name in backends}

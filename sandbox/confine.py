@@ -162,6 +162,63 @@ def bind_read_only(source: str, target: str) -> None:
     _check(_libc.mount(None, target.encode(), None, flags, None), f"make {target} read-only")
 
 
+# the new mount API: the same numbers on x86_64 and aarch64
+SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442
+OPEN_TREE_CLONE, AT_EMPTY_PATH, AT_RECURSIVE, MOVE_MOUNT_F_EMPTY_PATH = 0x1, 0x1000, 0x8000, 0x4
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV, MOUNT_ATTR_IDMAP = 0x1, 0x2, 0x4, 0x100000
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def idmapped_bind(source: str, target: str, userns: int) -> None:
+    """Mount ``source`` read-only at ``target``, its owners' ids shown through the user namespace
+    ``userns`` (``user_namespace``): the payload's uid reads what the host's owner owns whatever the
+    modes (a 0700 temporary directory included). OSError where the kernel or the filesystem has no
+    idmapped mounts."""
+    tree = _check(_libc.syscall(SYS_OPEN_TREE, -100, source.encode(),
+                                OPEN_TREE_CLONE | os.O_CLOEXEC | AT_RECURSIVE), f"open_tree {source}")
+    try:
+        attr = _MountAttr(attr_set=MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+                          userns_fd=userns)
+        _check(_libc.syscall(SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH | AT_RECURSIVE, ctypes.byref(attr),
+                             ctypes.c_size_t(ctypes.sizeof(attr))), f"idmap {source}")
+        _check(_libc.syscall(SYS_MOVE_MOUNT, tree, b"", -100, target.encode(), MOVE_MOUNT_F_EMPTY_PATH),
+               f"mount {source} at {target}")
+    finally:
+        os.close(tree)
+
+
+def user_namespace(owner: tuple[int, int], shown_as: tuple[int, int]) -> int:
+    """A file descriptor of a new user namespace mapping ``owner`` (uid, gid) to ``shown_as``, for
+    ``idmapped_bind``. A child holds it while the mappings are written, then exits: call this
+    before unsharing a PID namespace (the child would become its init)."""
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    done_r, done_w = os.pipe2(os.O_CLOEXEC)
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(done_w)  # else its read below never sees the end
+            os.write(ready_w, b"1" if _libc.unshare(CLONE_NEWUSER) == 0 else b"0")
+            os.read(done_r, 1)
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise OSError(0, "unshare(CLONE_NEWUSER) failed")
+        Path(f"/proc/{child}/uid_map").write_text(f"{owner[0]} {shown_as[0]} 1")
+        Path(f"/proc/{child}/gid_map").write_text(f"{owner[1]} {shown_as[1]} 1")
+        return os.open(f"/proc/{child}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(ready_r)
+        os.close(done_w)
+        os.waitpid(child, 0)
+
+
 def expose(paths: list[str]) -> None:
     """Make each directory of ``paths`` reachable by any uid, in this mount namespace only: the
     topmost directory above it that others may not search (``/root`` for a Python installed under

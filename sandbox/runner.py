@@ -296,6 +296,7 @@ class Lockdown:
         self.cgroups: list[Path] = []
         self.oom_file: Path | None = None
         self.namespaces = False
+        self.idmapped: set[str] = set()  # mount points where the payload's uid owns the host's files
         self.unreachable = ""  # why the payload's uid cannot reach the Python installation, if so
         self.landlock_rules = isolate.get("landlock")
         wanted = spec.get("payload_uid")
@@ -341,6 +342,7 @@ class Lockdown:
                 self.protections.append("cgroup")
             except OSError as exc:
                 self.protections.append(f"no cgroup ({exc.strerror or exc})")
+        usernses = self._idmaps(confine) if self.isolate.get("namespaces") else {}
         if self.isolate.get("namespaces"):
             try:
                 confine.unshare_namespaces()
@@ -361,11 +363,58 @@ class Lockdown:
         if "tmpfs scratch" not in self.protections:
             os.chown(self.scratch, *owner)
         for source, target in self.isolate.get("binds", []):
-            _bind_or_link(confine, source, target, self.namespaces)
+            if self._bind(confine, source, target, usernses):
+                self.idmapped.add(target)
+        for userns in usernses.values():
+            if userns is not None:
+                os.close(userns)
+        if self.idmapped:
+            self.protections.append("idmapped mounts")  # the code and inputs, owned by the payload's uid
         if self.uid is not None and self.isolate.get("expose"):
             self._expose(confine, self.isolate["expose"])
         if self.landlock_rules:
             self.protections.append("landlock" if self.landlock_abi > 0 else "no landlock (the kernel has none)")
+
+    def _idmaps(self, confine) -> dict[tuple[int, int], int | None]:
+        """For each owner (uid, gid) of a code or input mount, a user namespace showing it as the
+        payload's uid (None where the kernel has none to give): made before the PID namespace."""
+        out: dict[tuple[int, int], int | None] = {}
+        if self.uid is None:
+            return out
+        for source, _ in self.isolate.get("binds", []):
+            st = os.stat(source)
+            owner = (st.st_uid, st.st_gid)
+            if owner not in out:
+                try:
+                    out[owner] = confine.user_namespace(owner, (self.uid, self.uid))
+                except OSError:
+                    out[owner] = None
+        return out
+
+    def _bind(self, confine, source: str, target: str, usernses: dict) -> bool:
+        """The code or an input at ``target`` (a mount point the host made), read-only: idmapped so
+        that the payload's uid owns what the host's owner owns (True), else a plain bind, else (no
+        namespaces) a symlink."""
+        if self.namespaces:
+            st = os.stat(source)
+            userns = usernses.get((st.st_uid, st.st_gid))
+            if userns is not None:
+                try:
+                    confine.idmapped_bind(source, target, userns)
+                    return True
+                except OSError:
+                    pass  # no idmapped mounts on this filesystem: the modes decide (``unreadable``)
+            try:
+                confine.bind_read_only(source, target)
+                return False
+            except OSError:
+                pass
+        if os.path.isdir(target) and not os.path.islink(target):
+            os.rmdir(target)
+        else:
+            os.unlink(target)
+        os.symlink(source, target)
+        return False
 
     def _expose(self, confine, paths: list[str]) -> None:
         """Let the payload's uid reach the Python installation; where it cannot, say why (a Python
@@ -387,6 +436,8 @@ class Lockdown:
         if self.uid is None:
             return None
         for path in paths:
+            if path in self.idmapped:
+                continue
             try:
                 st = os.stat(path)
             except OSError:
@@ -500,22 +551,6 @@ class Lockdown:
     def after(self) -> None:
         if self.cgroups:
             self.confine.leave_cgroups(self.cgroups)
-
-
-def _bind_or_link(confine, source: str, target: str, namespaces: bool) -> None:
-    """The code or an input at ``target``: a read-only bind in our mount namespace, or (with no
-    namespaces) a symlink, as the host prepared the mount point."""
-    if namespaces:
-        try:
-            confine.bind_read_only(source, target)
-            return
-        except OSError:
-            pass
-    if os.path.isdir(target) and not os.path.islink(target):
-        os.rmdir(target)
-    else:
-        os.unlink(target)
-    os.symlink(source, target)
 
 
 def _apply_rlimits(rlimits: dict) -> None:

@@ -477,12 +477,11 @@ echo "$fake"
 """
 
 
+@pytest.mark.parametrize("hostile", ["process"], indirect=True)  # Docker: test_payload_cannot_touch_the_runner
 def test_runner_in_sight_is_still_untouchable(hostile, monkeypatch):
     """The process backend without namespaces: the runner is the payload's parent, in plain sight;
     the payload's own uid and a non-dumpable runner (and Landlock, where it holds) keep it out.
     (A shell payload: without a mount namespace a Python installed under /root stays out of reach.)"""
-    if hostile.kind != "process":
-        pytest.skip("the Docker case always has the runner in sight (test_payload_cannot_touch_the_runner)")
     from selfloop.sandbox.process_backend import ProcessSandbox
 
     layers = ProcessSandbox.layers()

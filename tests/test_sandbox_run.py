@@ -143,6 +143,27 @@ def test_extra_protected_file_is_checked_where_it_is_mounted(kind, code, tmp_pat
         outside.run(command, code_dir=code)
 
 
+def test_code_closed_to_others(kind, code):
+    """A 0700 code directory (tempfile.mkdtemp's) with a 0600 file: the process backend shows it to
+    the payload's uid through an idmapped mount; where there is none (Docker), the run is refused
+    with a reason saying what to change."""
+    (code / "private.txt").write_text("mine")
+    (code / "private.txt").chmod(0o600)
+    code.chmod(0o700)
+    command = ["python", "-c", "import json, os; json.dump({'read': open(os.environ['SELFLOOP_CODE'] + "
+               "'/private.txt').read()}, open(os.environ['SELFLOOP_RESULT'], 'w'))"]
+    result = make_sandbox(kind).run(command, code_dir=code)
+    if "idmapped mounts" in result.protections:
+        assert result.status == "ok" and result.result == {"read": "mine"}, result.reason
+    else:
+        assert result.status == "error" and result.result is None
+        assert result.reason.endswith("is closed to the payload's uid: make the directory readable by "
+                                      "others (chmod o+rx)"), result.reason
+    release = tuple(int(part) for part in os.uname().release.split("-")[0].split(".")[:2])
+    if kind == "process" and os.geteuid() == 0 and release >= (6, 3):
+        assert "idmapped mounts" in result.protections  # ext4, xfs, btrfs and tmpfs have them by 6.3
+
+
 def test_a_report_needs_the_runs_key_and_a_clean_exit():
     from selfloop.sandbox.runner import REPORT_MARKER, new_key, parse_report, sign
 
