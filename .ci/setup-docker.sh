@@ -2,10 +2,10 @@
 # CI set-up for the Docker sandbox (as root, idempotent): Debian's Docker engine and debootstrap,
 # a running dockerd, and the sandbox image built offline by `selfloop sandbox build`.
 # Each step is skipped when already done; a second run only checks the image is up to date.
+# The image holds selfloop as installed in .venv (or the `selfloop` on PATH): where .venv exists but
+# its install is still under way, the build waits for it (at most SELFLOOP_WAIT_S, default 900 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-if [ -x .venv/bin/selfloop ]; then SELFLOOP=.venv/bin/selfloop; else SELFLOOP=${SELFLOOP:-selfloop}; fi
 
 missing=()
 command -v dockerd >/dev/null || missing+=(docker.io)
@@ -32,5 +32,21 @@ if ! engine_answers; then
     fi
 fi
 
+find_selfloop() {
+    if [ -x .venv/bin/selfloop ]; then echo .venv/bin/selfloop; else command -v "${SELFLOOP:-selfloop}" || true; fi
+}
+SELFLOOP=$(find_selfloop)
+if [ -z "$SELFLOOP" ] && [ -d .venv ]; then
+    echo "setup-docker: waiting for the install into .venv to finish (at most ${SELFLOOP_WAIT_S:-900} s)"
+    for _ in $(seq "${SELFLOOP_WAIT_S:-900}"); do
+        SELFLOOP=$(find_selfloop)
+        [ -n "$SELFLOOP" ] && break
+        sleep 1
+    done
+fi
+if [ -z "$SELFLOOP" ]; then
+    echo "setup-docker: no selfloop to build the image with (.venv/bin/selfloop or on PATH): install it, then rerun" >&2
+    exit 1
+fi
 "$SELFLOOP" sandbox build
 "$SELFLOOP" sandbox check
