@@ -174,13 +174,17 @@ class RunConfig(Strict):
         return out
 
     def check_names(self, registry) -> None:
-        """Raise ConfigError if a component name is not registered (the message lists valid ones)."""
+        """Raise ConfigError if a component name is not registered or an option is not one its
+        factory takes (the message lists the valid names); every problem is reported at once."""
+        named = [(f"[{section}]", kind, component) for section, kind, component in self.components()]
+        if self.evolve.refiner is not None:
+            named.append(("[evolve.refiner]", "refiner", self.evolve.refiner))
         problems = []
-        for section, kind, component in self.components():
+        for where, kind, component in named:
             try:
-                registry.get(kind, component.name)
+                registry.get(kind, component.name).check_options(component.options)
             except ConfigError as exc:
-                problems.append(f"[{section}] {exc}")
+                problems.append(f"{where} {exc}")
         if problems:
             raise ConfigError(" | ".join(problems))
 

@@ -7,6 +7,7 @@ plugin, the file and the source it came from.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import importlib.metadata
@@ -52,6 +53,30 @@ class Registration:
             "kind": self.kind, "name": self.name, "plugin": self.plugin, "source": self.source,
             "location": self.location, "description": self.description,
         }
+
+    def option_names(self) -> list[str] | None:
+        """The options the factory takes (its keyword parameters, in order), or None when its
+        signature cannot say: it takes ``**kwargs`` or has no signature Python can read."""
+        try:
+            parameters = inspect.signature(self.factory).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        if any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return None
+        return [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Raise ConfigError naming the first option the factory does not take, and the valid ones."""
+        valid = self.option_names()
+        unknown = [key for key in options if valid is not None and key not in valid]
+        if not unknown:
+            return
+        close = difflib.get_close_matches(unknown[0], valid, n=1)
+        raise ConfigError(
+            f"{self.kind} {self.name!r} (plugin {self.plugin}) takes no option {unknown[0]!r}"
+            + (f" (did you mean {close[0]!r}?)" if close else "")
+            + f"; valid options: {', '.join(valid) or 'none'}"
+        )
 
 
 class Registry:

@@ -82,3 +82,49 @@ def test_cli_bad_config_is_one_line(run_selfloop, tmp_path):
     assert proc.returncode == 1
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "not valid TOML" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_option_lists_the_factorys_options(tmp_path):
+    from selfloop.core.registry import load_registry
+
+    config = load_config(write(tmp_path, '[refiner]\nname = "self_consistency"\noptions = { k = 7 }\n'))
+    with pytest.raises(ConfigError, match=r"^\[refiner\] refiner 'self_consistency' .*takes no option 'k'; "
+                                          r"valid options: samples, temperature, include_greedy"):
+        config.check_names(load_registry())
+
+
+def test_misspelled_option_suggests_the_close_one_and_every_problem_is_named(tmp_path):
+    from selfloop.core.registry import load_registry
+
+    config = load_config(write(tmp_path, '[refiner]\nname = "self_consistency"\noptions = { sample = 7 }\n'
+                                         '[evolve.refiner]\nname = "greedy"\noptions = { votes = 1 }\n'))
+    with pytest.raises(ConfigError) as caught:
+        config.check_names(load_registry())
+    message = str(caught.value)
+    assert "takes no option 'sample' (did you mean 'samples'?)" in message
+    assert "[evolve.refiner] refiner 'greedy'" in message and "takes no option 'votes'" in message
+
+
+def test_options_of_a_factory_taking_any_keyword_are_not_checked():
+    from selfloop.core.registry import Registration
+
+    def factory(**options):
+        return options
+
+    Registration("refiner", "any", factory, "p", "directory", "x.py").check_options({"k": 7})
+    strict = Registration("refiner", "one", lambda samples=1: None, "p", "directory", "x.py")
+    assert strict.option_names() == ["samples"]
+    with pytest.raises(ConfigError, match="takes no option 'k'; valid options: samples"):
+        strict.check_options({"k": 7})
+
+
+@pytest.mark.parametrize("command", [["config", "show"], ["run", "--rounds", "0"], ["evolve", "--iterations", "0"]])
+def test_cli_rejects_unknown_option_before_any_work(run_selfloop, tmp_path, command):
+    config = write(tmp_path, '[refiner]\nname = "self_consistency"\noptions = { k = 7 }\n')
+    out = ["--out", tmp_path / "out"] if command[0] == "run" else (
+        ["--archive", tmp_path / "A"] if command[0] == "evolve" else [])
+    proc = run_selfloop(*command, "--config", config, *out)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "takes no option 'k'; valid options: samples" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.toml"]  # nothing written

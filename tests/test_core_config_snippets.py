@@ -1,0 +1,38 @@
+"""Every run-config snippet a user is shown (README.md's TOML blocks, examples/configs/) loads and
+passes the same check `selfloop config show`, `run` and `evolve` make: names and option keys."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from selfloop.core.config import load_config
+from selfloop.core.registry import load_registry
+
+REPO = Path(__file__).resolve().parent.parent
+README_TOML = re.findall(r"^```toml\n(.*?)^```", (REPO / "README.md").read_text(), re.M | re.S)
+EXAMPLES = sorted((REPO / "examples").rglob("*.toml"))
+CONFIGS = [p for p in EXAMPLES if p.name != "pyproject.toml"]
+
+
+@pytest.fixture(scope="module")
+def registry():
+    return load_registry(entry_points=False)
+
+
+def test_there_are_snippets_to_check():
+    assert README_TOML and len(CONFIGS) >= 4
+
+
+@pytest.mark.parametrize("index", range(len(README_TOML)))
+def test_readme_toml_block_is_a_valid_config(index, tmp_path, registry):
+    path = tmp_path / f"readme-{index}.toml"
+    path.write_text(README_TOML[index])
+    load_config(path).check_names(registry)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
+def test_example_config_is_valid(path, registry):
+    load_config(path).check_names(registry)
