@@ -196,8 +196,9 @@ def show_command(archive_path, variant, as_json):
             click.echo(f"  - {reason}")
     if v.scores:
         click.echo("scores:")
+        width = max(map(len, v.scores)) + 2  # a long name never runs into its value
         for metric, value in v.scores.items():
-            click.echo(f"  {metric:<24}{fmt(value)}")
+            click.echo(f"  {metric:<{width}}{fmt(value)}")
     calls = meta.get("calls") or []
     if calls:
         tokens = sum((c.get("prompt_tokens") or 0) + (c.get("completion_tokens") or 0) for c in calls)

@@ -1,22 +1,36 @@
-"""Progress bars for long work (training steps, generated sequences), one helper for every stage.
+"""Progress for long work (training steps, generated sequences), one helper for every stage.
 
-Bars are transient and drawn on stderr only when it is a terminal, so logs and captured output stay
-clean; nested bars (a generator's inside a round's) are fine. ``SELFLOOP_PROGRESS=0`` turns them off.
+On a terminal, a transient bar on stderr; nested bars (a generator's inside a round's) are fine.
+Off one (a log file, a pipe), where a bar would leave blank lines, work that runs longer than
+``HEARTBEAT_S`` prints a plain timestamped line on stderr every ``HEARTBEAT_S`` seconds and one when
+it ends, so a log never goes silent for minutes; short work prints nothing.
+``SELFLOOP_PROGRESS=0`` turns both off.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+HEARTBEAT_S = 60.0
 
 
 @contextmanager
 def progress_bar(label: str, total: int, *, enabled: bool = True) -> Iterator[Callable[..., None]]:
     """Yields ``advance(n=1, description=None)`` for a bar of ``total`` units."""
-    console = _terminal(enabled, total)
-    if console is None:
+    if not enabled or total <= 0 or os.environ.get("SELFLOOP_PROGRESS", "1") == "0":
         yield lambda n=1, description=None: None
+        return
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        heartbeat = Heartbeat(label, total)
+        yield heartbeat.advance
+        heartbeat.finish()
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
@@ -31,12 +45,30 @@ def progress_bar(label: str, total: int, *, enabled: bool = True) -> Iterator[Ca
         yield advance
 
 
-def _terminal(enabled: bool, total: int):
-    """The stderr console to draw on, or None: bars off, nothing to count, or no terminal (a log
-    file or a pipe, where rich would leave blank lines)."""
-    if not enabled or total <= 0 or os.environ.get("SELFLOOP_PROGRESS", "1") == "0":
-        return None
-    from rich.console import Console
+class Heartbeat:
+    """Plain progress lines off a terminal: ``HH:MM:SS   LABEL: DONE/TOTAL after S s``."""
 
-    console = Console(stderr=True)
-    return console if console.is_terminal else None
+    def __init__(self, label: str, total: int, *, every: float | None = None, stream=None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.label, self.total, self.clock = label, total, clock
+        self.every = HEARTBEAT_S if every is None else every
+        self.stream = stream or sys.stderr
+        self.done, self.started = 0, clock()
+        self.next_line, self.spoke = self.started + self.every, False
+
+    def advance(self, n: int = 1, description: str | None = None) -> None:
+        self.done += n
+        if description:
+            self.label = description
+        now = self.clock()
+        if now >= self.next_line:
+            self._line(f"{self.done}/{self.total} after {now - self.started:.0f} s")
+            self.next_line = now + self.every
+
+    def finish(self) -> None:
+        if self.spoke:  # only long work ends with a line: short work said nothing to end
+            self._line(f"done, {self.done}/{self.total} in {self.clock() - self.started:.0f} s")
+
+    def _line(self, text: str) -> None:
+        self.spoke = True
+        print(f"{time.strftime('%H:%M:%S')}   {self.label}: {text}", file=self.stream, flush=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import click
 
 from .cli import CONTEXT, config_option, plugins_dir_option, print_json
@@ -22,8 +24,6 @@ def run(config_path, plugins_dirs, rounds, out_dir, threads, as_json):
     rounds: acquire, select, optimize, evaluate. Writes DIR/report.json, a plot of accuracy by
     length per round, and each round's checkpoint; an interrupted run resumes from its last
     finished round."""
-    from rich.console import Console
-
     from .config import load_config
     from .lifecycle import PLOT, REPORT, Lifecycle
     from .registry import load_registry
@@ -32,24 +32,49 @@ def run(config_path, plugins_dirs, rounds, out_dir, threads, as_json):
                                {"out": out_dir, "rounds": rounds, "threads": threads}.items()
                                if v is not None}}
     config = load_config(config_path, overrides=overrides)
-    console = Console(stderr=True)
+    console = log_console()
     lifecycle = Lifecycle(config, load_registry(plugins_dirs), config.lifecycle.out,
-                          log=lambda message: console.print(f"[dim]{message}[/dim]"))
+                          log=lambda message: log_line(console, message))
     report = lifecycle.run(on_round=lambda entry: console.print(round_table(entry)))
     out = lifecycle.out
     if as_json:
         print_json(report)
         return
     status = "finished" if report["finished"] else "stopped early (lifecycle.max_seconds)"
-    console.print(f"{status}: {len(report['rounds'])} rounds in {out}; report {out / REPORT}, "
-                  f"plot {out / PLOT}; peak memory {report['peak_rss_mib']:.0f} MiB")
+    log_line(console, f"{status}: {len(report['rounds'])} rounds in {out}; report {out / REPORT}, "
+                      f"plot {out / PLOT}; peak memory {report['peak_rss_mib']:.0f} MiB", dim=False)
+
+
+# Off a terminal (a log file, a pipe) nothing wraps: a line of the story stays one line for grep.
+LOG_WIDTH = 1000
+
+
+def log_console():
+    """The stderr console of a run: the terminal's width on one, unbounded lines off one."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return console if console.is_terminal else Console(stderr=True, width=LOG_WIDTH)
+
+
+def log_line(console, message: str, *, dim: bool = True) -> None:
+    """One line of the run's story: dim on a terminal, timestamped plain text off one."""
+    from rich.text import Text
+
+    if console.is_terminal:
+        console.print(Text(message, style="dim" if dim else ""))
+    else:
+        console.print(Text(f"{time.strftime('%H:%M:%S')} {message}"), soft_wrap=True)
 
 
 def round_table(entry):
-    """One round as a rich table: accuracy by length, the admission gate's numbers and verdict,
-    selection, time per stage."""
+    """One round: a table of accuracy by length and the admission gate's numbers, then one line
+    each for the verdict, the data, the selection and the time per stage (lines as wide as the
+    screen, not squeezed under the table)."""
     from rich import box
+    from rich.console import Group
     from rich.table import Table
+    from rich.text import Text
 
     acc = entry.get("accuracy_by_digits", {})
     admission = entry.get("admission") or {"admitted": True, "reason": "", "by_difficulty": {}}
@@ -72,21 +97,25 @@ def round_table(entry):
         table.add_row("gate before %", *percent(gate, "before"))
         table.add_row("gate after %", *percent(gate, "after"))
         table.add_row("gate margin %", *percent(gate, "margin"))
-    selection = "; ".join(
-        f"{s['selector']}: kept {s['kept']}"
-        + (" dropped " + ", ".join(f"{n} {why}" for why, n in s["dropped"].items()) if s["dropped"] else "")
-        for s in entry.get("selection", []))
+    return Group(table, *(Text(line) for line in round_lines(entry, admission)))
+
+
+def round_lines(entry, admission) -> list[str]:
+    """The round's summary below its table, a line per subject."""
+    lines = [f"admission: {admission['reason']}"]
+    if "continues_from" in admission:
+        lines[0] += f"; next round from {admission['continues_from']}"
+    if admission.get("tightened"):
+        lines.append(f"selection tightened: {'; '.join(admission['tightened'])}")
+    acquired = entry.get("acquired") or {}
     data = entry.get("data", {})
     label = data.get("label_accuracy_kept")
-    tightened = admission.get("tightened")
-    table.caption = (
-        f"admission: {admission['reason']}"
-        + (f" | next round from {admission['continues_from']}" if "continues_from" in admission else "")
-        + (f" | selection tightened: {'; '.join(tightened)}" if tightened else "")
-        + f" | acquired {entry.get('acquired')} | {selection or 'no selectors'}"
-        + (f" | kept labels correct: {label:.1%}" if label is not None else "")
-        + (f" | peers trained: {len(entry['peers_optimize'])}" if entry.get("peers_optimize") else "")
-        + " | seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in entry.get("seconds", {}).items())
-    )
-    table.caption_justify = "left"
-    return table
+    lines.append("acquired: " + (", ".join(f"{n} {name}" for name, n in acquired.items()) or "none")
+                 + (f"; kept labels correct: {label:.1%}" if label is not None else "")
+                 + (f"; peers trained: {len(entry['peers_optimize'])}" if entry.get("peers_optimize") else ""))
+    lines.append("selection: " + ("; ".join(
+        f"{s['selector']} kept {s['kept']}"
+        + (" (dropped " + ", ".join(f"{n} {why}" for why, n in s["dropped"].items()) + ")" if s["dropped"] else "")
+        for s in entry.get("selection", [])) or "no selectors"))
+    lines.append("seconds: " + (", ".join(f"{k} {v:.0f}" for k, v in entry.get("seconds", {}).items()) or "-"))
+    return lines

@@ -118,3 +118,15 @@ def test_help_lists_every_verb(run_selfloop):
     out = run_selfloop("archive", "-h").stdout
     for verb in ("init", "add", "list", "show", "diff", "tree", "export", "materialize", "serve", "reindex", "gc"):
         assert verb in out
+
+
+def test_show_keeps_long_score_names_apart_from_their_values(run_selfloop, tmp_path):
+    archive = tmp_path / "A"
+    scores = {"score": 0.5, "held_out.select_precision": 0.988, "held_out.select_kept_correct": 82}
+    assert run_selfloop("archive", "init", "--archive", archive, "--from", PLUGINS,
+                        "--scores", json.dumps(scores)).returncode == 0
+    shown = run_selfloop("archive", "show", "v0", "--archive", archive).stdout.splitlines()
+    rows = [line.split() for line in shown[shown.index("scores:") + 1:][:3]]
+    assert rows == [["score", "0.5"], ["held_out.select_precision", "0.988"], ["held_out.select_kept_correct", "82"]]
+    columns = {line.index(line.split()[1]) for line in shown[shown.index("scores:") + 1:][:3]}
+    assert len(columns) == 1  # the values line up

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -108,6 +109,16 @@ def test_run_writes_report_plot_and_checkpoints(run_selfloop, tiny_config, tmp_p
     assert round1["data"]["label_accuracy_acquired"] is not None
     assert (out / "accuracy_by_digits.png").read_bytes()[:4] == b"\x89PNG"
     assert report["peak_rss_mib"] > 0
+    # off a terminal: a timestamped line per stage, and the round summary never wrapped
+    lines = result.stderr.splitlines()
+    stamped = [line for line in lines if re.match(r"\d\d:\d\d:\d\d round \d: ", line)]
+    assert any("round 0: acquired" in line for line in stamped), result.stderr
+    assert any("round 1: accumulate kept" in line for line in stamped), result.stderr
+    selection = [line for line in lines if line.startswith("selection: ")]
+    assert len(selection) == 2 and all(f"{s['selector']} kept {s['kept']}" in selection[1]
+                                       for s in round1["selection"]), result.stderr
+    assert any(re.match(r"\d\d:\d\d:\d\d finished: 2 rounds in .*; peak memory \d+ MiB$", line)
+               for line in lines), result.stderr
 
 
 @pytest.mark.slow
