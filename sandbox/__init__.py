@@ -29,11 +29,26 @@ forces one and raises ``SandboxError`` with the reason when it is unusable.
 - ``timeout_s`` (default ``settings.timeout_s``) is wall-clock; at the deadline every process of the
   payload is killed.
 
+- the code and inputs must be readable by others (o+r, o+x for directories) where the payload's
+  uid cannot be given them through an idmapped mount (Docker; filesystems without idmapping): the
+  run is refused with a reason saying which mount and what to change.
+
 ``SandboxResult``: ``status`` ("ok" | "error" | "timeout" | "oom" | "limit"), ``exit_code``,
 ``result`` (the parsed JSON object or None), ``stdout``/``stderr`` (the first
 ``settings.log_limit_bytes`` of each) with ``stdout_truncated``/``stderr_truncated`` (and
 ``truncated``), ``seconds``, ``backend``, ``reason`` (one line when not ok, or why there is no
-result) and ``protections`` (the process backend's confinement layers that held).
+result) and ``protections``: the confinement layers that held (or "no <layer> (why)"), and the
+payload's credentials as the kernel showed them right after it started
+(``payload uid=N gid=N groups=none``, ``payload CapInh=… CapPrm=… CapEff=… CapBnd=… CapAmb=…``),
+with ``no_new_privs``, ``seccomp`` and ``landlock socket scoping``.
+
+Trust: the payload runs under an unprivileged uid of its own with no capabilities, no_new_privs and
+a seccomp filter that also refuses every AF_UNIX socket (``privsep``), so it can neither touch the
+runner nor reach a host service's socket. The runner's report carries an HMAC-SHA256 under a key
+made for that run and handed to the runner on its stdin; the host accepts it only with a valid MAC
+from a runner that exited 0, else the status is "error" and the reason starts with
+"report not authenticated". The runner reads the result only once every process of the payload is
+dead (no symlink, no FIFO, size-capped).
 
 Integrity: before the payload starts and again before the result is accepted, the runner inside
 the sandbox (``selfloop.sandbox.runner``) checks the sha256 of every file of the installed

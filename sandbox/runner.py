@@ -310,13 +310,11 @@ class Lockdown:
             self.seccomp, self.no_seccomp = None, f"no filter for {os.uname().machine}"
         else:
             self.seccomp, self.no_seccomp = privsep.SeccompFilter(program), "the kernel refused the filter"
-        self.landlock_abi = 0
         self.scope = bool(self.landlock_rules or spec.get("landlock_scope"))
-        if self.scope:
-            from . import confine
+        from . import confine
 
-            self.confine = confine
-            self.landlock_abi = confine.landlock_abi()
+        self.confine = confine
+        self.landlock_abi = confine.landlock_abi()
 
     def refusal(self) -> str | None:
         """Why the payload cannot be started unprivileged here, or None."""
@@ -494,11 +492,11 @@ class Lockdown:
         filters = int(status.get("Seccomp_filters", "0"))
         held = self.seccomp is not None and filters > int(self.own.get("Seccomp_filters", "0"))
         self.protections.append("seccomp" if held else f"no seccomp ({self.no_seccomp})")
-        if self.landlock_abi >= 6:
+        if self.scope and self.landlock_abi >= 6:
             self.protections.append("landlock socket scoping")
         else:
-            why = "not asked for" if not self.scope else \
-                f"Landlock ABI {self.landlock_abi} < 6" if self.landlock_abi else "no Landlock"
+            why = "the kernel has no Landlock" if not self.landlock_abi else \
+                f"Landlock ABI {self.landlock_abi} < 6" if self.landlock_abi < 6 else "not asked for"
             self.protections.append(f"no landlock socket scoping ({why})")
         if self.uid is None:
             self.protections.append(f"no uid separation (the runner is not root: the payload shares its uid {uids[0]})")
