@@ -3,12 +3,14 @@
 `pip install DIR` installs the variant's tree as the package ``selfloop_variant_<id>`` with one
 ``selfloop`` entry point per plugin module (a module that defines a ``register_*`` hook), so the
 evolved plugins load like any third-party plugin (``SELFLOOP_LOAD_PLUGINS=selfloop-variant-v12``).
+It depends on the selfloop version that exported it: the plugins import its core.
 The package is also a plain plugins directory: ``--plugins-dir`` accepts its folder.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,8 +31,8 @@ version = "0.0.{seq}"
 description = {description}
 readme = "README.md"
 requires-python = ">=3.11"
-# Needs selfloop installed; it is not declared so that pip never fetches a different project.
-dependencies = []
+# The plugins import selfloop's core: the version they were exported with.
+dependencies = ["selfloop=={selfloop_version}"]
 
 [project.entry-points.selfloop]
 {entry_points}
@@ -45,7 +47,9 @@ include = ["{package}", "{package}.*"]
 README = """\
 # {dist}
 
-Variant {id} of selfloop's plugins, exported from the archive at {archive}.
+Variant {id} of selfloop's plugins, exported from the archive at {archive} with
+selfloop {selfloop_version}, which it depends on. Install it where that selfloop is installed
+(pip then has nothing to fetch):
 
     pip install .
     SELFLOOP_LOAD_PLUGINS={dist} selfloop plugins
@@ -81,12 +85,13 @@ def export_package(archive: Archive, variant: str, directory: Path, *, name: str
         raise ArchiveError(f"variant {variant} has no plugin module (no register_* hook) to export")
     dotted = [f"{package}.{m}" if m else package for m in modules]
     entry_points = "\n".join(f'"{m}" = "{m}"' for m in dotted)
+    version = importlib.metadata.version("selfloop")
     (directory / "pyproject.toml").write_text(PYPROJECT.format(
-        dist=dist, seq=record.seq, package=package, entry_points=entry_points,
+        dist=dist, seq=record.seq, package=package, entry_points=entry_points, selfloop_version=version,
         description=json.dumps(f"selfloop plugins: archived variant {record.id}"),
     ))
     (directory / "README.md").write_text(README.format(
-        dist=dist, id=record.id, archive=archive.path, parent=record.parent or "none",
+        dist=dist, id=record.id, archive=archive.path, parent=record.parent or "none", selfloop_version=version,
         scores=json.dumps(record.scores), package=package,
     ))
     return directory
