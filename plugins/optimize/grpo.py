@@ -11,13 +11,14 @@ from __future__ import annotations
 from selfloop.core.hookspecs import hookimpl
 from selfloop.core.types import OptimizeResult, Problem
 
-from ._trl_common import log_metrics, quiet, train_base_round, trainer_args
+from ._trl_common import log_metrics, quiet, train_base_round, trained_in_place, trainer_args
 
 
-def reward_function(rewarder, task, difficulty_of):
-    """The rewarder as a TRL reward function ``f(prompts, completions, **columns) -> floats``."""
+def reward_function(rewarder, task, difficulty_of, target_weight: float = 0.0):
+    """The rewarder as a TRL reward function ``f(prompts, completions, **columns) -> floats``;
+    ``target_weight`` is added where a completion equals its row's ``target`` (the kept label)."""
 
-    def rewards(prompts, completions, answer=None, **_):
+    def rewards(prompts, completions, answer=None, target=None, **_):
         answers = answer or [None] * len(prompts)
         groups: list[tuple[str, str | None, list[int]]] = []
         for i, prompt in enumerate(prompts):
@@ -32,6 +33,10 @@ def reward_function(rewarder, task, difficulty_of):
         for (_, _, idx), group_scores in zip(groups, scores):
             for i, s in zip(idx, group_scores):
                 flat[i] = float(s)
+        if target_weight and target is not None:
+            for i, completion in enumerate(completions):
+                if target[i] is not None and str(completion).strip() == target[i]:
+                    flat[i] += target_weight
         return flat
 
     rewards.__name__ = type(rewarder).__name__
@@ -43,10 +48,14 @@ class GRPO:
 
     def __init__(self, steps: int = 20, batch_size: int = 16, generations: int = 4,
                  lr: float = 1e-5, beta: float = 0.0, temperature: float = 1.0,
-                 max_prompts: int = 1000, base_options: dict | None = None):
+                 max_prompts: int = 1000, fixed_positions: bool = True,
+                 target_weight: float = 0.0,
+                 base_options: dict | None = None):
         self.base_options = dict(base_options or {})  # rejection_sft's options for round 0
         self.steps, self.batch_size, self.generations = steps, batch_size, generations
         self.lr, self.beta, self.temperature, self.max_prompts = lr, beta, temperature, max_prompts
+        self.fixed_positions = fixed_positions  # sample and score at the inference offset
+        self.target_weight = target_weight  # reward for reproducing the kept example's label
 
     def optimize(self, policy, examples, *, task, generator, rewarder, rng, workdir,
                  round_index=0):
@@ -60,16 +69,18 @@ class GRPO:
         if not examples:
             return OptimizeResult(policy, {"steps": 0.0})
         difficulty = {e.prompt: e.difficulty for e in examples}
-        rows = [{"prompt": e.prompt, "answer": e.meta.get("answer")} for e in examples]
+        rows = [{"prompt": e.prompt, "answer": e.meta.get("answer"), "target": e.completion}
+                for e in examples]
         args = trainer_args(
             GRPOConfig, workdir, steps=self.steps, batch_size=self.batch_size, lr=self.lr,
             num_generations=self.generations, beta=self.beta, temperature=self.temperature,
             max_completion_length=max(difficulty.values()) + 3)
-        trainer = GRPOTrainer(
-            model=policy.model, reward_funcs=[reward_function(rewarder, task, difficulty.get)],
-            args=args, train_dataset=Dataset.from_list(rows), processing_class=policy.tokenizer)
-        quiet(trainer).train()
-        policy.model.eval()
+        with trained_in_place(policy.model, fixed_positions=self.fixed_positions):
+            trainer = GRPOTrainer(
+                model=policy.model, reward_funcs=[reward_function(rewarder, task, difficulty.get,
+                                              self.target_weight)],
+                args=args, train_dataset=Dataset.from_list(rows), processing_class=policy.tokenizer)
+            quiet(trainer).train()
         return OptimizeResult(policy, log_metrics(trainer))
 
 
