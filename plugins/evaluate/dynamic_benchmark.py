@@ -1,17 +1,18 @@
-"""A dynamic benchmark: fresh problems for every evaluation, never seen in training.
+"""A dynamic benchmark: fresh problems for every round, never seen in training.
 
-Each evaluation draws new problems from a seed derived from the run's seed and the current time;
-both are recorded, so the exact set can be drawn again. Problems whose prompt occurs in the
-training data are redrawn; only where the training data covers (nearly) every problem of a
-difficulty, as for 1-digit sums, are seen ones used to fill up, and counted (``contaminated``). Besides accuracy by difficulty it
-reports how diverse the model's answers are, so a collapse onto a few outputs shows.
+Each evaluation draws its problems from the seed it is given (the lifecycle derives a new one for
+every round from the run's seed), so every round gets fresh problems and a run with the same seed
+draws the same ones again; the seed is recorded as ``draw_seed``. Problems whose prompt occurs in
+the training data are redrawn; only where the training data covers (nearly) every problem of a
+difficulty, as for 1-digit sums, are seen ones used to fill up, and counted (``contaminated``).
+Besides accuracy by difficulty it reports how diverse the model's answers are, so a collapse onto
+a few outputs shows.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import time
 from collections import Counter
 
 from selfloop.core.hookspecs import hookimpl
@@ -70,14 +71,13 @@ class DynamicBenchmark:
         return problems, contaminated
 
     def evaluate(self, policy, *, task, refiner, generator, rewarder, seen_prompts, seed):
-        timestamp = time.time()
-        draw_seed = f"{seed}:{timestamp!r}"
+        draw_seed = f"dynamic_benchmark:{seed}"
         problems, contaminated = self.problems(task, random.Random(draw_seed), seen_prompts)
         accuracy, metrics, _ = score(policy, problems, task=task, refiner=refiner,
                                      generator=generator, rewarder=rewarder, seed=seed)
         metrics["contaminated"] = sum(contaminated.values())
         return Evaluation("dynamic_benchmark", metrics, accuracy,
-                          {"draw_seed": draw_seed, "timestamp": timestamp, "problems": len(problems),
+                          {"draw_seed": draw_seed, "problems": len(problems),
                            "contaminated_by_difficulty": contaminated})
 
 
