@@ -71,7 +71,8 @@ def cli():
 @plugins_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def plugins_command(plugins_dirs, as_json):
-    """List every registered component: kind, name, plugin and where it came from."""
+    """List every registered component: kind, name, source (builtin, entrypoint, directory), plugin
+    and description."""
     from .registry import load_registry
 
     registry = load_registry(plugins_dirs)

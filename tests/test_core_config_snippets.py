@@ -36,3 +36,19 @@ def test_readme_toml_block_is_a_valid_config(index, tmp_path, registry):
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
 def test_example_config_is_valid(path, registry):
     load_config(path).check_names(registry)
+
+
+def test_readme_plugin_example_loads_and_takes_its_options(tmp_path):
+    (python,) = re.findall(r"^```python\n(.*?)^```", (REPO / "README.md").read_text(), re.M | re.S)
+    (tmp_path / "plurality.py").write_text(python)
+    registry = load_registry([tmp_path], entry_points=False)
+    config = tmp_path / "run.toml"
+    config.write_text('[refiner]\nname = "plurality"\noptions = { k = 3 }\n')
+    load_config(config).check_names(registry)
+    assert registry.create("refiner", "plurality", {"k": 3}).k == 3
+
+
+def test_plugins_columns_are_the_ones_the_readme_names(run_selfloop):
+    header = run_selfloop("plugins").stdout.splitlines()[0].split()
+    assert header == ["kind", "name", "source", "plugin", "description"]
+    assert "kind, name, source (builtin/entrypoint/directory), plugin, description" in (REPO / "README.md").read_text()
