@@ -68,6 +68,9 @@ class LifecycleSettings(Strict):
     admission: bool = True
     admission_per_difficulty: int = Field(1000, ge=10)
     admission_alpha: float = Field(0.05, gt=0, lt=1)  # chance of rejecting a round that changed nothing
+    # What the gate measures the checkpoints with: the model's own greedy answers by default, not the
+    # run's refiner (which may sample k times, and which evolve may have rewritten).
+    admission_refiner: str = "greedy"
 
 
 class EvolveSettings(Strict):

@@ -70,6 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from .admission import BASE_ROUND, Admission, admit
+from .config import Component
 from .errors import CheckpointError, ConfigError, SelfloopError, StageError
 from .peers import PeerTraining
 from .types import Evaluation, Example, Policy, Problem
@@ -108,6 +109,7 @@ class Components:
     evaluators: list[Part]
     config: Any = None
     plugins_dirs: list[str] = field(default_factory=list)  # where the plugins came from (for peers)
+    gate_refiner: Part | None = None  # what the admission gate answers with (lifecycle.admission_refiner)
 
 
 @dataclass
@@ -141,6 +143,7 @@ def build_components(config, registry) -> Components:
         evaluators=[part("evaluator", c) for c in config.evaluate],
         config=config,
         plugins_dirs=list(getattr(registry, "plugins_dirs", [])),
+        gate_refiner=part("refiner", Component(name=config.lifecycle.admission_refiner)),
     )
 
 
@@ -277,7 +280,9 @@ class AdmissionGate:
 
     def _measure(self, policy: Policy) -> dict[int, tuple[int, int]]:
         started = time.perf_counter()
-        counts = count_correct(policy, self._problems, components=self.components)
+        gate = self.components.gate_refiner
+        counts = count_correct(policy, self._problems, components=self.components,
+                               refiner=gate.component if gate else None)
         self.seconds += time.perf_counter() - started
         return counts
 

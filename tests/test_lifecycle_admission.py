@@ -168,7 +168,8 @@ def hurting(tmp_path):
     assert text.count("[[select]]") == TINY.count("[[select]]") - 1
     text = text.replace("admission_per_difficulty = 100", "admission_per_difficulty = 40")
     assert "admission_per_difficulty = 40" in text
-    text += ('keep_checkpoints = false\n\n'
+    text += ('keep_checkpoints = false\n'
+             'admission_refiner = "right_unless_wrecked"\n\n'  # the gate answers with it too
              '[refiner]\nname = "right_unless_wrecked"\n')
     config = tmp_path / "hurts.toml"
     config.write_text(text)
