@@ -101,6 +101,10 @@ class EvolveSettings(Strict):
     full_select: int = Field(128, ge=1)
     held_out_per_difficulty: int = Field(128, ge=1)
     held_out_select: int = Field(256, ge=1)
+    # The model-dependence ablation (random weights) asks again this many refinement problems per
+    # difficulty, and selects among this many of the judge's probes.
+    null_per_difficulty: int = Field(32, ge=1)
+    null_probes: int = Field(64, ge=2)
     # The full evaluation runs only if smoke >= full_threshold x parent's smoke - smoke_margin.
     full_threshold: float = Field(0.8, ge=0)
     smoke_margin: float = Field(0.1, ge=0)  # smoke sets are small: leave room for their noise

@@ -451,7 +451,9 @@ class Evolution:
         s = self.settings
         refine, select = self._difficulties(checkpoint)
         plan = ProblemPlan(refine_difficulties=refine, select_difficulty=select,
-                           refine_per_difficulty=s.held_out_per_difficulty, select_count=s.held_out_select)
+                           refine_per_difficulty=s.held_out_per_difficulty, select_count=s.held_out_select,
+                           null_per_difficulty=min(s.null_per_difficulty, s.held_out_per_difficulty),
+                           probe_count=s.null_probes)
         secret = int(hashlib.sha256(f"selfloop-held-out:{self.secret}:{self.seed}:{r}{salt}".encode())
                      .hexdigest()[:12], 16)
         held_out = draw_held_out(self.task, plan, secret)

@@ -62,6 +62,10 @@ class ProblemPlan:
     select_difficulty: int
     refine_per_difficulty: int
     select_count: int
+    # The model-dependence ablation's share: the first of each difficulty's refinement problems, and
+    # the selection probes (a random-weight model answers at full length, so these are kept small).
+    null_per_difficulty: int = 32
+    probe_count: int = 64
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -75,13 +79,14 @@ class HeldOutSet:
     select: list[Problem]
     seed: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
-    # Selection probes for the model-dependence test: other problems, each with a label the judge
-    # made, right for half of them and another probe's answer for the rest.
+    # For the model-dependence test: the refinement problems it asks again, and selection probes
+    # (other problems, each with a label the judge made: right for half, another probe's for the rest).
+    null_refine: list[Problem] = field(default_factory=list)
     probes: list[Probe] = field(default_factory=list)
 
     def prompts(self) -> dict[str, list[dict[str, Any]]]:
         strip = lambda ps: [{"prompt": p.prompt, "difficulty": p.difficulty} for p in ps]
-        return {"refine": strip(self.refine), "select": strip(self.select),
+        return {"refine": strip(self.refine), "select": strip(self.select), "null_refine": strip(self.null_refine),
                 "probes": [{"prompt": q.problem.prompt, "difficulty": q.problem.difficulty, "label": q.label}
                            for q in self.probes]}
 
@@ -152,8 +157,10 @@ def draw_held_out(task, plan: ProblemPlan, seed: int) -> HeldOutSet:
     taken: set[str] = set()
     refine = [p for d in plan.refine_difficulties for p in distinct(d, plan.refine_per_difficulty, taken)]
     select = distinct(plan.select_difficulty, plan.select_count, taken)
-    probes = make_probes(task, distinct(plan.select_difficulty, plan.select_count, taken), rng)
-    return HeldOutSet(refine=refine, select=select, seed=seed, probes=probes)
+    probes = make_probes(task, distinct(plan.select_difficulty, plan.probe_count, taken), rng)
+    null_refine = [p for d in plan.refine_difficulties
+                   for p in [q for q in refine if q.difficulty == d][: plan.null_per_difficulty]]
+    return HeldOutSet(refine=refine, select=select, seed=seed, null_refine=null_refine, probes=probes)
 
 
 def make_probes(task, problems: list[Problem], rng: random.Random) -> list[Probe]:
@@ -211,7 +218,10 @@ def held_out_outcomes(task, held_out: HeldOutSet, outputs: dict[str, Any]) -> Ou
 def null_outcomes(task, held_out: HeldOutSet, outputs: dict[str, Any]) -> Outcomes:
     """Outcomes with the model taken away: the held-out answers, and the selection of the probes."""
     outputs = outputs if isinstance(outputs, dict) else {}
-    refine = held_out_outcomes(task, held_out, {"refine": outputs.get("refine")}).refine
+    answers = outputs.get("refine")
+    if not isinstance(answers, list) or len(answers) != len(held_out.null_refine):
+        answers = [""] * len(held_out.null_refine)
+    refine = [isinstance(a, str) and bool(task.verify(p, a)) for p, a in zip(held_out.null_refine, answers)]
     pool = {q.problem.prompt: q for q in held_out.probes}
     kept: dict[str, str] = {}
     pairs = outputs.get("probes_kept")
@@ -225,11 +235,11 @@ def null_outcomes(task, held_out: HeldOutSet, outputs: dict[str, Any]) -> Outcom
     return Outcomes(refine=refine, select=select)
 
 
-def outcome_metrics(held_out: HeldOutSet, outcomes: Outcomes) -> dict[str, float]:
+def outcome_metrics(refine_problems: list[Problem], outcomes: Outcomes) -> dict[str, float]:
     """The score and its parts (accuracy by difficulty, the selection's precision and recall)."""
     metrics: dict[str, float] = {}
     by_difficulty: dict[int, list[bool]] = {}
-    for problem, ok in zip(held_out.refine, outcomes.refine):
+    for problem, ok in zip(refine_problems, outcomes.refine):
         by_difficulty.setdefault(problem.difficulty, []).append(ok)
     for d, oks in sorted(by_difficulty.items()):
         metrics[f"refine_acc_{d}"] = sum(oks) / len(oks)
@@ -245,7 +255,7 @@ def outcome_metrics(held_out: HeldOutSet, outcomes: Outcomes) -> dict[str, float
 
 def score_held_out(task, held_out: HeldOutSet, outputs: dict[str, Any]) -> dict[str, float]:
     """The judge's metrics of what a variant returned for the held-out prompts."""
-    return outcome_metrics(held_out, held_out_outcomes(task, held_out, outputs))
+    return outcome_metrics(held_out.refine, held_out_outcomes(task, held_out, outputs))
 
 
 def score_noise(outcomes: Outcomes, *, seed: int = 0) -> Noise:

@@ -166,7 +166,7 @@ class Payload:
         probes = prompts.get("probes") or []
         kept = self.select(problems_from_prompts(probes), [str(q["label"]) for q in probes], null)
         self.result["null_outputs"] = {
-            "refine": self.refine(problems_from_prompts(prompts["refine"]), null),
+            "refine": self.refine(problems_from_prompts(prompts.get("null_refine") or []), null),
             "probes_kept": [[e.prompt, e.completion] for e in kept],
         }
         return {"visible_score": visible["score"], "visible_refine_accuracy": visible["refine_accuracy"],

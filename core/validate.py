@@ -193,7 +193,7 @@ class Validator:
             verdict.reasons.append("held-out: the payload returned no held-out outputs")
             return verdict
         outcomes = held_out_outcomes(self.task, self.held_out, payload["held_out_outputs"])
-        held = outcome_metrics(self.held_out, outcomes)
+        held = outcome_metrics(self.held_out.refine, outcomes)
         noise = score_noise(outcomes, seed=self.held_out.seed)
         n_held = (len(self.held_out.refine), len(self.held_out.select))
         verdict.scores.update({"score": held["score"], "held_out": held,
@@ -231,7 +231,7 @@ class Validator:
         if not isinstance(payload.get("null_outputs"), dict):
             return None
         outcomes = null_outcomes(self.task, self.held_out, payload["null_outputs"])
-        metrics = outcome_metrics(self.held_out, outcomes)
+        metrics = outcome_metrics(self.held_out.null_refine, outcomes)
         stage = verdict.stages.get("null") if isinstance(verdict.stages.get("null"), dict) else {}
         visible = stage.get("visible_score")
         visible = float(visible) if isinstance(visible, (int, float)) else None
@@ -247,7 +247,7 @@ class Validator:
             return []
         if without is None:
             return ["model dependence: the variant was not scored without the model"]
-        n_held = (len(self.held_out.refine), len(self.held_out.probes))
+        n_held = (len(self.held_out.null_refine), len(self.held_out.probes))
         problems = []
         held = compare(without["score"], score_variance(without["noise"], *n_held),
                        ref.held_out, score_variance(ref.noise, *n_held), self.z)
