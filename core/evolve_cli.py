@@ -133,7 +133,9 @@ def build_evolution(config, registry, archive: Path, run_dir: Path, console, see
     parent_selector = registry.create("parent_selector", config.parent_selector.name,
                                       config.parent_selector.options)
     sandbox = choose_backend(config.sandbox)
-    console.print(f"sandbox: [bold]{sandbox.name}[/]; proposer: [bold]{config.proposer.name}[/]"
+    why = getattr(sandbox, "reason", None)
+    console.print(f"sandbox: [bold]{sandbox.name}[/]" + (f" ({why})" if why else "")
+                  + f"; proposer: [bold]{config.proposer.name}[/]"
                   + (f" ({config.llm.model})" if config.proposer.name == "llm" else "")
                   + f"; parents: {config.parent_selector.name}; archive: {archive}", soft_wrap=True)
     return Evolution(config, archive_path=archive, out=run_dir, sandbox=sandbox, registry=registry,

@@ -97,8 +97,10 @@ def choose_backend(settings: SandboxSettings, manifest: dict[str, str] | None = 
         if not usable:
             raise SandboxError(f"sandbox backend {settings.backend!r} is unusable: {why}")
         return backends[settings.backend](settings, manifest)
-    usable, _ = DockerSandbox.availability(settings)
-    return (DockerSandbox if usable else ProcessSandbox)(settings, manifest)
+    usable, why = DockerSandbox.availability(settings)
+    chosen = (DockerSandbox if usable else ProcessSandbox)(settings, manifest)
+    chosen.reason = "the Docker image is up to date" if usable else f"not docker: {why}"
+    return chosen
 
 
 def __getattr__(name: str):

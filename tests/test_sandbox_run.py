@@ -322,3 +322,13 @@ def test_sweep_removes_cgroups_of_dead_runners():
         for group in [*groups, live]:
             if group.exists():
                 group.rmdir()
+
+
+def test_auto_says_why_it_did_not_choose_docker(monkeypatch):
+    from selfloop.core.config import SandboxSettings
+    from selfloop.sandbox import choose_backend
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///tmp/selfloop-nobody-serves.sock")
+    chosen = choose_backend(SandboxSettings(backend="auto"))
+    assert chosen.name == "process"
+    assert chosen.reason.startswith("not docker: no Docker engine answers") and "\n" not in chosen.reason
