@@ -69,7 +69,7 @@ def test_export_installs_in_a_fresh_venv_only_beside_the_selfloop_it_was_made_wi
         f"selfloop=={version}"]
     wheels = tmp_path / "wheels"  # built here, where setuptools is: the fresh venv has nothing
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                            "-w", str(wheels), str(out)], capture_output=True, text=True, timeout=300)
+                            "-w", str(wheels), str(out)], check=False, capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr
     wheel = next(wheels.glob("selfloop_variant_v1-*.whl"))
     fresh = tmp_path / "fresh"
@@ -78,18 +78,18 @@ def test_export_installs_in_a_fresh_venv_only_beside_the_selfloop_it_was_made_wi
     install = [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-index", str(wheel)]
 
     # alone, it asks for its selfloop (before, it installed and then failed to import)
-    alone = subprocess.run(install, capture_output=True, text=True, timeout=300)
+    alone = subprocess.run(install, check=False, capture_output=True, text=True, timeout=300)
     assert alone.returncode != 0 and f"selfloop=={version}" in alone.stderr, alone.stderr
 
     # beside selfloop (this environment's, seen from the fresh venv), it installs and loads
     fresh_site = next((fresh / "lib").glob("python3*/site-packages"))
     (fresh_site / "outer.pth").write_text(f"import site; site.addsitedir({site.getsitepackages()[0]!r})\n")
-    beside = subprocess.run(install, capture_output=True, text=True, timeout=300)
+    beside = subprocess.run(install, check=False, capture_output=True, text=True, timeout=300)
     assert beside.returncode == 0, beside.stderr
     assert list(fresh_site.glob("selfloop_variant_v1-*.dist-info"))
     listed = subprocess.run(
         [str(python), "-c", "from selfloop.core.cli import main; main(['plugins', '--json'])"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path,
         env={"PATH": "/usr/bin:/bin", "SELFLOOP_LOAD_PLUGINS": "selfloop-variant-v1"})
     assert listed.returncode == 0, listed.stderr
     task = next(c for c in json.loads(listed.stdout) if c["kind"] == "task")

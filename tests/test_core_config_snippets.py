@@ -7,12 +7,11 @@ import re
 from pathlib import Path
 
 import pytest
-
 from selfloop.core.config import load_config
 from selfloop.core.registry import load_registry
 
 REPO = Path(__file__).resolve().parent.parent
-README_TOML = re.findall(r"^```toml\n(.*?)^```", (REPO / "README.md").read_text(), re.M | re.S)
+README_TOML = re.findall(r"^```toml\n(.*?)^```", (REPO / "README.md").read_text(), re.MULTILINE | re.DOTALL)
 EXAMPLES = sorted((REPO / "examples").rglob("*.toml"))
 CONFIGS = [p for p in EXAMPLES if p.name != "pyproject.toml"]
 
@@ -39,7 +38,7 @@ def test_example_config_is_valid(path, registry):
 
 
 def test_readme_plugin_example_loads_and_takes_its_options(tmp_path):
-    (python,) = re.findall(r"^```python\n(.*?)^```", (REPO / "README.md").read_text(), re.M | re.S)
+    (python,) = re.findall(r"^```python\n(.*?)^```", (REPO / "README.md").read_text(), re.MULTILINE | re.DOTALL)
     (tmp_path / "plurality.py").write_text(python)
     registry = load_registry([tmp_path], entry_points=False)
     config = tmp_path / "run.toml"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from rich.console import Console
-
 from selfloop.core.run_cli import round_table
 
 ENTRY = {
