@@ -148,7 +148,7 @@ def plot(arms, path: Path) -> None:
         ax.plot([r["round"] for r in rows], [r["entropy"] for r in rows], style, marker="o",
                 label=f"{name}: answer entropy (bits)")
         ax.plot([r["round"] for r in rows], [r["distinct"] for r in rows], style, marker="s",
-                label=f"{name}: distinct answers / 8")
+                label=f"{name}: distinct answers (of 8)")
     ax.set_title("diversity per round (8 samples, T=1)")
     ax.set_xlabel("round")
     ax.grid(alpha=0.3)
