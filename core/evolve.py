@@ -210,16 +210,16 @@ def _fits(t, value) -> bool:
     return (t.low is None or value >= t.low) and (t.high is None or value <= t.high)
 
 
-def frontier(accuracy_by_difficulty: dict, count: int = 3, solved: float = 0.95) -> tuple[list[int], int] | None:
+def frontier(accuracy_by_difficulty: dict, count: int = 3) -> tuple[list[int], int] | None:
     """(refinement difficulties, selection difficulty) where a checkpoint's problems discriminate.
 
     A difficulty the checkpoint gets all right or all wrong tells no plugin from another: every
     variant scores the same there. So refinement is measured at the ``count`` consecutive
-    difficulties with the most binomial variance, Σ a(1 − a) (ties: the easier), and selection at the
-    one nearest ``SELECT_AT``
-    among those neither solved (below ``solved``) nor hopeless (above zero): enough right self-labels
-    to keep and enough wrong ones to drop. A checkpoint that solves every measured difficulty is
-    measured beyond them; one that solves none, at the easiest.
+    difficulties with the most binomial variance, Σ a(1 − a) (ties: the easier), and selection at
+    the one nearest ``SELECT_AT`` among those neither all right nor all wrong: enough right
+    self-labels to keep and wrong ones to drop. On a cliff that is the last length it nearly
+    solves (96% right leaves 4% to filter; 1% right leaves nothing to keep). A checkpoint that
+    solves every measured difficulty is measured beyond them; one that solves none, at the easiest.
     """
     acc = {int(d): float(a) for d, a in accuracy_by_difficulty.items()}
     if not acc:
@@ -231,8 +231,7 @@ def frontier(accuracy_by_difficulty: dict, count: int = 3, solved: float = 0.95)
     ordered = sorted(acc)
     windows = [ordered[i:i + count] for i in range(max(1, len(ordered) - count + 1))]
     refine = max(windows, key=lambda w: (sum(acc[d] * (1 - acc[d]) for d in w), -w[0]))
-    mixed = [d for d in discriminating if acc[d] < solved] or discriminating or [min(acc)]
-    select = min(mixed, key=lambda d: (abs(acc[d] - SELECT_AT), d))
+    select = min(discriminating or [min(acc)], key=lambda d: (abs(acc[d] - SELECT_AT), d))
     return refine, select
 
 

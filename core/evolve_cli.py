@@ -13,12 +13,14 @@ a proposer itself. Against a real provider::
 
 from __future__ import annotations
 
+import textwrap
 import tomllib
 from pathlib import Path
 
 import click
 
 from .cli import CONTEXT, config_option, plugins_dir_option, print_json
+from .run_cli import LOG_WIDTH
 
 
 @click.command("evolve", context_settings=CONTEXT)
@@ -66,6 +68,8 @@ def evolve(config_path, plugins_dirs, iterations, rounds, workers, archive_path,
     config.check_names(registry)
 
     console = Console(stderr=as_json)
+    if not console.is_terminal:  # a log: tables at full width, never cropped to 80 columns
+        console = Console(stderr=as_json, width=LOG_WIDTH)
     archive = Path(config.evolve.archive)
     run_dir = Path(config.evolve.out) if config.evolve.out else archive.with_name(archive.name + ".run")
     if fresh and resume:
@@ -201,7 +205,8 @@ class EvolveProgress:
                       f"({data['reason'] or 'no reason given'}); its {data['iterations']} iterations are skipped")
             self.advance(data["iterations"])
         elif event == "validate":
-            self.status(f"iteration {data['iteration']}: validating {data['summary'][:60]}")
+            summary = data["summary"] if not self.live else textwrap.shorten(data["summary"], 60, placeholder=" …")
+            self.status(f"iteration {data['iteration']}: validating {summary}")
         elif event == "variant":
             verdict = data["verdict"]
             score = verdict.scores.get("score")

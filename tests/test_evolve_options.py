@@ -47,3 +47,7 @@ def test_frontier_on_a_cliff_measures_the_cliff_not_the_solved_lengths():
     refine, select = frontier(cliff)
     assert refine == [9, 10, 11] and select == 10
     assert all(0.0 < cliff[str(d)] < 1.0 for d in (10, 11))
+    # The main job's round-0 checkpoint here: 96% at 9 digits, 1% at 10. Selection goes where the
+    # labels are mostly right (a few to filter), not where almost none are.
+    steep = {str(d): 1.0 for d in range(1, 8)} | {"8": 0.99, "9": 0.96, "10": 0.01, "11": 0.0, "12": 0.0}
+    assert frontier(steep) == ([8, 9, 10], 9)
