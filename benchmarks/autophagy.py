@@ -108,9 +108,9 @@ def main():
                          "label_ok": entry["data"]["label_accuracy_kept"],
                          "distinct": d, "entropy": h})
         arms[name] = rows
-    print(f"autophagy: smoke-sized model (2 layers, width 64), labels of 1-3 digits in round 0, "
-          f"then self-labels of 1..(frontier) digits; admission gate off; exact match % on 100 "
-          f"problems per length; diversity: 8 samples at T=1 on 500 fixed prompts")
+    print("autophagy: smoke-sized model (2 layers, width 64), labels of 1-3 digits in round 0, "
+          "then self-labels of 1..(frontier) digits; admission gate off; exact match % on 100 "
+          "problems per length; diversity: 8 samples at T=1 on 500 fixed prompts")
     print(f"{'arm':10s} {'round':>5} | " + " ".join(f"{d:>4d}d" for d in DIGITS)
           + f" | {'train':>6s} {'label ok':>8s} {'distinct':>8s} {'entropy':>7s}")
     for name, rows in arms.items():

@@ -84,8 +84,8 @@ def main():
                            trained_difficulties=trained)
         policy, history = result.policy, result.training_set
         trained = set(result.report["trained_difficulties"])
-    print(f"\nprecision / recall of kept self-labels (smoke-sized model; pools: self-labels at 4-5 "
-          f"digits, after dedup and format filter; truth from the acquirer's audit)")
+    print("\nprecision / recall of kept self-labels (smoke-sized model; pools: self-labels at 4-5 "
+          "digits, after dedup and format filter; truth from the acquirer's audit)")
     print(f"{'round':>5} {'selector':44s} {'pool':>5} {'pool ok':>7} {'kept':>5} "
           f"{'precision':>9} {'recall':>6}")
     for r, label, m in rows:

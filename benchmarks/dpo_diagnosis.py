@@ -17,16 +17,16 @@ import _base
 
 VARIANTS = [  # label, preference_step options
     ("before training", None),
-    ("old default: DPO lr 5e-5, 30 steps", dict(steps=30, lr=5e-5, beta=0.1, sft_weight=0.0,
-                                               fixed_positions=False)),
-    ("  + fixed positions", dict(steps=30, lr=5e-5, beta=0.1, sft_weight=0.0)),
-    ("  beta 0.5", dict(steps=30, lr=5e-5, beta=0.5, sft_weight=0.0, fixed_positions=False)),
-    ("  lr 5e-6", dict(steps=30, lr=5e-6, beta=0.1, sft_weight=0.0, fixed_positions=False)),
-    ("  + NLL on chosen (RPO)", dict(steps=30, lr=5e-5, beta=0.1, sft_weight=1.0,
-                                     fixed_positions=False)),
-    ("new default: RPO + fixed, 30 steps", dict(steps=30, lr=5e-5, beta=0.1, sft_weight=1.0)),
-    ("new default: RPO + fixed, 100 steps", dict(steps=100, lr=5e-5, beta=0.1, sft_weight=1.0)),
-    ("plain DPO, 100 steps, lr 5e-6", dict(steps=100, lr=5e-6, beta=0.1, sft_weight=0.0)),
+    ("old default: DPO lr 5e-5, 30 steps", {"steps": 30, "lr": 5e-5, "beta": 0.1, "sft_weight": 0.0,
+                                               "fixed_positions": False}),
+    ("  + fixed positions", {"steps": 30, "lr": 5e-5, "beta": 0.1, "sft_weight": 0.0}),
+    ("  beta 0.5", {"steps": 30, "lr": 5e-5, "beta": 0.5, "sft_weight": 0.0, "fixed_positions": False}),
+    ("  lr 5e-6", {"steps": 30, "lr": 5e-6, "beta": 0.1, "sft_weight": 0.0, "fixed_positions": False}),
+    ("  + NLL on chosen (RPO)", {"steps": 30, "lr": 5e-5, "beta": 0.1, "sft_weight": 1.0,
+                                     "fixed_positions": False}),
+    ("new default: RPO + fixed, 30 steps", {"steps": 30, "lr": 5e-5, "beta": 0.1, "sft_weight": 1.0}),
+    ("new default: RPO + fixed, 100 steps", {"steps": 100, "lr": 5e-5, "beta": 0.1, "sft_weight": 1.0}),
+    ("plain DPO, 100 steps, lr 5e-6", {"steps": 100, "lr": 5e-6, "beta": 0.1, "sft_weight": 0.0}),
 ]
 
 

@@ -103,7 +103,7 @@ def print_table(results, labels, digits, args):
         runs = [results[k] for k in results if k.split("#")[0] == label]
         if not runs:
             continue
-        for r in range(0, args.rounds + 1):
+        for r in range(args.rounds + 1):
             entries = [run[r] for run in runs if len(run) > r]
             acc = {d: statistics.median(e["acc"][str(d)] if str(d) in e["acc"] else e["acc"][d]
                                         for e in entries) for d in digits}

@@ -11,7 +11,13 @@ from __future__ import annotations
 from selfloop.core.hookspecs import hookimpl
 from selfloop.core.types import OptimizeResult, Problem
 
-from ._trl_common import log_metrics, quiet, train_base_round, trained_in_place, trainer_args
+from ._trl_common import (
+    log_metrics,
+    quiet,
+    train_base_round,
+    trained_in_place,
+    trainer_args,
+)
 
 
 def reward_function(rewarder, task, difficulty_of, target_weight: float = 0.0):

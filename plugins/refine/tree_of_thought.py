@@ -216,7 +216,7 @@ def next_token_logprobs(policy, texts, batch_size: int = 512) -> list:
     model.eval()
     try:
         with torch.inference_mode():
-            for _, idx in by_length.items():
+            for idx in by_length.values():
                 for s in range(0, len(idx), batch_size):
                     chunk = idx[s:s + batch_size]
                     ids = torch.tensor([encoded[i] for i in chunk], dtype=torch.long)
