@@ -206,7 +206,7 @@ def attach_positions(model) -> None:
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         if input_ids is None:
             return None
-        past = kwargs.get("past_key_values")
+        past = kwargs.get("past_key_values", kwargs.get("cache"))  # generate() passes it as ``cache``
         continuing = past is not None and past.get_seq_length() > 0
         state = getattr(module, "_selfloop_position_state", None)
         if continuing and state is not None and state[0].shape[0] == input_ids.shape[0]:
@@ -229,6 +229,10 @@ def attach_positions(model) -> None:
         module._selfloop_position_state = (offset, prev)
         kwargs = dict(kwargs)
         kwargs["position_ids"] = positions
+        if kwargs.get("attention_mask") is None and len(args) <= 1 and not continuing:
+            # Without a mask, transformers reads position ids that restart (at every non-digit) as
+            # packed sequences, and each token would attend only within its own number.
+            kwargs["attention_mask"] = torch.ones_like(input_ids)
         if args:
             kwargs["input_ids"] = args[0]
             args = args[1:]
