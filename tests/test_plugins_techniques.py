@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from selfloop.core.config import ModelSettings
+from plugin_fixtures import TASK, TINY, labelled
 from selfloop.core.models import build_tokenizer, new_policy
 from selfloop.core.types import Example, Policy, Problem
 from selfloop.plugins.generate.batched import BatchedGenerator
@@ -19,16 +19,6 @@ from selfloop.plugins.refine.tree_of_thought import TreeOfThought
 from selfloop.plugins.reward.ground_truth import GroundTruthReward
 from selfloop.plugins.reward.majority_vote import MajorityVoteReward
 from selfloop.plugins.select.quality_classifier import QualityClassifier, auc
-from selfloop.plugins.tasks.reversed_addition import ReversedAddition
-
-TASK = ReversedAddition()
-TINY = ModelSettings(n_layer=1, n_embd=32, n_head=2, max_positions=32, max_position_offset=4)
-
-
-def labelled(count=40, difficulty=2, seed=0):
-    return [Example(p.prompt, p.answer, difficulty, "labelled", meta={"answer": p.answer})
-            for p in TASK.problems(difficulty, count, random.Random(seed))]
-
 
 # --- SPIN ---------------------------------------------------------------------------------------
 
