@@ -266,6 +266,40 @@ def position_offset(policy, offset: int):
         model.selfloop_inference_offset = saved
 
 
+def completion_logprobs(policy, prompt_ids: list[list[int]], completion_ids: list[list[int]], *,
+                        batch_size: int = 512) -> list[list[float]]:
+    """Per-token log-probabilities of each completion (token ids) after its prompt, in eval mode.
+
+    Pairs of equal prompt and completion lengths share a batch, so no padding enters; an empty
+    completion gets an empty list. The explicit mask matters: without one, transformers reads
+    abacus position ids (restarting at every non-digit) as packed sequences.
+    """
+    import torch
+
+    model = policy.model
+    out: list[list[float]] = [[] for _ in prompt_ids]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (p, c) in enumerate(zip(prompt_ids, completion_ids)):
+        if c:
+            groups.setdefault((len(p), len(c)), []).append(i)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for (plen, _), idx in groups.items():
+                for s in range(0, len(idx), batch_size):
+                    chunk = idx[s:s + batch_size]
+                    ids = torch.tensor([prompt_ids[i] + completion_ids[i] for i in chunk], dtype=torch.long)
+                    logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+                    logp = torch.log_softmax(logits[:, plen - 1:-1].float(), -1)
+                    picked = logp.gather(-1, ids[:, plen:, None])[..., 0]
+                    for i, row in zip(chunk, picked.tolist()):
+                        out[i] = row
+    finally:
+        model.train(was_training)
+    return out
+
+
 def greedy_answers(policy, generator, prompts, *, max_new_tokens: int, seed: int = 0) -> list[str]:
     """The policy's greedy answer to each prompt, stripped."""
     groups = generator.generate(policy, prompts, n=1, temperature=0.0,

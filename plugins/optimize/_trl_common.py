@@ -26,6 +26,8 @@ import copy
 from contextlib import contextmanager
 from pathlib import Path
 
+from selfloop.core.models import completion_logprobs
+
 
 def trainer_args(config_class, workdir: Path, *, steps: int, batch_size: int, lr: float, **extra):
     """A TRL config for a short in-process run: no saving, no reporting, CPU unless a GPU exists."""
@@ -125,28 +127,8 @@ def preference_step(policy, rows, *, workdir: Path, steps: int, batch_size: int,
 
 def sequence_logps(policy, rows, key: str, batch_size: int = 256) -> list[float]:
     """log p(row[key] + EOS | row["prompt"]) under the policy, for each row (eval mode)."""
-    import torch
-
-    tok, model = policy.tokenizer, policy.model
+    tok = policy.tokenizer
     prompts = tok([r["prompt"] for r in rows], add_special_tokens=False)["input_ids"]
     answers = tok([r[key] for r in rows], add_special_tokens=False)["input_ids"]
-    out = [0.0] * len(rows)
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, (p, a) in enumerate(zip(prompts, answers)):
-        groups.setdefault((len(p), len(a) + 1), []).append(i)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for (plen, alen), idx in groups.items():
-                for s in range(0, len(idx), batch_size):
-                    chunk = idx[s:s + batch_size]
-                    ids = torch.tensor([prompts[i] + answers[i] + [tok.eos_token_id] for i in chunk])
-                    logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
-                    logp = torch.log_softmax(logits[:, plen - 1:-1].float(), -1)
-                    picked = logp.gather(-1, ids[:, plen:, None])[..., 0].sum(-1)
-                    for i, v in zip(chunk, picked.tolist()):
-                        out[i] = v
-    finally:
-        model.train(was_training)
-    return out
+    return [sum(row) for row in completion_logprobs(
+        policy, prompts, [a + [tok.eos_token_id] for a in answers], batch_size=batch_size)]

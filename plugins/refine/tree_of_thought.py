@@ -34,6 +34,7 @@ import math
 from dataclasses import dataclass
 
 from selfloop.core.hookspecs import hookimpl
+from selfloop.core.models import completion_logprobs
 from selfloop.core.tunable import tunable
 
 from .greedy import answer_budget
@@ -231,33 +232,12 @@ def next_token_logprobs(policy, texts, batch_size: int = 512) -> list:
 
 def continuation_logps(policy, prompts, continuations, ended, batch_size: int = 512) -> list[float]:
     """log p(continuation [+ EOS where ``ended``] | prompt) under the policy, each pair."""
-    import torch
-
-    tok, model = policy.tokenizer, policy.model
+    tok = policy.tokenizer
     p_ids = tok(list(prompts), add_special_tokens=False)["input_ids"]
     c_ids = [tok(c, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if e else [])
              if c or e else [] for c, e in zip(continuations, ended)]
-    out = [0.0] * len(prompts)
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, (p, c) in enumerate(zip(p_ids, c_ids)):
-        if c:
-            groups.setdefault((len(p), len(c)), []).append(i)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for (plen, _), idx in groups.items():
-                for s in range(0, len(idx), batch_size):
-                    chunk = idx[s:s + batch_size]
-                    ids = torch.tensor([p_ids[i] + c_ids[i] for i in chunk], dtype=torch.long)
-                    logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
-                    lp = torch.log_softmax(logits[:, plen - 1:-1].float(), -1)
-                    picked = lp.gather(-1, ids[:, plen:, None])[..., 0].sum(-1)
-                    for i, v in zip(chunk, picked.tolist()):
-                        out[i] = v if math.isfinite(v) else -1e9
-    finally:
-        model.train(was_training)
-    return out
+    rows = completion_logprobs(policy, p_ids, c_ids, batch_size=batch_size)
+    return [(v if math.isfinite(v) else -1e9) for v in (sum(row) for row in rows)]
 
 
 @hookimpl(trylast=True)

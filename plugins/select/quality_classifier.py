@@ -29,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from selfloop.core.hookspecs import hookimpl
-from selfloop.core.models import greedy_answers
+from selfloop.core.models import completion_logprobs, greedy_answers
 from selfloop.core.tunable import tunable
 from selfloop.core.types import Example, Selection, SelectionReport
 
@@ -214,33 +214,11 @@ def auc(scores, labels) -> float | None:
 
 def token_logprobs(policy, examples, batch_size: int = 512) -> list[list[float]]:
     """Each example's per-token log-probabilities of its completion and EOS under the policy."""
-    import torch
-
-    tok, model = policy.tokenizer, policy.model
+    tok = policy.tokenizer
     prompts = tok([e.prompt for e in examples], add_special_tokens=False)["input_ids"]
     completions = tok([e.completion for e in examples], add_special_tokens=False)["input_ids"]
-    sequences = [p + c + [tok.eos_token_id] for p, c in zip(prompts, completions)]
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, (s, p) in enumerate(zip(sequences, prompts)):
-        groups.setdefault((len(s), len(p)), []).append(i)
-    out: list[list[float]] = [[] for _ in examples]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for (_, plen), idx in groups.items():
-                for s in range(0, len(idx), batch_size):
-                    chunk = idx[s:s + batch_size]
-                    ids = torch.tensor([sequences[i] for i in chunk], dtype=torch.long)
-                    # an explicit mask: without one, transformers reads abacus ids as packed sequences
-                    logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
-                    lp = torch.log_softmax(logits[:, plen - 1:-1].float(), -1)
-                    picked = lp.gather(-1, ids[:, plen:, None])[..., 0]
-                    for i, row in zip(chunk, picked.tolist()):
-                        out[i] = row
-    finally:
-        model.train(was_training)
-    return out
+    return completion_logprobs(policy, prompts, [c + [tok.eos_token_id] for c in completions],
+                               batch_size=batch_size)
 
 
 @hookimpl(trylast=True)
