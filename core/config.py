@@ -12,7 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -30,25 +30,25 @@ class Component(Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class ModelSettings(Strict):
-    """The embedded base model built from scratch (a stock transformers architecture)."""
+class ModelComponent(Component):
+    """The model provider (``[model]``): ``embedded`` (a tiny model from scratch, the default) or
+    ``pretrained`` (a local Hugging Face directory), with its options.
 
-    architecture: Literal["gpt2", "llama"] = "llama"
-    n_layer: int = Field(4, ge=1)
-    n_embd: int = Field(128, ge=8)
-    n_head: int = Field(4, ge=1)
-    max_positions: int = Field(256, ge=16)
-    # "abacus": each digit's index in its own number (length generalization); "learned": stock.
-    positions: Literal["abacus", "learned"] = "abacus"
-    max_position_offset: int = Field(20, ge=0)  # random offset of abacus positions in training
-    inference_offset: int = Field(4, ge=0)  # abacus: the offset to answer at (inside the trained range)
-    position_init_scale: float = Field(0.0, ge=0)  # abacus: sinusoidal start of the embeddings; 0: random
-    init_seed: int = 0
-    # Independently seeded copies trained side by side (peer k starts from init_seed + k): the
-    # agreement selector votes across them (Lee et al. 2025). Each trains in its own process.
-    peers: int = Field(0, ge=0, le=8)
-    memory_limit_gib: float = Field(3.0, gt=0)
-    path: str | None = None  # start from this Hugging Face model directory instead
+    Fields written directly under ``[model]`` (the layout before providers) are the options of
+    ``embedded``: ``[model] n_layer = 2`` reads as ``name = "embedded", options = {n_layer = 2}``.
+    """
+
+    name: str = "embedded"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_fields_are_options(cls, data):
+        if isinstance(data, dict):
+            loose = {k: v for k, v in data.items() if k not in ("name", "options")}
+            if loose:
+                data = {"name": data.get("name", "embedded"),
+                        "options": {**data.get("options", {}), **loose}}
+        return data
 
 
 class LifecycleSettings(Strict):
@@ -157,7 +157,7 @@ class RunConfig(Strict):
     evaluate: list[Component]
     proposer: Component
     parent_selector: Component
-    model: ModelSettings = Field(default_factory=ModelSettings)
+    model: ModelComponent = Field(default_factory=ModelComponent)
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
     evolve: EvolveSettings = Field(default_factory=EvolveSettings)
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
@@ -171,7 +171,7 @@ class RunConfig(Strict):
     def components(self) -> list[tuple[str, str, Component]]:
         """Every (section, kind, component) the config names."""
         single = {
-            "task": "task", "generator": "generator", "rewarder": "rewarder",
+            "model": "model", "task": "task", "generator": "generator", "rewarder": "rewarder",
             "optimizer": "optimizer", "refiner": "refiner", "proposer": "proposer",
             "parent_selector": "parent_selector",
         }

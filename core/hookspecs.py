@@ -12,6 +12,10 @@ calls it once per component it offers::
 ``register(name, factory, *, description="")``: ``factory(**options)`` builds the component from the
 options of the run config; it must satisfy the kind's Protocol (``selfloop.core.kinds``). Specs only
 ever gain arguments, so a plugin written today keeps loading.
+
+Besides components, a plugin may extend the command line (``register_commands``) and follow the
+loops (``on_round_finished``, ``on_variant_archived``): experiment trackers are such plugins. An
+event hook's failure is logged and never stops the loop that called it.
 """
 
 import pluggy
@@ -20,6 +24,11 @@ PROJECT = "selfloop"
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def register_model(register):
+    """Offer model providers: they build a run's base policy and load its checkpoints."""
 
 
 @hookspec
@@ -70,3 +79,20 @@ def register_proposer(register):
 @hookspec
 def register_parent_selector(register):
     """Offer parent selectors: they pick which archived variants to build on next."""
+
+
+@hookspec
+def register_commands(cli):
+    """Add subcommands to the ``selfloop`` command line: ``cli`` is its click group."""
+
+
+@hookspec
+def on_round_finished(report, run_dir, config):
+    """A lifecycle round finished: ``report`` is its entry of ``report.json`` (a dict), ``run_dir``
+    the run's directory (a Path), ``config`` the run's config as a dict."""
+
+
+@hookspec
+def on_variant_archived(variant, archive_dir):
+    """evolve archived a variant: ``variant`` is its record as a dict (id, parent, kind, scores,
+    verdict...), ``archive_dir`` the archive's directory (a Path)."""

@@ -2,7 +2,9 @@
 
 A component is any object with the kind's methods; it need not inherit from anything. Parameters
 after ``*`` are passed by keyword, so an implementation may take them in any order and may accept
-more (with defaults, or ``**kwargs``).
+more (with defaults, or ``**kwargs``). A keyword parameter with a default in a Protocol is one the
+Protocol gained later: an implementation may leave it out, and the core passes it only to those
+that take it (``call_accepting``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,12 @@ from .types import (
 
 
 class Task(Protocol):
-    """Makes problems at a difficulty level and verifies answers against the ground truth."""
+    """Makes problems at a difficulty level and verifies answers against the ground truth.
+
+    Optional methods (an answer extractor, token budgets, the difficulties offered, a train/held-out
+    split, chat messages, sandboxed verification) are described in ``selfloop.core.tasks``; the core
+    reaches every task through ``TaskView``, which supplies the defaults.
+    """
 
     def problems(self, difficulty: int, count: int, rng: random.Random) -> list[Problem]: ...
 
@@ -84,12 +91,32 @@ class Optimizer(Protocol):
 
 
 class Refiner(Protocol):
-    """Turns a policy and problems into final answers, spending test-time compute."""
+    """Turns a policy and problems into final answers, spending test-time compute.
+
+    ``task`` (a ``TaskView``) gives the answer budget (``task.budget(problems)``) and extracts
+    answers for voting (``task.extract_answer``).
+    """
 
     def refine(
         self, policy: Policy, problems: Sequence[Problem], *, generator: Generator,
-        rewarder: Rewarder, seed: int,
+        rewarder: Rewarder, seed: int, task: Task | None = None,
     ) -> list[str]: ...
+
+
+class ModelProvider(Protocol):
+    """Builds the base policy of a run and loads the checkpoints saved from it.
+
+    Checkpoints are standard Hugging Face directories written by ``selfloop.core.models.
+    save_policy`` (peers in ``peers/<k>/``); ``load`` restores whatever the provider attaches to a
+    model (position schemes, adapters). Optional: ``render_messages(messages) -> str`` (the chat
+    template; needed by tasks that give messages), ``untrained_copy(policy, seed) -> Policy`` (the
+    judge's model-free ablation; default: the same config with fresh weights), and
+    ``describe() -> str``.
+    """
+
+    def create(self) -> Policy: ...
+
+    def load(self, directory: Path) -> Policy: ...
 
 
 class Evaluator(Protocol):
@@ -123,6 +150,7 @@ class ParentSelector(Protocol):
 
 
 KINDS: dict[str, type] = {
+    "model": ModelProvider,
     "task": Task,
     "acquirer": Acquirer,
     "selector": Selector,
@@ -177,7 +205,7 @@ def _signature_gaps(wanted: inspect.Signature, params: list[inspect.Parameter]) 
     if len(positional) < len(wanted_positional) and not var_pos:
         gaps.append(f"takes {len(positional)} positional arguments, needs {len(wanted_positional)}")
     for p in wanted.parameters.values():
-        if p.kind is kinds.KEYWORD_ONLY:
+        if p.kind is kinds.KEYWORD_ONLY and p.default is p.empty:
             own = by_name.get(p.name)
             if own is None and not var_kw:
                 gaps.append(f"lacks keyword parameter {p.name!r}")
@@ -191,6 +219,18 @@ def _signature_gaps(wanted: inspect.Signature, params: list[inspect.Parameter]) 
     if extra_required:
         gaps.append(f"requires parameters the core never passes: {', '.join(extra_required)}")
     return gaps
+
+
+def call_accepting(method, *args, **kwargs):
+    """Call ``method`` with the keyword arguments it takes (a Protocol's later, optional ones are
+    left out for implementations written before them)."""
+    try:
+        parameters = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return method(*args, **kwargs)
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in parameters}
+    return method(*args, **kwargs)
 
 
 def check_component(kind: str, candidate: Any, where: str) -> None:

@@ -15,9 +15,9 @@ method is made stricter first.
 What other parts of selfloop (the meta-agent's ``evolve``) build on:
 
 1. ``build_components(config, registry) -> Components``: every lifecycle component of a RunConfig.
-2. ``selfloop.core.models.load_policy(dir)`` / ``save_policy(policy, dir)`` / ``new_policy(
-   config.model)``: a Policy from/to a standard Hugging Face model directory (``CheckpointError``
-   when missing, corrupt, or too large for ``memory_limit_gib``).
+2. ``components.model.component.create()`` / ``.load(dir)`` and ``selfloop.core.models.
+   save_policy(policy, dir)``: a Policy from the model provider, or from/to a standard Hugging Face
+   model directory (``CheckpointError`` when missing, corrupt, or too large).
 3. ``run_round(components, policy, round_index, *, history, seed, workdir) -> RoundResult``: one
    round (training included); ``RoundResult.policy`` is the new policy, ``.report`` the round's
    report entry (below), ``.training_set`` the examples to pass as ``history`` to the next round.
@@ -33,7 +33,7 @@ What other parts of selfloop (the meta-agent's ``evolve``) build on:
 
      {"config": {...validated RunConfig...}, "seed": 0, "started": <unix time>,
       "finished": true|false, "peak_rss_mib": ...,
-      "rounds": [{"round": 0, "accuracy_by_digits": {"1": 1.0, ...},   # first evaluator
+      "rounds": [{"round": 0, "accuracy_by_difficulty": {"1": 1.0, ...},   # first evaluator
                   "evaluations": [{"evaluator", "metrics", "accuracy_by_difficulty", "details"}],
                   "acquired": {"labelled": 20000}, "selection": [{"selector", "kept", "dropped"}],
                   "data": {"new": n, "training_set": n, "label_accuracy_acquired": x|null,
@@ -72,11 +72,13 @@ from typing import Any
 from .admission import BASE_ROUND, Admission, admit
 from .config import Component
 from .errors import CheckpointError, ConfigError, SelfloopError, StageError
+from .kinds import call_accepting
 from .peers import PeerTraining
+from .tasks import TaskView
 from .types import Evaluation, Example, Policy, Problem
 
 REPORT = "report.json"
-PLOT = "accuracy_by_digits.png"
+PLOT = "accuracy_by_difficulty.png"
 ROUNDS_DIR = "rounds"
 # Settings that may differ between a run and its resumption.
 RESUMABLE_CHANGES = {("lifecycle", key) for key in
@@ -97,8 +99,9 @@ class Part:
 
 @dataclass
 class Components:
-    """Every lifecycle component of a run config, built."""
+    """Every lifecycle component of a run config, built. ``task.component`` is a ``TaskView``."""
 
+    model: Part
     task: Part
     acquirers: list[Part]
     selectors: list[Part]
@@ -132,8 +135,17 @@ def build_components(config, registry) -> Components:
         return Part(kind, component.name, reg.plugin,
                     registry.create(kind, component.name, component.options))
 
+    model = part("model", config.model)
+    task = part("task", config.task)
+    task.component = TaskView(task.component, name=config.task.name,
+                              render=getattr(model.component, "render_messages", None))
+    if task.component.runs_model_output:
+        from selfloop.sandbox.verify import SandboxVerifier
+
+        task.component.verifier = SandboxVerifier(config, list(getattr(registry, "plugins_dirs", [])))
     return Components(
-        task=part("task", config.task),
+        model=model,
+        task=task,
         acquirers=[part("acquirer", c) for c in config.acquire],
         selectors=[part("selector", c) for c in config.select],
         generator=part("generator", config.generator),
@@ -201,6 +213,9 @@ def run_round(components: Components, policy: Policy, round_index: int, *,
     old_keys = {(e.prompt, e.completion) for e in history}
     new_kept = [e for e in kept if (e.prompt, e.completion) not in old_keys]
     training_set = kept
+    if round_index > 0 and not new_kept:
+        log(f"round {round_index}: WARNING: no new examples kept ({len(acquired)} acquired); "
+            "this round trains on the previous data only. See the selection above for why")
     trained = set(trained_difficulties) | {e.difficulty for e in history}
     gate = AdmissionGate(c, trained | {e.difficulty for e in training_set}, seed, round_index)
     if round_index > 0:
@@ -231,8 +246,8 @@ def run_round(components: Components, policy: Policy, round_index: int, *,
 
     report = {
         "round": round_index,
-        "accuracy_by_digits": {str(d): a for d, a in
-                               (evaluations[0].accuracy_by_difficulty if evaluations else {}).items()},
+        "accuracy_by_difficulty": {str(d): a for d, a in
+                                   (evaluations[0].accuracy_by_difficulty if evaluations else {}).items()},
         "evaluations": [_evaluation_dict(e) for e in evaluations],
         "acquired": acquired_by,
         "selection": selection,
@@ -339,7 +354,8 @@ def evaluate_policy(policy: Policy, components: Components, *, seen_prompts: set
     for part in components.evaluators:
         evaluation = call_stage(
             "evaluate", part, "evaluate", policy, task=components.task.component,
-            refiner=components.refiner.component, generator=components.generator.component,
+            refiner=TaskRefiner(components.refiner, components),
+            generator=components.generator.component,
             rewarder=components.rewarder.component, seen_prompts=seen_prompts, seed=seed)
         if not isinstance(evaluation, Evaluation):
             raise StageError("evaluate", part.name, part.plugin,
@@ -348,10 +364,24 @@ def evaluate_policy(policy: Policy, components: Components, *, seen_prompts: set
     return out
 
 
-def draw_problems(task, difficulties, per_difficulty: int, seed: int | str) -> list[Problem]:
-    """``per_difficulty`` problems of ``task`` at each difficulty, from a seed."""
+class TaskRefiner:
+    """A refiner that is handed the run's task whether its caller passes it or not (evaluators
+    written before refiners took a task keep working)."""
+
+    def __init__(self, part: Part, components: Components):
+        self.part, self.components = part, components
+
+    def refine(self, policy, problems, *, generator=None, rewarder=None, seed=0, task=None):
+        return refine(self.part, policy, list(problems), components=self.components, seed=seed)
+
+
+def draw_problems(task, difficulties, per_difficulty: int, seed: int | str, *,
+                  split: str = "held_out") -> list[Problem]:
+    """``per_difficulty`` problems of ``task`` (a TaskView) at each difficulty, from a seed; from
+    the held-out part of a task over finite data unless ``split`` says otherwise."""
     rng = random.Random(f"problems:{seed}")
-    return [p for d in difficulties for p in task.problems(d, per_difficulty, rng)]
+    view = task if isinstance(task, TaskView) else TaskView(task)
+    return [p for d in difficulties for p in view.problems(d, per_difficulty, rng, split=split)]
 
 
 def evaluate_problems(policy: Policy, problems: list[Problem], *, components: Components,
@@ -365,14 +395,31 @@ def count_correct(policy: Policy, problems: list[Problem], *, components: Compon
                   refiner=None, seed: int = 0) -> dict[int, tuple[int, int]]:
     """(correct, problems) by difficulty of ``refiner``'s answers on ``problems``."""
     refiner_part = components.refiner if refiner is None else Part("refiner", "given", "?", refiner)
-    answers = call_stage("refine", refiner_part, "refine", policy, problems,
-                         generator=components.generator.component,
-                         rewarder=components.rewarder.component, seed=seed)
-    task = components.task.component
+    answers = refine(refiner_part, policy, problems, components=components, seed=seed)
+    verdicts = components.task.component.verify_many(problems, answers)
     by: dict[int, list[bool]] = {}
-    for problem, answer in zip(problems, answers, strict=True):
-        by.setdefault(problem.difficulty, []).append(task.verify(problem, answer))
+    for problem, verdict in zip(problems, verdicts, strict=True):
+        by.setdefault(problem.difficulty, []).append(verdict)
     return {d: (sum(v), len(v)) for d, v in sorted(by.items())}
+
+
+def refine(part: Part, policy: Policy, problems: list[Problem], *, components: Components,
+           seed: int = 0) -> list[str]:
+    """A refiner's answers (the task is passed to refiners that take it)."""
+    try:
+        answers = call_accepting(part.component.refine, policy, problems,
+                                 generator=components.generator.component,
+                                 rewarder=components.rewarder.component, seed=seed,
+                                 task=components.task.component)
+    except (SelfloopError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        raise StageError("refine", part.name, part.plugin, exc) from exc
+    if not isinstance(answers, list) or len(answers) != len(problems):
+        raise StageError("refine", part.name, part.plugin,
+                         TypeError(f"expected {len(problems)} answers, got "
+                                   f"{len(answers) if isinstance(answers, list) else type(answers).__name__}"))
+    return answers
 
 
 def peak_rss_mib() -> float:
@@ -455,9 +502,10 @@ class Lifecycle:
 
     def run(self, rounds: int | None = None, *, on_round=None) -> dict[str, Any]:
         """Run (or resume) rounds 0..``rounds``; returns the report (also in ``out/report.json``)."""
-        from .models import load_policy, new_policy, save_policy
+        from .models import save_policy
 
         settings = self.config.lifecycle
+        provider = self.components.model.component
         rounds = settings.rounds if rounds is None else rounds
         use_threads(settings.threads)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -469,20 +517,19 @@ class Lifecycle:
             "finished": False, "rounds": done, "peak_rss_mib": peak_rss_mib(),
         }
         write_json(self.out / REPORT, report)
-        limit = self.config.model.memory_limit_gib
         if done:
             admitted = last_admitted(done)
             start = round_dir(self.out, admitted)
             self.log(f"resuming after round {len(done) - 1} from {start}"
                      + (" (the last admitted round)" if admitted < len(done) - 1 else ""))
-            policy = load_policy(start / "model", memory_limit_gib=limit)
+            policy = provider.load(start / "model")
             history = load_examples(start / "data.jsonl")
             trained = done[admitted].get("trained_difficulties", ())
             for entry in done:  # replay the tightening every rejected round made
                 if not is_admitted(entry):
                     tighten_selectors(self.components.selectors)
         else:
-            policy, history, trained, admitted = new_policy(self.config.model), [], (), 0
+            policy, history, trained, admitted = provider.create(), [], (), 0
         run_started = time.monotonic()
         for index in range(len(done), rounds + 1):
             if settings.max_seconds is not None and time.monotonic() - run_started > settings.max_seconds:
@@ -502,7 +549,7 @@ class Lifecycle:
                 result.report["admission"]["continues_from"] = str(
                     (round_dir(self.out, admitted) / "model").relative_to(self.out))
                 result.report["admission"]["tightened"] = self._tighten()
-                policy = load_policy(round_dir(self.out, admitted) / "model", memory_limit_gib=limit)
+                policy = provider.load(round_dir(self.out, admitted) / "model")
             write_json(directory / REPORT, result.report)  # the round is finished from here on
             if not settings.keep_checkpoints:
                 _drop_models(self.out, index, keep=admitted)
@@ -588,7 +635,7 @@ class LifecycleTrainer:
 
     def train(self, round_index: int, *, plugins_dir: Path | None, previous: Path | None,
               out: Path) -> Path:
-        from .models import load_policy, new_policy, save_policy
+        from .models import save_policy
         from .registry import load_registry
 
         use_threads(self.config.lifecycle.threads)
@@ -598,9 +645,9 @@ class LifecycleTrainer:
             tighten_selectors(components.selectors)
         trained = ()
         if previous is None:
-            policy, history = new_policy(self.config.model), []
+            policy, history = components.model.component.create(), []
         else:
-            policy = load_policy(previous, memory_limit_gib=self.config.model.memory_limit_gib)
+            policy = components.model.component.load(Path(previous))
             data, report = Path(previous).parent / "data.jsonl", Path(previous).parent / REPORT
             history = load_examples(data) if data.is_file() else []
             if report.is_file():
@@ -635,8 +682,13 @@ def plot_accuracy(rounds: list[dict[str, Any]], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def accuracy_of(entry: dict[str, Any]) -> dict[str, float]:
+    """A round report's accuracy by difficulty (reports written before the rename: by digits)."""
+    return entry.get("accuracy_by_difficulty") or entry.get("accuracy_by_digits") or {}
+
+
 def accuracy_figure(rounds: list[dict[str, Any]]):
-    """Accuracy by number of digits, one line per round; rejected rounds grey and dashed."""
+    """Accuracy by difficulty, one line per round; rejected rounds grey and dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -644,7 +696,7 @@ def accuracy_figure(rounds: list[dict[str, Any]]):
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for entry in rounds:
-        acc = entry.get("accuracy_by_digits") or {}
+        acc = accuracy_of(entry)
         xs = sorted(int(d) for d in acc)
         if is_admitted(entry):
             ax.plot(xs, [acc[str(x)] for x in xs], marker="o", label=f"round {entry['round']}")
@@ -654,11 +706,11 @@ def accuracy_figure(rounds: list[dict[str, Any]]):
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("digits per operand")
+    ax.set_xlabel("difficulty")
     ax.set_ylabel("exact-match accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title("accuracy by length, per round")
+    ax.set_title("accuracy by difficulty, per round")
     fig.tight_layout()
     return fig

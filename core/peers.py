@@ -48,7 +48,7 @@ def train_peer(job: PeerJob) -> dict[str, Any]:
 
     from .config import RunConfig
     from .lifecycle import build_components, load_examples
-    from .models import load_policy, save_policy
+    from .models import save_policy
     from .registry import load_registry
 
     if job.threads:
@@ -58,7 +58,7 @@ def train_peer(job: PeerJob) -> dict[str, Any]:
     rng = random.Random(job.seed)
     torch.manual_seed(rng.randrange(2**31))
     result = c.optimizer.component.optimize(
-        load_policy(job.model_in), load_examples(Path(job.examples)), task=c.task.component,
+        c.model.component.load(Path(job.model_in)), load_examples(Path(job.examples)), task=c.task.component,
         generator=c.generator.component, rewarder=c.rewarder.component, rng=rng,
         workdir=Path(job.workdir), round_index=job.round_index)
     save_policy(result.policy, job.model_out)
@@ -128,13 +128,12 @@ class PeerTraining:
         if exc_type is not None:  # the policy's training failed or was interrupted: stop the peers
             self._stop()
             return
-        from .models import load_policy
-
         part = self.components.optimizer
+        provider = self.components.model.component
         for k, future in enumerate(self._futures, start=1):
             try:
                 self.metrics.append(future.result())
-                self.policies.append(load_policy(self.workdir / f"peer_{k}"))
+                self.policies.append(provider.load(self.workdir / f"peer_{k}"))
             except BaseException as error:
                 self._stop()
                 if isinstance(error, (SelfloopError, KeyboardInterrupt)):

@@ -84,11 +84,25 @@ class Registry:
 
     def __init__(self, plugin_manager: pluggy.PluginManager, registrations: Iterable[Registration],
                  plugins_dirs: Iterable[str | os.PathLike] = ()):
-        self.plugin_manager = plugin_manager
+        self._pm = plugin_manager
         self.plugins_dirs = [str(d) for d in plugins_dirs]  # to load the same plugins elsewhere
         self._by_kind: dict[str, dict[str, Registration]] = {kind: {} for kind in KINDS}
         for reg in registrations:
             self._by_kind[reg.kind][reg.name] = reg
+
+    def notify(self, event: str, *, log=None, **kwargs) -> None:
+        """Call every plugin's ``event`` hook (``on_round_finished``...); a hook that raises is
+        logged with its plugin's name and never stops the caller."""
+        for impl in getattr(self._pm.hook, event).get_hookimpls():
+            try:
+                impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+            except Exception as exc:  # noqa: BLE001 - an observer must not break the loop it observes
+                message = f"plugin {impl.plugin_name}: {event} failed: {type(exc).__name__}: {exc}"
+                (log or (lambda m: print(m, file=sys.stderr)))(message)
+
+    def add_commands(self, cli) -> None:
+        """Let every plugin add its subcommands to the click group ``cli``."""
+        self._pm.hook.register_commands(cli=cli)
 
     def all(self) -> list[Registration]:
         return [reg for kind in KINDS for reg in self._by_kind[kind].values()]
@@ -165,7 +179,7 @@ def _is_surface(module: ModuleType) -> bool:
 
 
 def _register(pm, module, name, source, origins, dist: str | None = None) -> None:
-    if not any(n.startswith("register_") for n in vars(module)):
+    if not any(n.startswith(("register_", "on_")) for n in vars(module)):
         return
     if pm.get_plugin(name) is not None:
         raise PluginError(f"{_module_file(module)}: a plugin named {name!r} is already loaded")

@@ -37,8 +37,18 @@ class ReversedAddition:
         answer = str(a + b).zfill(digits + 1)[::-1]
         return Problem(prompt=prompt, answer=answer, difficulty=digits)
 
+    def difficulties(self):
+        from selfloop.core.tasks import Difficulties
+
+        return Difficulties(low=self.min_difficulty)
+
     @staticmethod
-    def extract(completion: str) -> str:
+    def max_new_tokens(problem: Problem) -> int:
+        """The sum's digits (one more than an operand's), and two tokens of slack."""
+        return problem.difficulty + 1 + 2
+
+    @staticmethod
+    def extract_answer(completion: str) -> str:
         """The answer part of a completion: its leading digits."""
         digits = []
         for ch in completion.strip():
@@ -46,6 +56,8 @@ class ReversedAddition:
                 break
             digits.append(ch)
         return "".join(digits)
+
+    extract = extract_answer  # the name it had before the Protocol named it
 
     @staticmethod
     def answer_for(prompt: str) -> str | None:
@@ -63,7 +75,7 @@ class ReversedAddition:
     def verify(self, problem: Problem, completion: str) -> bool:
         if problem.answer is None:
             raise ValueError(f"problem {problem.prompt!r} has no ground-truth answer")
-        return self.extract(completion) == problem.answer
+        return self.extract_answer(completion) == problem.answer
 
 
 @hookimpl(trylast=True)
