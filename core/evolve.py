@@ -26,7 +26,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +35,7 @@ from typing import Any, Protocol
 from .errors import ArchiveError, ConfigError, SelfloopError
 from .judge import ProblemPlan, draw_held_out, judge_secret, pinned_task
 from .significance import Noise
+from .tasks import Difficulties
 from .tunable import find_tunables, set_tunable
 from .types import Edit, VariantView
 from .validate import Reference, Validator, Verdict, write_tree
@@ -210,7 +211,8 @@ def _fits(t, value) -> bool:
     return (t.low is None or value >= t.low) and (t.high is None or value <= t.high)
 
 
-def frontier(accuracy_by_difficulty: dict, count: int = 3) -> tuple[list[int], int] | None:
+def frontier(accuracy_by_difficulty: dict, count: int = 3, offered: Difficulties | None = None,
+             ) -> tuple[list[int], int] | None:
     """(refinement difficulties, selection difficulty) where a checkpoint's problems discriminate.
 
     A difficulty the checkpoint gets all right or all wrong tells no plugin from another: every
@@ -219,15 +221,17 @@ def frontier(accuracy_by_difficulty: dict, count: int = 3) -> tuple[list[int], i
     the one nearest ``SELECT_AT`` among those neither all right nor all wrong: enough right
     self-labels to keep and wrong ones to drop. On a cliff that is the last length it nearly
     solves (96% right leaves 4% to filter; 1% right leaves nothing to keep). A checkpoint that
-    solves every measured difficulty is measured beyond them; one that solves none, at the easiest.
+    solves every measured difficulty is measured beyond them (when the task offers more); one that
+    solves none, at the easiest. Only difficulties the task offers (``offered``) are chosen.
     """
-    acc = {int(d): float(a) for d, a in accuracy_by_difficulty.items()}
+    offered = offered or Difficulties()
+    acc = {int(d): float(a) for d, a in accuracy_by_difficulty.items() if int(d) in offered}
     if not acc:
         return None
     discriminating = [d for d in sorted(acc) if 0.0 < acc[d] < 1.0]
-    if not discriminating and min(acc.values()) >= 1.0:
-        first = max(acc) + 1
-        return list(range(first, first + count)), first
+    beyond = offered.from_(max(acc) + 1, count)
+    if not discriminating and min(acc.values()) >= 1.0 and beyond:
+        return beyond, beyond[0]
     ordered = sorted(acc)
     windows = [ordered[i:i + count] for i in range(max(1, len(ordered) - count + 1))]
     refine = max(windows, key=lambda w: (sum(acc[d] * (1 - acc[d]) for d in w), -w[0]))
@@ -261,7 +265,7 @@ class Evolution:
     def __init__(self, config, *, archive_path: Path, out: Path, sandbox, registry,
                  trainer: Callable[[Any], Trainer],
                  proposer, parent_selector, progress: Callable[[str, dict], None] | None = None,
-                 seed_dir: Path | None = None):
+                 seed_dir: Path | None = None, plugins_dirs: Sequence[str | Path] = ()):
         self.settings = config.evolve
         self.archive_path, self.out = Path(archive_path), Path(out)
         self.sandbox, self.registry = sandbox, registry
@@ -281,7 +285,10 @@ class Evolution:
         if not self.editable:
             raise ConfigError(f"[evolve] targets {list(self.settings.targets)}: the config's components of "
                               "these kinds are not in the editable surface; nothing to evolve")
-        self.task = pinned_task(config)
+        # the user's own plugin directories (not the surface): they reach the judge, every sandbox run
+        # and the trainer (through the registry's plugins_dirs)
+        self.plugins_dirs = [str(Path(d).resolve()) for d in plugins_dirs]
+        self.task = pinned_task(config, self.plugins_dirs)
         self.secret = judge_secret()
         self.trainer = trainer(self.config)  # trains with the evolved components' options baked in
         self.archive = None
@@ -461,7 +468,7 @@ class Evolution:
             pinned_task=self.task, visible_seed=self.seed * 1000 + r, sample_seed=self.seed,
             smoke_size={"refine": s.smoke_per_difficulty, "select": s.smoke_select},
             full_size={"refine": s.full_per_difficulty, "select": s.full_select},
-            z=s.significance_z, timeout_s=self.config.sandbox.timeout_s)
+            z=s.significance_z, timeout_s=self.config.sandbox.timeout_s, plugins_dirs=self.plugins_dirs)
 
     def _confirm(self, results: list[RoundResult], state) -> dict[str, Any]:
         """Seed against the final champion on fresh held-out problems of the checkpoint it won on.
@@ -488,12 +495,18 @@ class Evolution:
         found = None
         report = checkpoint.parent / "report.json"
         if report.is_file():
-            found = frontier(json.loads(report.read_text()).get("accuracy_by_digits") or {})
+            entry = json.loads(report.read_text())
+            found = frontier(entry.get("accuracy_by_difficulty") or entry.get("accuracy_by_digits") or {},
+                             offered=self.task.difficulties)
         refine = list(s.refine_difficulties) if s.refine_difficulties else (found[0] if found else None)
         select = s.select_difficulty or (found[1] if found else None)
         if refine is None or select is None:
             raise ConfigError(f"{checkpoint}: no round report to find the frontier in; set [evolve] "
                               "refine_difficulties and select_difficulty")
+        outside = [d for d in [*refine, select] if d not in self.task.difficulties]
+        if outside:
+            raise ConfigError(f"[evolve] difficulties {outside} are not offered by task "
+                              f"{self.config.task.name!r} ({self.task.difficulties.to_dict()})")
         return refine, select
 
     def _baseline(self, r: int, role: str, validator: Validator, state, source: str | None) -> str:
@@ -530,6 +543,7 @@ class Evolution:
                                        status="admitted" if verdict.admitted else "rejected")
         self.journal.append({"event": "baseline", "round": r, "role": role, "variant": variant})
         state["baselines"].setdefault(r, {})[role] = variant
+        self._announce(variant)
         self.progress("variant", {"round": r, "variant": variant, "verdict": verdict, "summary": meta["summary"]})
         return variant
 
@@ -595,9 +609,19 @@ class Evolution:
                                    status="admitted" if verdict.admitted else "rejected")
         self.journal.append({"event": "archived", "key": attempt.key, "variant": variant, "time": time.time()})
         state["archived"][attempt.key] = variant
+        self._announce(variant)
         self.progress("variant", {"round": attempt.round, "variant": variant, "verdict": verdict,
                                   "summary": attempt.edit_summary, "parent": attempt.parent})
         return variant
+
+    def _announce(self, variant: str) -> None:
+        """Tell the plugins that follow the loop (``on_variant_archived``) of an archived variant."""
+        v = self.archive.get(variant)
+        record = {"id": v.id, "parent": v.parent, "status": v.status, "scores": dict(v.scores),
+                  "round": v.meta.get("round"), "summary": v.meta.get("summary"),
+                  "proposer": v.meta.get("proposer"), "reasons": v.meta.get("reasons", [])}
+        self.registry.notify("on_variant_archived", variant=record, archive_dir=self.archive_path,
+                             log=lambda message: self.progress("warning", {"message": message}))
 
     def _view(self, variant: str) -> VariantView:
         v = self.archive.get(variant)

@@ -82,7 +82,8 @@ def evolve(config_path, plugins_dirs, iterations, rounds, workers, archive_path,
         for moved in move_aside(archive, run_dir):
             console.print(f"moved {moved[0]} aside to {moved[1]}", soft_wrap=True)
     seed_dir = next((Path(d) for d in plugins_dirs if _is_surface(Path(d))), None)
-    evolution = build_evolution(config, registry, archive, run_dir, console, seed_dir)
+    user_dirs = [Path(d) for d in plugins_dirs if not _is_surface(Path(d))]
+    evolution = build_evolution(config, registry, archive, run_dir, console, seed_dir, user_dirs)
     with EvolveProgress(console, config) as progress:
         evolution.progress = progress
         results = evolution.run(resume=resume)
@@ -121,7 +122,8 @@ def _is_surface(directory: Path) -> bool:
     return init.is_file() and "SURFACE" in init.read_text()
 
 
-def build_evolution(config, registry, archive: Path, run_dir: Path, console, seed_dir: Path | None = None):
+def build_evolution(config, registry, archive: Path, run_dir: Path, console, seed_dir: Path | None = None,
+                    user_dirs: list[Path] = ()):
     from selfloop.sandbox import choose_backend
 
     from .evolve import Evolution
@@ -143,11 +145,11 @@ def build_evolution(config, registry, archive: Path, run_dir: Path, console, see
                   + (f" ({config.llm.model})" if config.proposer.name == "llm" else "")
                   + f"; parents: {config.parent_selector.name}; archive: {archive}", soft_wrap=True)
     return Evolution(config, archive_path=archive, out=run_dir, sandbox=sandbox, registry=registry,
-                     trainer=lambda baked: LifecycleTrainer(baked, log=lambda message: console.print(
+                     trainer=lambda baked: LifecycleTrainer(baked, plugins_dirs=user_dirs, log=lambda message: console.print(
                          f"  [dim]{message}[/]" if console.is_terminal else f"{stamp()}   {message}",
                          soft_wrap=not console.is_terminal, highlight=False)),
                      proposer=proposer,
-                     parent_selector=parent_selector, seed_dir=seed_dir)
+                     parent_selector=parent_selector, seed_dir=seed_dir, plugins_dirs=user_dirs)
 
 
 class EvolveProgress:
@@ -221,6 +223,8 @@ class EvolveProgress:
             if "parent" in data:
                 self.advance()
             self.line(line)
+        elif event == "warning":
+            self.line(f"  [yellow]warning:[/] {data['message']}")
 
 
 def stamp() -> str:

@@ -128,15 +128,24 @@ def judge_secret() -> str:
         return key
 
 
-def pinned_task(config):
-    """The task the config names, built from the installed plugins, never from a variant."""
+def pinned_task(config, plugins_dirs: Sequence[str] = ()):
+    """The task the config names (a ``TaskView``), built from the installed plugins and the user's
+    own plugin directories, never from a variant; its chat template is the configured model's."""
     from .registry import load_registry
+    from .tasks import build_task
 
-    registry = load_registry()  # no plugins directory: the seed surface and installed packages
+    registry = load_registry(list(plugins_dirs))  # the seed surface, installed packages, the user's
     try:
-        return registry.create("task", config.task.name, config.task.options)
+        return build_task(config, registry)
     except ConfigError as exc:
         raise ConfigError(f"the held-out judge pins the task from the installed plugins: {exc}") from None
+
+
+def verify_all(task, problems: Sequence[Problem], answers: Sequence[Any]) -> list[bool]:
+    """Verify answers in one batch; an answer that is not text is wrong, never an error."""
+    texts = [a if isinstance(a, str) else "" for a in answers]
+    verdicts = task.verify_many(list(problems), texts) if problems else []
+    return [isinstance(a, str) and bool(v) for a, v in zip(answers, verdicts)]
 
 
 def draw_held_out(task, plan: ProblemPlan, seed: int) -> HeldOutSet:
@@ -146,7 +155,7 @@ def draw_held_out(task, plan: ProblemPlan, seed: int) -> HeldOutSet:
     def distinct(difficulty: int, count: int, taken: set[str]) -> list[Problem]:
         out: list[Problem] = []
         for _ in range(50):
-            for problem in task.problems(difficulty, count, rng):
+            for problem in task.problems(difficulty, count, rng, split="held_out"):
                 if problem.prompt not in taken and len(out) < count:
                     taken.add(problem.prompt)
                     out.append(problem)
@@ -164,26 +173,23 @@ def draw_held_out(task, plan: ProblemPlan, seed: int) -> HeldOutSet:
 
 
 def make_probes(task, problems: list[Problem], rng: random.Random) -> list[Probe]:
-    """Label half of ``problems`` with their answer and the rest with another problem's answer.
+    """Label half of ``problems`` with their worked answer and the rest with another problem's.
 
     Borrowed answers have the task's own format and length, so nothing but the truth tells the two
     halves apart: a selector that cannot consult a model can only sort them by working the task.
     """
     problems = [p for p in problems if p.answer is not None]
+    shown = [task.demonstration(p) or p.answer for p in problems]
     order = list(range(len(problems)))
     rng.shuffle(order)
     wrong = set(order[: len(order) // 2])
-    probes = []
-    for i, problem in enumerate(problems):
-        label = problem.answer
-        if i in wrong:
-            for shift in range(1, len(problems)):
-                other = problems[(i + shift) % len(problems)].answer
-                if not task.verify(problem, other):
-                    label = other
-                    break
-        probes.append(Probe(problem, label, bool(task.verify(problem, label))))
-    return probes
+    labels = list(shown)
+    for i in sorted(wrong):  # another problem's answer (the next one, unless it is right here too)
+        candidates = [shown[(i + shift) % len(problems)] for shift in range(1, min(4, len(problems)))]
+        fits = verify_all(task, [problems[i]] * len(candidates), candidates)
+        labels[i] = next((c for c, ok in zip(candidates, fits) if not ok), shown[i])
+    correct = verify_all(task, problems, labels)
+    return [Probe(p, label, ok) for p, label, ok in zip(problems, labels, correct)]
 
 
 def held_out_outcomes(task, held_out: HeldOutSet, outputs: dict[str, Any]) -> Outcomes:
@@ -197,7 +203,7 @@ def held_out_outcomes(task, held_out: HeldOutSet, outputs: dict[str, Any]) -> Ou
     answers = outputs.get("refine")
     if not isinstance(answers, list) or len(answers) != len(held_out.refine):
         answers = [""] * len(held_out.refine)
-    refine = [isinstance(a, str) and bool(task.verify(p, a)) for p, a in zip(held_out.refine, answers)]
+    refine = verify_all(task, held_out.refine, answers)
     labels = outputs.get("select_labels")
     if not isinstance(labels, list) or len(labels) != len(held_out.select):
         labels = [""] * len(held_out.select)
@@ -208,10 +214,10 @@ def held_out_outcomes(task, held_out: HeldOutSet, outputs: dict[str, Any]) -> Ou
         if (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and pair[0] in pool
                 and isinstance(pair[1], str)):
             kept.setdefault(pair[0], pair[1])  # each held-out prompt counts once
-    select = [SelectionOutcome(label_correct=isinstance(label, str) and bool(task.verify(p, label)),
-                               kept=p.prompt in kept,
-                               kept_correct=p.prompt in kept and bool(task.verify(p, kept[p.prompt])))
-              for p, label in zip(held_out.select, labels)]
+    label_ok = verify_all(task, held_out.select, labels)
+    kept_ok = verify_all(task, held_out.select, [kept.get(p.prompt) for p in held_out.select])
+    select = [SelectionOutcome(label_correct=ok, kept=p.prompt in kept, kept_correct=p.prompt in kept and good)
+              for p, ok, good in zip(held_out.select, label_ok, kept_ok)]
     return Outcomes(refine=refine, select=select)
 
 
@@ -221,7 +227,7 @@ def null_outcomes(task, held_out: HeldOutSet, outputs: dict[str, Any]) -> Outcom
     answers = outputs.get("refine")
     if not isinstance(answers, list) or len(answers) != len(held_out.null_refine):
         answers = [""] * len(held_out.null_refine)
-    refine = [isinstance(a, str) and bool(task.verify(p, a)) for p, a in zip(held_out.null_refine, answers)]
+    refine = verify_all(task, held_out.null_refine, answers)
     pool = {q.problem.prompt: q for q in held_out.probes}
     kept: dict[str, str] = {}
     pairs = outputs.get("probes_kept")
@@ -229,9 +235,11 @@ def null_outcomes(task, held_out: HeldOutSet, outputs: dict[str, Any]) -> Outcom
         if (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and pair[0] in pool
                 and isinstance(pair[1], str)):
             kept.setdefault(pair[0], pair[1])
+    kept_ok = verify_all(task, [q.problem for q in held_out.probes],
+                         [kept.get(q.problem.prompt) for q in held_out.probes])
     select = [SelectionOutcome(label_correct=q.correct, kept=q.problem.prompt in kept,
-                               kept_correct=q.problem.prompt in kept and bool(task.verify(q.problem, kept[q.problem.prompt])))
-              for q in held_out.probes]
+                               kept_correct=q.problem.prompt in kept and good)
+              for q, good in zip(held_out.probes, kept_ok)]
     return Outcomes(refine=refine, select=select)
 
 

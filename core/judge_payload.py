@@ -1,7 +1,9 @@
 """What runs inside the sandbox for one variant: ``python -m selfloop.core.judge_payload``.
 
 The sandbox mounts the variant's plugin tree at ``$SELFLOOP_CODE``, the job at
-``$SELFLOOP_INPUT_JOB`` and the current checkpoint at ``$SELFLOOP_INPUT_MODEL``; the result JSON goes
+``$SELFLOOP_INPUT_JOB``, the current checkpoint at ``$SELFLOOP_INPUT_MODEL``, and the user's own
+plugin directories (``--plugins-dir``: a task, a model provider) at ``$SELFLOOP_INPUT_PLUGINS<k>``
+(``job["plugins_inputs"]`` names them); the result JSON goes
 to ``$SELFLOOP_RESULT`` and is rewritten after every stage, so a crash still reports how far it got.
 
 Stages, each stopping the run when it fails:
@@ -13,8 +15,9 @@ Stages, each stopping the run when it fails:
 3. ``smoke``: the visible evaluation on a small subset (the variant's own task and verifier).
 4. ``full``: the visible evaluation on the full set, only when the smoke score reaches the job's
    threshold; then the held-out prompts are answered and selected (scored later, on the host).
-5. ``null``: the same again with the model taken away (``selfloop.core.models.untrained_copy``:
-   the same architecture with random weights, peers too): the smoke set, the held-out refinement
+5. ``null``: the same again with the model taken away (the model provider's ``untrained_copy``,
+   by default ``selfloop.core.models.untrained_copy``: the same architecture with random weights,
+   peers too): the smoke set, the held-out refinement
    prompts, and the judge's selection probes (labels half right, half borrowed from other probes:
    ``selfloop.core.judge.make_probes``). A variant whose gain survives this does the task itself
    (the host's model-dependence test, ``selfloop.core.validate``).
@@ -34,10 +37,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from .judge import combined_score, problems_from_prompts, selection_quality
+from .judge import combined_score, problems_from_prompts, selection_quality, verify_all
+from .kinds import call_accepting
 from .types import Example, Problem
 
-LABEL_SLACK_TOKENS = 4  # beyond the digits of the answer: room for EOS and a stray token
+LABEL_SLACK_TOKENS = 2  # beyond the task's answer budget: room for EOS and a stray token
 
 
 class StageFailed(Exception):
@@ -98,12 +102,15 @@ class Payload:
         from .registry import load_registry
 
         self.config = RunConfig.model_validate(self.job["config"])
-        registry = load_registry([self.code])
-        sources = {reg.source for reg in registry.all() if reg.kind == "task"}
-        if "builtin" in sources:
+        from .tasks import build_task
+
+        user_dirs = [os.environ[f"SELFLOOP_INPUT_{name.upper()}"] for name in self.job.get("plugins_inputs", [])]
+        registry = load_registry([self.code, *user_dirs])
+        if any(reg.source == "builtin" for reg in registry.all()):
             raise StageFailed("load", "the variant is not a surface variant (its __init__.py lost SURFACE)")
         c = self.config
-        self.task = registry.create("task", c.task.name, c.task.options)
+        self.model = registry.create("model", c.model.name, c.model.options)
+        self.task = build_task(c, registry, model=self.model)
         self.generator = registry.create("generator", c.generator.name, c.generator.options)
         self.rewarder = registry.create("rewarder", c.rewarder.name, c.rewarder.options)
         self.refiner = registry.create("refiner", c.refiner.name, c.refiner.options)
@@ -111,18 +118,19 @@ class Payload:
         return {"components": [f"{kind}:{comp.name}" for _, kind, comp in c.components()]}
 
     def contract(self) -> dict[str, Any]:
-        from .models import load_policy
-
         rng = random.Random(0)
         plan = self.job["plan"]
-        for d in sorted({1, plan["select_difficulty"], *plan["refine_difficulties"]}):
+        self.policy = self.model.load(self.model_dir)  # first: a chat template may come with it
+        checked = sorted({self.task.difficulties.first, plan["select_difficulty"], *plan["refine_difficulties"]})
+        for d in checked:
             problems = self.task.problems(d, 3, rng)
-            if len(problems) != 3 or not all(isinstance(p, Problem) for p in problems):
-                raise StageFailed("contract", f"task.problems({d}, 3) did not return 3 Problems")
-            if not all(self.task.verify(p, p.answer) for p in problems if p.answer is not None):
+            if not problems or not all(isinstance(p, Problem) for p in problems):
+                raise StageFailed("contract", f"task.problems({d}, 3) returned no Problems")
+            labelled = [p for p in problems if p.answer is not None]
+            shown = [self.task.demonstration(p) or p.answer for p in labelled]
+            if not all(verify_all(self.task, labelled, shown)):
                 raise StageFailed("contract", f"the task's verifier rejects its own answers at difficulty {d}")
-        self.policy = load_policy(self.model_dir)
-        return {"checked_difficulties": sorted({1, plan["select_difficulty"], *plan["refine_difficulties"]})}
+        return {"checked_difficulties": checked}
 
     def visible(self, size: dict[str, int], policy=None) -> dict[str, Any]:
         """The variant's own view of itself: its task makes the problems and judges the answers."""
@@ -130,13 +138,14 @@ class Payload:
         rng = random.Random(f"visible:{self.job['visible']['seed']}")
         refine = [p for d in plan["refine_difficulties"] for p in self.task.problems(d, size["refine"], rng)]
         answers = self.refine(refine, policy)
-        refine_accuracy = sum(self.task.verify(p, a) for p, a in zip(refine, answers)) / max(1, len(refine))
+        refine_accuracy = sum(verify_all(self.task, refine, answers)) / max(1, len(refine))
         pool = self.task.problems(plan["select_difficulty"], size["select"], rng)
         labels = self.label(pool)
         kept = self.select(pool, labels, policy)
         by_prompt = {p.prompt: p for p in pool}
-        kept_correct = sum(self.task.verify(by_prompt[e.prompt], e.completion) for e in kept if e.prompt in by_prompt)
-        correct_total = sum(self.task.verify(p, c) for p, c in zip(pool, labels))
+        ours = [e for e in kept if e.prompt in by_prompt]
+        kept_correct = sum(verify_all(self.task, [by_prompt[e.prompt] for e in ours], [e.completion for e in ours]))
+        correct_total = sum(verify_all(self.task, pool, labels))
         selection = selection_quality(kept_correct, len(kept), correct_total)
         return {"score": combined_score(refine_accuracy, selection["f"]), "refine_accuracy": refine_accuracy,
                 **{f"select_{k}": v for k, v in selection.items()}}
@@ -157,7 +166,9 @@ class Payload:
     def null(self) -> dict[str, Any]:
         from .models import untrained_copy
 
-        null = untrained_copy(self.policy, seed=int(self.job.get("null_seed", 0)))
+        ablate = getattr(self.model, "untrained_copy", None)
+        seed = int(self.job.get("null_seed", 0))
+        null = ablate(self.policy, seed) if callable(ablate) else untrained_copy(self.policy, seed=seed)
         null.path = self.policy.path  # nothing but the weights tells the two apart
         for real, fake in zip(self.policy.peers, null.peers):
             fake.path = real.path
@@ -175,8 +186,8 @@ class Payload:
     # --- the lifecycle pieces under test ---------------------------------------------------------
 
     def refine(self, problems: list[Problem], policy=None) -> list[str]:
-        answers = self.refiner.refine(policy or self.policy, problems, generator=self.generator,
-                                      rewarder=self.rewarder, seed=self.job["sample_seed"])
+        answers = call_accepting(self.refiner.refine, policy or self.policy, problems, generator=self.generator,
+                                 rewarder=self.rewarder, seed=self.job["sample_seed"], task=self.task)
         if not isinstance(answers, list) or len(answers) != len(problems) or not all(isinstance(a, str) for a in answers):
             raise StageFailed("refine", f"the refiner must return one str per problem ({len(problems)})")
         return answers
@@ -185,7 +196,7 @@ class Payload:
         """The real model's greedy self-labels (each prompt labelled once, then remembered)."""
         todo = [p for p in pool if p.prompt not in self.labels]
         if todo:
-            longest = max(p.difficulty for p in todo) + 1 + LABEL_SLACK_TOKENS
+            longest = self.task.budget(todo) + LABEL_SLACK_TOKENS
             samples = self.generator.generate(self.policy, [p.prompt for p in todo], n=1, temperature=0.0,
                                               max_new_tokens=longest, seed=self.job["sample_seed"])
             for problem, group in zip(todo, samples):

@@ -225,3 +225,17 @@ def _takes_keyword(function, name: str) -> bool:
 def task_view(task: Any, **kwargs) -> TaskView:
     """``task`` as a TaskView (unchanged when it is one)."""
     return task if isinstance(task, TaskView) and not kwargs else TaskView(task, **kwargs)
+
+
+def build_task(config, registry, *, model: Any = None) -> TaskView:
+    """The config's task as a TaskView: its chat messages rendered by ``model`` (the config's model
+    provider, built when not given), its verification sandboxed when it runs model output."""
+    if model is None:
+        model = registry.create("model", config.model.name, config.model.options)
+    task = registry.create("task", config.task.name, config.task.options)
+    view = TaskView(task, name=config.task.name, render=getattr(model, "render_messages", None))
+    if view.runs_model_output:
+        from selfloop.sandbox.verify import SandboxVerifier
+
+        view.verifier = SandboxVerifier(config, list(getattr(registry, "plugins_dirs", [])))
+    return view

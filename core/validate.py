@@ -130,13 +130,16 @@ class Validator:
 
     def __init__(self, *, sandbox, config, checkpoint: Path, plan: ProblemPlan, held_out: HeldOutSet,
                  pinned_task, visible_seed: int, sample_seed: int, smoke_size: dict[str, int],
-                 full_size: dict[str, int], z: float = DEFAULT_Z, timeout_s: float | None = None):
+                 full_size: dict[str, int], z: float = DEFAULT_Z, timeout_s: float | None = None,
+                 plugins_dirs: Sequence[str | Path] = ()):
         self.sandbox, self.config, self.checkpoint = sandbox, config, Path(checkpoint)
         self.plan, self.held_out, self.task = plan, held_out, pinned_task
         self.visible_seed, self.sample_seed = visible_seed, sample_seed
         self.smoke_size, self.full_size = smoke_size, full_size
         self.z, self.timeout_s = z, timeout_s
         self.reference: Reference | None = None
+        # the user's own plugin directories (a task, a model provider): read-only inputs of every run
+        self.plugins_inputs = {f"plugins{k}": Path(d).resolve() for k, d in enumerate(plugins_dirs)}
 
     def validate(self, files: dict[str, str], *, changed: Sequence[str], editable: Sequence[str],
                  threshold: float | None, baseline: bool = False) -> Verdict:
@@ -149,8 +152,8 @@ class Validator:
             code = write_tree(files, Path(tmp) / "plugins")
             job = Path(tmp) / "job.json"
             job.write_text(json.dumps(self._job(threshold)))
-            result = self.sandbox.run(PAYLOAD, code_dir=code, inputs={"job": job, "model": self.checkpoint},
-                                      timeout_s=self.timeout_s)
+            result = self.sandbox.run(PAYLOAD, code_dir=code, timeout_s=self.timeout_s,
+                                      inputs={"job": job, "model": self.checkpoint, **self.plugins_inputs})
         verdict = self._decide(result, threshold, baseline)
         verdict.seconds = time.perf_counter() - start
         return verdict
@@ -162,6 +165,7 @@ class Validator:
             "held_out": self.held_out.prompts(), "threshold": threshold, "sample_seed": self.sample_seed,
             # One-way from the secret held-out seed, which must never enter the sandbox.
             "null_seed": int(hashlib.sha256(f"null:{self.held_out.seed}".encode()).hexdigest()[:8], 16),
+            "plugins_inputs": sorted(self.plugins_inputs),
         }
 
     def _sizes(self, size: dict[str, int]) -> tuple[int, int]:
