@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 
 DEFAULT_CONFIG = "default.toml"
+# The kinds whose edits the held-out judge measures (selfloop.core.judge): what evolve may target.
+MEASURED_KINDS = ("refiner", "selector")
 
 
 class Strict(BaseModel):
@@ -116,6 +118,18 @@ class EvolveSettings(Strict):
     # A challenger replaces the round's incumbent (the seed, or the champion carried over) only when
     # it scores more than this above it: a few problems' worth, so noise crowns nobody.
     champion_margin: float = Field(0.005, ge=0)
+
+
+    @field_validator("targets")
+    @classmethod
+    def _measurable_targets(cls, targets):
+        unmeasured = [t for t in targets if t not in MEASURED_KINDS]
+        if unmeasured:
+            raise ValueError(f"the judge cannot measure edits of {', '.join(map(repr, unmeasured))}; "
+                             f"evolve may edit {', '.join(MEASURED_KINDS)}")
+        if not targets:
+            raise ValueError("no targets: name at least one kind evolve may edit")
+        return targets
 
 
 class SandboxSettings(Strict):
