@@ -35,6 +35,7 @@ from pathlib import Path
 from selfloop.core.config import SandboxSettings
 from selfloop.core.errors import SandboxError
 
+from . import plugin_dists
 from .integrity import SELFLOOP_PACKAGES, package_dir, package_files, protected_manifest
 
 SUITE = "bookworm"
@@ -324,6 +325,7 @@ def _prepare_context(context: Path) -> None:
         text = dist.read_text(name)
         if text is not None:
             (info / name).write_text(text)
+    plugin_dists.copy_into(context / "app")  # the user's plugin distributions, beside selfloop
 
 
 def _build_key(base: str) -> str:
@@ -331,6 +333,7 @@ def _build_key(base: str) -> str:
     digest = hashlib.sha256(base.encode())
     digest.update(resources.files("selfloop.sandbox").joinpath("Dockerfile").read_bytes())
     digest.update(_wheelhouse_digest().encode())
+    digest.update(plugin_dists.digest().encode())
     for package in SELFLOOP_PACKAGES:
         for key, path in sorted(package_files(f"selfloop.{package}").items()):
             digest.update(key.encode() + path.read_bytes())
@@ -347,7 +350,7 @@ def _docker_build(client, tag: str, base: str, progress, no_cache: bool = False)
     context = cache_dir() / "context"
     _prepare_context(context)
     task = progress.add_task("docker build", total=None) if progress else None
-    labels = {MANIFEST_LABEL: manifest_digest(), BUILD_KEY_LABEL: key}
+    labels = {MANIFEST_LABEL: manifest_digest(), BUILD_KEY_LABEL: key, plugin_dists.LABEL: plugin_dists.digest()}
     try:
         with _serve_wheelhouse() as url:
             lines = list(_build_lines(client, context, tag, labels, no_cache, {
@@ -448,4 +451,8 @@ def image_state(client, settings: SandboxSettings) -> tuple[bool, str]:
     if label != manifest_digest():
         return False, (f"image {settings.image} is stale (its selfloop core or sandbox differs from the "
                        "host's): rebuild with `selfloop sandbox build`")
+    if (image.labels or {}).get(plugin_dists.LABEL, plugin_dists.digest([])) != plugin_dists.digest():
+        return False, (f"image {settings.image} lacks the host's plugin distributions "
+                       f"({plugin_dists.describe()}) or holds other versions: rebuild with "
+                       "`selfloop sandbox build`")
     return True, f"image {settings.image} is up to date"
