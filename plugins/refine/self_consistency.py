@@ -3,7 +3,7 @@
 The greedy answer is one of the votes when ``include_greedy`` is set, which breaks ties toward it.
 With ``views``, the greedy answers of the same model at other position offsets (0, ``view_spacing``,
 ...) vote too, for models whose abacus positions take an offset (see
-``selfloop.core.models.position_offset``); other models skip them.
+``selfloop.plugins.model.abacus.position_offset``); other models skip them.
 
 With ``peer_vote``, the policy's peer models (``model.peers``, independently seeded) answer greedily
 as well, and the models vote: the policy with its majority answer, each peer with its own, one vote
@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections import Counter
 
 from selfloop.core.hookspecs import hookimpl
-from selfloop.core.models import greedy_across_offsets, greedy_answers
+from selfloop.core.models import greedy_answers
 from selfloop.core.tunable import tunable
 
+from ..model.abacus import greedy_across_offsets
 from .greedy import answer_budget
 
 SAMPLES = tunable(5, low=1, high=64)

@@ -22,9 +22,11 @@ from __future__ import annotations
 from collections import Counter
 
 from selfloop.core.hookspecs import hookimpl
-from selfloop.core.models import greedy_across_offsets, greedy_answers
+from selfloop.core.models import greedy_answers
 from selfloop.core.tunable import tunable
 from selfloop.core.types import Selection, SelectionReport
+
+from ..model.abacus import greedy_across_offsets
 
 VOTES = tunable(2, low=0, high=32)
 VIEWS = tunable(5, low=0, high=16)
