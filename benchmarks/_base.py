@@ -36,16 +36,16 @@ def base_checkpoint(out: Path, *, config: Path = SMOKE, seed: int | None = None)
 
 
 def components(config_path: Path = SMOKE, overrides: dict | None = None):
+    from selfloop.core.components import build_components
     from selfloop.core.config import load_config
-    from selfloop.core.lifecycle import build_components
     from selfloop.core.registry import load_registry
 
     return build_components(load_config(config_path, overrides or {}), load_registry([]))
 
 
 def load(round_dir: Path, *, peers: bool = True):
-    from selfloop.core.lifecycle import load_examples
     from selfloop.core.models import load_policy
+    from selfloop.core.rundir import load_examples
 
     policy = load_policy(round_dir / "model")
     if not peers:

@@ -88,7 +88,7 @@ def main():
     parser.add_argument("--png", default="runs/bench/autophagy/autophagy.png")
     args = parser.parse_args()
     _base.threads(1)
-    from selfloop.core.lifecycle import draw_problems
+    from selfloop.core.round import draw_problems
     from selfloop.plugins.generate.batched import BatchedGenerator
     from selfloop.plugins.tasks.reversed_addition import ReversedAddition
 

@@ -46,7 +46,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
     _base.threads(1)
-    from selfloop.core.lifecycle import run_round
+    from selfloop.core.round import run_round
     from selfloop.plugins.select.majority_agreement import MajorityAgreement
     from selfloop.plugins.select.quality_classifier import QualityClassifier
 

@@ -36,7 +36,7 @@ def main():
     parser.add_argument("--per-difficulty", type=int, default=100)
     args = parser.parse_args()
     _base.threads(1)
-    from selfloop.core.lifecycle import draw_problems, evaluate_problems
+    from selfloop.core.round import draw_problems, evaluate_problems
     from selfloop.plugins.optimize._trl_common import preference_step, sequence_logps
 
     round0 = _base.base_checkpoint(Path(args.out))

@@ -53,7 +53,7 @@ def main():
     parser.add_argument("--only", nargs="*", default=None, help="optimizer labels to run")
     args = parser.parse_args()
     _base.threads(1)
-    from selfloop.core.lifecycle import draw_problems, evaluate_problems, run_round
+    from selfloop.core.round import draw_problems, evaluate_problems, run_round
 
     round0 = _base.base_checkpoint(Path(args.out))
     digits = [1, 2, 3, 4, 5, 6]

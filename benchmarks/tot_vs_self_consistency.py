@@ -38,7 +38,7 @@ def main():
     parser.add_argument("--per-difficulty", type=int, default=200)
     args = parser.parse_args()
     _base.threads(1)
-    from selfloop.core.lifecycle import draw_problems
+    from selfloop.core.round import draw_problems
     from selfloop.plugins.refine.greedy import Greedy
     from selfloop.plugins.refine.self_consistency import SelfConsistency
     from selfloop.plugins.refine.tree_of_thought import TreeOfThought

@@ -127,7 +127,7 @@ def build_evolution(config, registry, archive: Path, run_dir: Path, console, see
     from selfloop.sandbox import choose_backend
 
     from .evolve import Evolution
-    from .lifecycle import LifecycleTrainer
+    from .trainer import LifecycleTrainer
 
     options = dict(config.proposer.options)
     if config.proposer.name == "llm":

@@ -22,7 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .components import build_components
+from .config import RunConfig
 from .errors import SelfloopError, StageError
+from .models import save_policy
+from .registry import load_registry
+from .rundir import load_examples, save_examples
 from .types import Example, Policy
 
 
@@ -45,11 +50,6 @@ def train_peer(job: PeerJob) -> dict[str, Any]:
     """In a worker: load the peer, run the configured optimizer on the round's data, save it."""
     os.environ["SELFLOOP_PROGRESS"] = "0"  # one progress bar per round: the policy's
     import torch
-
-    from .config import RunConfig
-    from .lifecycle import build_components, load_examples
-    from .models import save_policy
-    from .registry import load_registry
 
     if job.threads:
         torch.set_num_threads(job.threads)
@@ -100,9 +100,6 @@ class PeerTraining:
         if not self.peers:
             return self
         import multiprocessing
-
-        from .lifecycle import save_examples
-        from .models import save_policy
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         data = self.workdir / "peer_training_set.jsonl"

@@ -25,8 +25,9 @@ def run(config_path, plugins_dirs, rounds, out_dir, threads, as_json):
     length per round, and each round's checkpoint; an interrupted run resumes from its last
     finished round."""
     from .config import load_config
-    from .lifecycle import PLOT, REPORT, Lifecycle
+    from .lifecycle import Lifecycle
     from .registry import load_registry
+    from .rundir import PLOT, REPORT
 
     overrides = {"lifecycle": {k: v for k, v in
                                {"out": out_dir, "rounds": rounds, "threads": threads}.items()

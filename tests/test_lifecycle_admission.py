@@ -103,7 +103,7 @@ def test_the_round_table_shows_the_gate():
 
 
 def test_the_plot_draws_rejected_rounds_grey_and_dashed(tmp_path):
-    from selfloop.core.lifecycle import accuracy_figure
+    from selfloop.core.rundir import accuracy_figure
 
     base = {"round": 0, "accuracy_by_digits": {"1": 0.96, "2": 0.9},
             "admission": {"admitted": True, "reason": "base round", "by_difficulty": {}}}
@@ -247,7 +247,8 @@ def test_a_round_that_hurts_is_rejected_and_the_run_resumes_around_it(run_selflo
 @pytest.mark.slow
 def test_the_trainer_returns_the_last_admitted_checkpoint_when_a_round_hurts(hurting, tmp_path):
     from selfloop.core.config import load_config
-    from selfloop.core.lifecycle import LifecycleTrainer, load_examples
+    from selfloop.core.rundir import load_examples
+    from selfloop.core.trainer import LifecycleTrainer
 
     plugins, config = hurting
     trainer = LifecycleTrainer(load_config(config))

@@ -8,18 +8,13 @@ import pytest
 
 pytest.importorskip("torch")
 
+from selfloop.core.components import build_components
 from selfloop.core.config import load_config
 from selfloop.core.errors import StageError
-from selfloop.core.lifecycle import (
-    LifecycleTrainer,
-    build_components,
-    draw_problems,
-    evaluate_problems,
-    load_examples,
-    run_round,
-)
-from selfloop.core.models import load_policy, new_policy
 from selfloop.core.registry import load_registry
+from selfloop.core.round import draw_problems, evaluate_problems, run_round
+from selfloop.core.rundir import load_examples
+from selfloop.core.trainer import LifecycleTrainer
 from selfloop.plugins.refine.self_consistency import SelfConsistency
 
 OVERRIDES = {
@@ -48,11 +43,11 @@ def components(config):
 
 
 def test_run_round_returns_policy_report_and_training_set(config, components, tmp_path):
-    policy = new_policy(config.model)
+    policy = components.model.component.create()
     base = run_round(components, policy, 0, history=[], seed=0, workdir=tmp_path)
     assert base.report["acquired"] == {"labelled": 60, "self_label": 0}
     assert len(base.training_set) == base.report["data"]["training_set"] > 0
-    assert set(base.report["accuracy_by_digits"]) == {"1", "3"}
+    assert set(base.report["accuracy_by_difficulty"]) == {"1", "3"}
     json.dumps(base.report)  # the report is plain JSON
     nxt = run_round(components, base.policy, 1, history=base.training_set, seed=0,
                     workdir=tmp_path)
@@ -64,7 +59,7 @@ def test_run_round_returns_policy_report_and_training_set(config, components, tm
 
 
 def test_evaluate_problems_with_any_refiner(config, components):
-    policy = new_policy(config.model)
+    policy = components.model.component.create()
     problems = draw_problems(components.task.component, [2, 4], 5, seed=1)
     assert len(problems) == 10 and problems == draw_problems(components.task.component, [2, 4], 5, 1)
     by_difficulty = evaluate_problems(policy, problems, components=components)
@@ -80,15 +75,15 @@ def test_stage_errors_name_the_component(config, components):
             raise ZeroDivisionError("nope")
 
     with pytest.raises(StageError, match="stage 'refine'.*ZeroDivisionError: nope"):
-        evaluate_problems(new_policy(config.model), draw_problems(
+        evaluate_problems(components.model.component.create(), draw_problems(
             components.task.component, [1], 2, 0), components=components, refiner=Broken())
 
 
-def test_trainer_writes_checkpoints_evolve_can_chain(config, tmp_path):
+def test_trainer_writes_checkpoints_evolve_can_chain(config, components, tmp_path):
     trainer = LifecycleTrainer(config)
     first = trainer.train(0, plugins_dir=None, previous=None, out=tmp_path / "r0")
     assert (first / "config.json").is_file() and (tmp_path / "r0/report.json").is_file()
     second = trainer.train(1, plugins_dir=None, previous=first, out=tmp_path / "r1")
-    assert load_policy(second).model.config.model_type == "llama"
+    assert components.model.component.load(second).model.config.model_type == "llama"
     history = load_examples(tmp_path / "r1/data.jsonl")
     assert any(e.source == "labelled" for e in history)
