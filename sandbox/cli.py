@@ -91,7 +91,8 @@ def sweep(as_json):
 
     containers = None
     try:
-        from .docker_backend import docker_client, sweep_containers
+        from .docker_backend import sweep_containers
+        from .engine import docker_client
 
         containers = sweep_containers(docker_client())
     except SandboxError:

@@ -19,6 +19,8 @@ from selfloop.core.config import SandboxSettings
 from selfloop.core.errors import SandboxError
 
 from .base import HOST_GRACE_S, LABEL, Sandbox, SandboxResult
+from .engine import docker_client
+from .image import image_state
 from .privsep import DOCKER_PAYLOAD_UID
 from .runner import new_key, runner_command
 
@@ -28,23 +30,7 @@ SCRATCH_AT = "/scratch"
 PYTHON_AT = "/opt/selfloop/bin/python"
 PACKAGE_DIRS = {f"selfloop.{name}": f"/opt/selfloop-app/selfloop/{name}" for name in ("core", "sandbox")}
 PATH_IN_IMAGE = "/opt/selfloop/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-API_TIMEOUT_S = 60
 RUNNER_CAPS = ["SETUID", "SETGID", "SETPCAP", "KILL"]  # the runner's; the payload has none
-
-
-def docker_client():
-    """A client for the local engine, or SandboxError saying why there is none."""
-    try:
-        import docker
-        import requests
-    except ImportError:
-        raise SandboxError("the docker Python package is not installed (pip install docker)") from None
-    try:
-        client = docker.from_env(timeout=API_TIMEOUT_S)
-        client.ping()
-    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
-        raise SandboxError(f"no Docker engine answers ({_first_line(exc)}); start dockerd or use the process backend") from None
-    return client
 
 
 class DockerSandbox(Sandbox):
@@ -56,8 +42,6 @@ class DockerSandbox(Sandbox):
 
     @classmethod
     def availability(cls, settings: SandboxSettings) -> tuple[bool, str]:
-        from .image import image_state
-
         try:
             client = docker_client()
         except SandboxError as exc:
@@ -166,9 +150,4 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
 

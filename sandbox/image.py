@@ -36,6 +36,7 @@ from selfloop.core.config import SandboxSettings
 from selfloop.core.errors import SandboxError
 
 from . import plugin_dists
+from .engine import docker_client
 from .integrity import SELFLOOP_PACKAGES, package_dir, package_files, protected_manifest
 
 SUITE = "bookworm"
@@ -86,8 +87,6 @@ def build_image(settings: SandboxSettings, *, progress=None, rebuild_base: bool 
                 no_cache: bool = False) -> BuildReport:
     """Build (or bring up to date) ``settings.image``; ``progress`` is a rich Progress or None.
     ``no_cache`` runs every Dockerfile step again (the base and the wheelhouse stay cached)."""
-    from .docker_backend import docker_client
-
     if sys.version_info[:2] != IMAGE_PYTHON:
         raise SandboxError(f"building the sandbox image needs Python {'.'.join(map(str, IMAGE_PYTHON))} "
                            f"on the host (the image's python3), not {sys.version.split()[0]}")
