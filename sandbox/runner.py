@@ -42,6 +42,7 @@ RESULT_LIMIT_BYTES = 4 << 20
 KEY_HEX_CHARS = 64  # a 32-byte key, hex
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+SANDBOXED_ENV = "SELFLOOP_SANDBOXED"  # selfloop.core.tasks.SANDBOXED_ENV: model output may run here
 
 
 # Makes `selfloop.sandbox` a package whose modules load from the given directory, without running
@@ -140,7 +141,7 @@ def run(spec: dict) -> dict:
         lockdown.after()
         return report
 
-    env = dict(os.environ)
+    env = {**os.environ, SANDBOXED_ENV: "1"}  # for every payload: model output may run here
     started = time.monotonic()
     failure_r, failure_w = os.pipe2(os.O_CLOEXEC)  # why the child failed before exec, if it did
     try:
