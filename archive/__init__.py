@@ -38,10 +38,10 @@ The interface the meta loop uses::
     archive.diff(a, b=None)     # unified diff text: a vs its parent, or a -> b
     archive.files(vid)          # {relative path: text}
     archive.materialize(vid, d) # writes the tree: `selfloop plugins --plugins-dir d` loads it
-    archive.export(vid, d)      # an installable distribution with `selfloop` entry points
     archive.summaries(metric=None, status="admitted")  # [VariantSummary] for parent selectors
 
-Also: ``add_many(items)`` (many variants under one lock, one pack: imports), ``file_bytes(id)``,
+``selfloop.archive.export.export_package(archive, vid, d)`` writes an installable distribution
+with ``selfloop`` entry points. Also: ``add_many(items)`` (many variants under one lock, one pack: imports), ``file_bytes(id)``,
 ``metrics()``, ``len(archive)``, ``list_json(...)`` and ``compact_json()`` (JSON text made by
 SQLite, for the CLI and the browser), ``reindex()``. An ``Archive`` is safe to share between
 threads; any number of processes may open the same archive and add to it at once.

@@ -353,12 +353,6 @@ class Archive:
             except git.GitCommandError as exc:
                 raise ArchiveError(f"{self.path}: git gc failed: {exc.stderr.strip()}") from None
 
-    def export(self, variant: str, directory: str | os.PathLike, *, name: str | None = None) -> Path:
-        """Write an installable plugin distribution of the variant (see ``selfloop.archive.export``)."""
-        from .export import export_package
-
-        return export_package(self, variant, Path(directory), name=name)
-
     def close(self) -> None:
         with self._mutex:
             if self._index_obj is not None:

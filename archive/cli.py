@@ -265,8 +265,10 @@ def tree_command(archive_path, as_json):
 @click.option("--name", help="Python package name (default selfloop_variant_<id>).")
 def export_command(archive_path, variant, directory, name):
     """Write VARIANT as an installable plugin package into DIRECTORY (`pip install DIRECTORY`)."""
+    from .export import export_package
+
     with open_archive(archive_path) as store:
-        out = store.export(variant, directory, name=name)
+        out = export_package(store, variant, directory, name=name)
     click.echo(f"exported {variant} to {out}; install it with: pip install {out}")
 
 

@@ -5,6 +5,10 @@
 evolved plugins load like any third-party plugin (``SELFLOOP_LOAD_PLUGINS=selfloop-variant-v12``).
 It depends on the selfloop version that exported it: the plugins import its core.
 The package is also a plain plugins directory: ``--plugins-dir`` accepts its folder.
+
+    from selfloop.archive.export import export_package
+
+    export_package(archive, "v12", "dist/v12")
 """
 
 from __future__ import annotations
@@ -12,13 +16,12 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import json
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from selfloop.core.errors import ArchiveError
 
-if TYPE_CHECKING:
-    from .archive import Archive
+from .archive import Archive
 
 PYPROJECT = """\
 [build-system]
@@ -59,7 +62,10 @@ Parent: {parent}. Scores: {scores}. The full record (proposer, prompts, decision
 """
 
 
-def export_package(archive: Archive, variant: str, directory: Path, *, name: str | None = None) -> Path:
+def export_package(archive: Archive, variant: str, directory: str | os.PathLike, *,
+                   name: str | None = None) -> Path:
+    """Write an installable plugin distribution of ``variant`` into ``directory`` (absent or empty)."""
+    directory = Path(directory)
     record = archive.get(variant)
     package = name or f"selfloop_variant_{record.id}"
     if not package.isidentifier():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from selfloop.archive import Archive
+from selfloop.archive.export import export_package
 from selfloop.core.errors import ArchiveError
 
 PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
@@ -26,7 +27,7 @@ def evolved(tmp_path) -> Archive:
 
 
 def test_export_writes_a_package_with_one_entry_point_per_plugin_module(evolved, tmp_path):
-    out = evolved.export("v1", tmp_path / "pkg")
+    out = export_package(evolved, "v1", tmp_path / "pkg")
     project = tomllib.loads((out / "pyproject.toml").read_text())
     assert project["project"]["name"] == "selfloop-variant-v1"
     entry_points = project["project"]["entry-points"]["selfloop"]
@@ -37,12 +38,12 @@ def test_export_writes_a_package_with_one_entry_point_per_plugin_module(evolved,
     record = json.loads((out / "selfloop_variant_v1" / "variant.json").read_text())
     assert record["id"] == "v1" and record["scores"] == {"score": 0.9}
     with pytest.raises(ArchiveError, match="not an empty directory"):
-        evolved.export("v1", out)
+        export_package(evolved, "v1", out)
 
 
 @pytest.mark.slow
 def test_pip_installed_export_replaces_the_builtin_plugins(evolved, tmp_path, run_selfloop):
-    out = evolved.export("v1", tmp_path / "pkg")
+    out = export_package(evolved, "v1", tmp_path / "pkg")
     target = tmp_path / "site"
     install = subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
@@ -64,7 +65,7 @@ def test_export_installs_in_a_fresh_venv_only_beside_the_selfloop_it_was_made_wi
     import venv
 
     version = importlib.metadata.version("selfloop")
-    out = evolved.export("v1", tmp_path / "pkg")
+    out = export_package(evolved, "v1", tmp_path / "pkg")
     assert tomllib.loads((out / "pyproject.toml").read_text())["project"]["dependencies"] == [
         f"selfloop=={version}"]
     wheels = tmp_path / "wheels"  # built here, where setuptools is: the fresh venv has nothing
