@@ -48,7 +48,7 @@ def evolve(config_path, plugins_dirs, iterations, rounds, workers, archive_path,
     from rich.console import Console
 
     from .config import load_config
-    from .registry import load_registry
+    from .registry import is_surface, load_registry
 
     overrides: dict = {"evolve": {}, "llm": {}}
     for key, value in {"iterations": iterations, "rounds": rounds, "workers": workers, "max_seconds": max_seconds,
@@ -81,8 +81,8 @@ def evolve(config_path, plugins_dirs, iterations, rounds, workers, archive_path,
     if fresh:
         for moved in move_aside(archive, run_dir):
             console.print(f"moved {moved[0]} aside to {moved[1]}", soft_wrap=True)
-    seed_dir = next((Path(d) for d in plugins_dirs if _is_surface(Path(d))), None)
-    user_dirs = [Path(d) for d in plugins_dirs if not _is_surface(Path(d))]
+    seed_dir = next((Path(d) for d in plugins_dirs if is_surface(d)), None)
+    user_dirs = [Path(d) for d in plugins_dirs if not is_surface(d)]
     evolution = build_evolution(config, registry, archive, run_dir, console, seed_dir, user_dirs)
     with EvolveProgress(console, config) as progress:
         evolution.progress = progress
@@ -115,11 +115,6 @@ def _names_proposer(config_path) -> bool:
         return "proposer" in tomllib.loads(Path(config_path).read_text())
     except (OSError, tomllib.TOMLDecodeError):
         return False
-
-
-def _is_surface(directory: Path) -> bool:
-    init = directory / "__init__.py"
-    return init.is_file() and "SURFACE" in init.read_text()
 
 
 def build_evolution(config, registry, archive: Path, run_dir: Path, console, seed_dir: Path | None = None,

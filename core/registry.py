@@ -7,6 +7,7 @@ plugin, the file and the source it came from.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import hashlib
 import importlib
@@ -32,7 +33,7 @@ ENTRY_POINT_GROUP = "selfloop"
 LOAD_ENV = "SELFLOOP_LOAD_PLUGINS"
 BUILTIN_PACKAGE = "selfloop.plugins"
 # A plugins directory whose __init__.py sets SURFACE = "selfloop.plugins" is a variant of the
-# built-in plugins (an archived variant, materialized): it replaces them instead of adding to them.
+# built-in plugins: it replaces them instead of adding to them (``is_surface``).
 SURFACE_MARKER = "SURFACE"
 
 
@@ -150,12 +151,13 @@ def load_registry(
 
     dir_modules = []
     for directory in plugins_dirs:
-        modules, is_surface = _import_directory(Path(directory))
-        builtins = builtins and not is_surface
+        modules, surface = _import_directory(Path(directory))
+        builtins = builtins and not surface
         dir_modules += modules
     entry_point_plugins = _entry_point_plugins() if entry_points else []
     # an installed surface variant (an exported archive variant) replaces the built-ins too
-    builtins = builtins and not any(_is_surface(module) for _, module, _ in entry_point_plugins)
+    builtins = builtins and not any(is_surface(d) for _, module, _ in entry_point_plugins
+                                    if (d := _package_dir(module)) is not None)
     if builtins:
         for module in _walk_package(importlib.import_module(BUILTIN_PACKAGE)):
             _register(pm, module, module.__name__, "builtin", origins)
@@ -173,9 +175,26 @@ def load_registry(
     return Registry(pm, _collect(pm, origins), plugins_dirs)
 
 
-def _is_surface(module: ModuleType) -> bool:
+def is_surface(directory: str | os.PathLike) -> bool:
+    """Whether a plugins directory is a variant of the built-in plugins (an archived variant,
+    materialized or exported): its ``__init__.py`` assigns ``SURFACE = "selfloop.plugins"`` at
+    module level, as ``plugins/__init__.py`` does. Such a directory replaces the built-ins instead
+    of adding to them. Read, not imported, so a caller may ask before loading anything."""
+    try:
+        tree = ast.parse((Path(directory) / "__init__.py").read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return False
+    return any(isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+               and node.value.value == BUILTIN_PACKAGE
+               and any(isinstance(t, ast.Name) and t.id == SURFACE_MARKER for t in node.targets)
+               for node in tree.body)
+
+
+def _package_dir(module: ModuleType) -> Path | None:
+    """The directory of the top-level package a module belongs to (None: not a package)."""
     top = sys.modules.get(module.__name__.split(".")[0])
-    return getattr(top, SURFACE_MARKER, None) == BUILTIN_PACKAGE
+    file = getattr(top, "__file__", None)
+    return Path(file).parent if file and Path(file).name == "__init__.py" else None
 
 
 def _register(pm, module, name, source, origins, dist: str | None = None) -> None:
@@ -273,8 +292,7 @@ def _import_directory(directory: Path) -> tuple[list[ModuleType], bool]:
         del sys.modules[loaded]  # reload on every call: the files may have changed
     if (directory / "__init__.py").exists():
         package = _import_file(package_name, directory / "__init__.py", package=True)
-        is_surface = getattr(package, SURFACE_MARKER, None) == BUILTIN_PACKAGE
-        return [package, *_walk_package(package)], is_surface
+        return [package, *_walk_package(package)], is_surface(directory)
     namespace = ModuleType(package_name)
     namespace.__path__ = []
     sys.modules[package_name] = namespace

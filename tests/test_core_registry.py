@@ -15,6 +15,8 @@ from selfloop.core.registry import load_registry
 
 # A minimal valid component of every kind, as plugin source. Each test plugin is a real file.
 MINIMAL = {
+    "model": "def create(self): return None\n"
+             "def load(self, directory): return None",
     "task": "def problems(self, difficulty, count, rng): return []\n"
             "def verify(self, problem, completion): return True",
     "acquirer": "def acquire(self, *, task, policy, generator, round_index, rng): return []",
@@ -202,6 +204,23 @@ def test_copy_of_builtin_surface_replaces_the_builtins(tmp_path):
     assert reg.source == "directory"
     assert reg.description.startswith("EVOLVED")
     assert Path(reg.location).is_relative_to(variant)
+
+
+@pytest.mark.parametrize("init, surface", [
+    ('SURFACE = "selfloop.plugins"\n', True),
+    ('"""Plugins."""\n\nSURFACE = "selfloop.plugins"  # a variant\n', True),
+    ('# not a SURFACE: only mentioned\n', False),
+    ('SURFACE = "somewhere.else"\n', False),
+    ('def f():\n    SURFACE = "selfloop.plugins"\n', False),  # not at module level
+    (None, False),
+])
+def test_a_surface_variant_is_one_that_assigns_the_marker(tmp_path, init, surface):
+    from selfloop.core.registry import is_surface
+
+    if init is not None:
+        write(tmp_path, "__init__.py", init)
+    assert is_surface(tmp_path) is surface
+    assert is_surface(Path(__file__).resolve().parent.parent / "plugins")
 
 
 # --- entry points: a real installed distribution, discovered by importlib.metadata -------------
