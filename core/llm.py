@@ -144,10 +144,3 @@ def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:300] + ("..." if len(text) > 300 else "")
 
-
-def from_settings(settings, **overrides) -> LLM | None:
-    """An ``LLM`` from the run config's ``[llm]`` section; None when no model is configured."""
-    if not settings.model:
-        return None
-    return LLM(model=settings.model, api_base=settings.api_base, temperature=settings.temperature,
-               max_tokens=settings.max_tokens, timeout_s=settings.timeout_s, **overrides)

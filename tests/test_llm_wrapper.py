@@ -6,7 +6,6 @@ from selfloop.core.llm import (
     LLM,
     LLMError,
     check_model_string,
-    from_settings,
     litellm_module,
 )
 
@@ -67,8 +66,8 @@ def test_bad_model_strings_are_rejected(model):
 
 def test_settings_with_env_fallback(monkeypatch):
     monkeypatch.delenv("SELFLOOP_LLM_MODEL", raising=False)
-    assert from_settings(LLMSettings()) is None
+    assert LLMSettings().model is None
     monkeypatch.setenv("SELFLOOP_LLM_MODEL", "ollama_chat/llama3.1")
     monkeypatch.setenv("SELFLOOP_LLM_API_BASE", "http://localhost:11434")
-    llm = from_settings(LLMSettings())
-    assert llm.model == "ollama_chat/llama3.1" and llm.api_base == "http://localhost:11434"
+    settings = LLMSettings()
+    assert settings.model == "ollama_chat/llama3.1" and settings.api_base == "http://localhost:11434"
