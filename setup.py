@@ -1,7 +1,7 @@
-"""Maps the four top-level code folders to `selfloop.<folder>` (package list computed, see pyproject)."""
+"""Maps the top-level code folders to `selfloop.<folder>` (package list computed, see pyproject)."""
 from setuptools import find_packages, setup
 
-ROOTS = ("core", "plugins", "archive", "sandbox")
+ROOTS = ("core", "plugins", "archive", "sandbox", "testing")
 
 setup(
     packages=[f"selfloop.{root}" for root in ROOTS]

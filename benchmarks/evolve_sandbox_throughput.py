@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, help="run config (default: examples/configs/smoke.toml)")
     args = parser.parse_args()
 
-    from selfloop.core.config import ModelSettings, load_config
+    from selfloop.core.config import load_config
     from selfloop.core.evolve import (
         bake_options,
         editable_files,
@@ -41,14 +41,15 @@ def main() -> None:
         surface_dir,
     )
     from selfloop.core.judge import ProblemPlan, draw_held_out, pinned_task
-    from selfloop.core.models import new_policy, save_policy
+    from selfloop.core.models import save_policy
     from selfloop.core.registry import load_registry
     from selfloop.core.validate import Validator
+    from selfloop.plugins.model.embedded import Embedded
     from selfloop.sandbox import backend_availability, choose_backend
 
     config_path = args.config or Path(__file__).resolve().parent.parent / "examples/configs/smoke.toml"
     tmp = Path(tempfile.mkdtemp(prefix="selfloop-bench-"))
-    checkpoint = args.checkpoint or save_policy(new_policy(ModelSettings(n_layer=2, n_embd=64, n_head=4)),
+    checkpoint = args.checkpoint or save_policy(Embedded(n_layer=2, n_embd=64, n_head=4).create(),
                                                 tmp / "model")
     rows = []
     console = Console()

@@ -55,12 +55,12 @@ def main():
     args = parser.parse_args()
 
     import torch
-    from selfloop.core.config import ModelSettings
-    from selfloop.core.models import load_policy, new_policy
+    from selfloop.core.models import load_policy
+    from selfloop.plugins.model.embedded import Embedded
     from selfloop.plugins.tasks.reversed_addition import ReversedAddition
 
     torch.set_num_threads(args.threads)
-    policy = load_policy(args.model) if args.model else new_policy(ModelSettings())
+    policy = load_policy(args.model) if args.model else Embedded().create()
     prompts = [p.prompt for p in ReversedAddition().problems(args.digits, args.prompts, random.Random(0))]
     budget = args.digits + 2
     results = {"selfloop batched (KV cache)": [], "transformers generate, 1 at a time": []}

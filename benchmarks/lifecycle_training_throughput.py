@@ -30,10 +30,9 @@ def data(count_per_difficulty: int):
 
 
 def run_selfloop(examples, settings, steps, batch):
-    from selfloop.core.models import new_policy
     from selfloop.plugins.optimize.rejection_sft import train
 
-    policy = new_policy(settings)
+    policy = settings.create()
     metrics = train(policy, examples, steps=steps, batch_size=batch, lr=1e-3, warmup=10,
                     progress=False)
     return metrics["tokens_per_second"]
@@ -42,12 +41,11 @@ def run_selfloop(examples, settings, steps, batch):
 def run_trl(examples, settings, steps, batch):
     import datasets
     from datasets import Dataset
-    from selfloop.core.models import new_policy
     from transformers import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     datasets.disable_progress_bars()
-    policy = new_policy(settings)
+    policy = settings.create()
     tok = policy.tokenizer
     eos = tok.eos_token
     rows = [{"prompt": e.prompt, "completion": e.completion + eos} for e in examples]
@@ -79,10 +77,10 @@ def main():
     args = parser.parse_args()
 
     import torch
-    from selfloop.core.config import ModelSettings
+    from selfloop.plugins.model.embedded import Embedded
 
     torch.set_num_threads(args.threads)
-    settings = ModelSettings()
+    settings = Embedded()  # the default model's provider
     examples = data(args.per_difficulty)
     results = {"selfloop rejection_sft": [], "TRL SFTTrainer": []}
     for _ in range(args.repeats):  # interleaved, so a busy machine hurts both alike

@@ -67,17 +67,19 @@ def untrained_copy(policy: Policy, *, seed: int, registry=None) -> Policy:
     return own(policy, seed) if own is not None else fresh_weights(policy, seed=seed)
 
 
-def fresh_weights(policy: Policy, *, seed: int, prepare: Callable | None = None) -> Policy:
+def fresh_weights(policy: Policy, *, seed: int, prepare: Callable | None = None,
+                  **from_config) -> Policy:
     """The same architecture and tokenizer with fresh random weights (peer k from ``seed + k``),
-    on the model's device and in its dtype; ``prepare(model)`` reattaches what a provider adds.
-    Whatever still scores well with it does not need the model."""
+    on the model's device and in its dtype; ``prepare(model)`` reattaches what a provider adds
+    (``from_config``: keywords of ``AutoModelForCausalLM.from_config``). Whatever still scores well
+    with it does not need the model."""
     import torch
     from transformers import AutoModelForCausalLM
 
     def fresh(one: Policy, k: int) -> Policy:
         torch.manual_seed(seed + k)
         like = one.model
-        model = AutoModelForCausalLM.from_config(like.config)
+        model = AutoModelForCausalLM.from_config(like.config, **from_config)
         model.to(device=model_device(like), dtype=next(like.parameters()).dtype)
         if prepare is not None:
             prepare(model)
@@ -133,8 +135,25 @@ def save_policy(policy: Policy, directory: str | os.PathLike) -> Path:
     for k, peer in enumerate(policy.peers, start=1):
         peer.path = directory / PEERS_DIR / str(k)
     for one in (policy, *policy.peers):
-        one.model.selfloop_saved = (str(one.path), _saves)  # what a cached copy is keyed on
+        mark_saved(one.model, one.path)
     return directory
+
+
+def mark_saved(model, directory: Path) -> None:
+    """Note on ``model`` that ``directory`` holds its weights as they are now (``selfloop_saved``:
+    the directory, a save count, ``weights_fingerprint``), for copies loaded from disk elsewhere
+    (a vLLM engine) to know when to reload."""
+    model.selfloop_saved = (str(directory), _saves, weights_fingerprint(model))
+
+
+def weights_fingerprint(model) -> tuple[float, ...]:
+    """A cheap fingerprint of the weights that train: the sums of the first and last trainable
+    tensors (every tensor moves in an optimizer step)."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad] or list(model.parameters())
+    with torch.no_grad():
+        return tuple(float(p.detach().float().sum()) for p in (params[0], params[-1]))
 
 
 def _save_one(policy: Policy, directory: Path) -> None:
@@ -196,6 +215,7 @@ def _load_one(directory: Path, provider: str, load_model, prepare, model_kwargs)
                               f"{str(exc).splitlines()[0][:200] if str(exc) else ''}") from None
     if prepare is not None:
         prepare(model)
+    mark_saved(model, directory)
     return Policy(model=model, tokenizer=tokenizer, path=directory)
 
 

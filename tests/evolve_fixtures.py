@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from selfloop.core.config import ModelSettings, load_config
+from selfloop.core.config import load_config
 from selfloop.core.evolve import surface_dir
 
 VOTE = '''"""Majority over k samples (a test refiner with tunables)."""
@@ -77,9 +77,10 @@ def make_config(**evolve):
 
 
 def make_checkpoint(directory: Path) -> Path:
-    from selfloop.core.models import new_policy, save_policy
+    from selfloop.core.models import save_policy
+    from selfloop.plugins.model.embedded import Embedded
 
-    return save_policy(new_policy(ModelSettings(n_layer=1, n_embd=32, n_head=2)), directory)
+    return save_policy(Embedded(n_layer=1, n_embd=32, n_head=2).create(), directory)
 
 
 class CopyTrainer:

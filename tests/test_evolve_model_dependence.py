@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 from adversaries import REFINERS, SELECTORS, memorise_visible
 from evolve_fixtures import CopyTrainer, make_config, make_surface
-from selfloop.core.config import ModelSettings
 from selfloop.core.evolve import Evolution, bake_options, editable_files, read_surface
 from selfloop.core.judge import ProblemPlan, draw_held_out, pinned_task
 from selfloop.core.registry import load_registry
@@ -23,9 +22,10 @@ SIZES = {"smoke_per_difficulty": 8, "smoke_select": 16, "full_per_difficulty": 1
 
 
 def checkpoint_with_peers(directory):
-    from selfloop.core.models import new_policy, save_policy
+    from selfloop.core.models import save_policy
+    from selfloop.plugins.model.embedded import Embedded
 
-    return save_policy(new_policy(ModelSettings(n_layer=1, n_embd=32, n_head=2, peers=2)), directory)
+    return save_policy(Embedded(n_layer=1, n_embd=32, n_head=2, peers=2).create(), directory)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""The embedded model: tokenizer, stock architecture, abacus positions, checkpoints, limits."""
+"""The embedded model (plugins/model): tokenizer, stock architecture, abacus positions, checkpoints,
+limits; and what core/models gives every provider."""
 
 from __future__ import annotations
 
@@ -6,18 +7,21 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from selfloop.core.config import ModelSettings
 from selfloop.core.errors import CheckpointError
-from selfloop.core.models import (
-    abacus_positions,
+from selfloop.core.models import load_policy, save_policy, untrained_copy
+from selfloop.plugins.model.abacus import abacus_positions
+from selfloop.plugins.model.embedded import (
+    Embedded,
+    EmbeddedSettings,
     build_tokenizer,
-    check_memory,
-    load_policy,
-    new_policy,
-    save_policy,
+    check_settings_memory,
 )
 
-TINY = ModelSettings(n_layer=1, n_embd=32, n_head=2, max_positions=32, max_position_offset=8)
+TINY = {"n_layer": 1, "n_embd": 32, "n_head": 2, "max_positions": 32, "max_position_offset": 8}
+
+
+def new_policy(**options):
+    return Embedded(**{**TINY, **options}).create()
 
 
 def test_tokenizer_is_character_level_with_distinct_pad_and_eos():
@@ -43,7 +47,7 @@ def test_abacus_positions_count_digits_within_each_number():
 def test_saved_model_is_a_standard_hf_directory(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    policy = new_policy(TINY)
+    policy = new_policy()
     save_policy(policy, tmp_path / "model")
     assert AutoTokenizer.from_pretrained(tmp_path / "model").pad_token == "<pad>"
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
@@ -59,7 +63,7 @@ def test_saved_model_is_a_standard_hf_directory(tmp_path):
 @pytest.mark.parametrize("architecture", ["llama", "gpt2"])
 def test_cached_generation_matches_full_recomputation(architecture):
     """The position hook must give the same ids step by step under a KV cache as all at once."""
-    policy = new_policy(TINY.model_copy(update={"architecture": architecture}))
+    policy = new_policy(architecture=architecture)
     model, tok = policy.model.eval(), policy.tokenizer
     ids = tok(["123+456="], add_special_tokens=False, return_tensors="pt")["input_ids"]
     with torch.no_grad():
@@ -73,7 +77,7 @@ def test_cached_generation_matches_full_recomputation(architecture):
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
-    policy = new_policy(TINY)
+    policy = new_policy()
     directory = save_policy(policy, tmp_path / "model")
     (directory / "model.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match="corrupt checkpoint"):
@@ -84,15 +88,17 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 
 def test_model_too_large_for_its_memory_limit():
     with pytest.raises(CheckpointError, match="model too large"):
-        check_memory(ModelSettings(n_layer=48, n_embd=2048, n_head=16, memory_limit_gib=3))
-    check_memory(ModelSettings())  # the default fits its default limit
+        check_settings_memory(EmbeddedSettings(n_layer=48, n_embd=2048, n_head=16, memory_limit_gib=3))
+    with pytest.raises(CheckpointError, match=r"raise \[model\] options.memory_limit_gib"):
+        Embedded(n_layer=48, n_embd=2048, n_head=16).create()
+    check_settings_memory(EmbeddedSettings())  # the default fits its default limit
 
 
 def test_abacus_ids_drive_the_rotary_embeddings():
     """Under rotary embeddings only differences of ids matter: shifting every digit's id by the
     same offset, with the other characters at 0 both times, changes the logits; an offset that
     moves nothing (all-digit input) leaves them equal."""
-    policy = new_policy(TINY)
+    policy = new_policy()
     model, tok = policy.model.eval(), policy.tokenizer
     mixed = tok(["12+34="], add_special_tokens=False, return_tensors="pt")["input_ids"]
     digits = tok(["1234"], add_special_tokens=False, return_tensors="pt")["input_ids"]
@@ -104,20 +110,20 @@ def test_abacus_ids_drive_the_rotary_embeddings():
 
 
 def test_gpt2_and_learned_positions_build():
-    gpt2 = new_policy(TINY.model_copy(update={"architecture": "gpt2"}))
+    gpt2 = new_policy(architecture="gpt2")
     assert gpt2.model.config.model_type == "gpt2"
-    policy = new_policy(ModelSettings(architecture="llama", positions="learned", n_layer=1,
-                                      n_embd=32, n_head=2, max_positions=32))
+    policy = Embedded(architecture="llama", positions="learned", n_layer=1, n_embd=32, n_head=2,
+                      max_positions=32).create()
     assert policy.model.config.model_type == "llama"
 
 
 def test_peers_are_seeded_apart_and_saved_inside_the_checkpoint(tmp_path):
-    policy = new_policy(TINY.model_copy(update={"peers": 2}))
+    policy = new_policy(peers=2)
     weights = lambda p: p.model.get_input_embeddings().weight
     assert len(policy.peers) == 2
     assert not torch.equal(weights(policy), weights(policy.peers[0]))
     assert not torch.equal(weights(policy.peers[0]), weights(policy.peers[1]))
-    assert torch.equal(weights(policy), weights(new_policy(TINY)))  # peers leave the policy's seed alone
+    assert torch.equal(weights(policy), weights(new_policy()))  # peers leave the policy's seed alone
 
     save_policy(policy, tmp_path / "model")
     assert sorted(p.name for p in (tmp_path / "model/peers").iterdir()) == ["1", "2"]
@@ -131,4 +137,54 @@ def test_peers_are_seeded_apart_and_saved_inside_the_checkpoint(tmp_path):
                        weights(policy))
     # starting from a directory whose peers the config does not expect is a clear error
     with pytest.raises(CheckpointError, match="holds 2 peer models but model.peers is 0"):
-        new_policy(TINY.model_copy(update={"path": str(tmp_path / "model")}))
+        new_policy(path=str(tmp_path / "model"))
+
+
+def test_a_checkpoint_names_its_provider_and_loads_without_the_config(tmp_path):
+    """``load_policy`` and ``untrained_copy`` find the provider in the saved config: the abacus
+    hook is back without anyone naming the embedded model."""
+    policy = new_policy(peers=1)
+    assert policy.model.config.selfloop_model["name"] == "embedded"
+    loaded = load_policy(save_policy(policy, tmp_path / "model"))
+    assert loaded.model._selfloop_positions_hook is not None
+    assert loaded.peers[0].model._selfloop_positions_hook is not None
+    null = untrained_copy(loaded, seed=7)
+    assert null.model._selfloop_positions_hook is not None and len(null.peers) == 1
+    assert not torch.equal(null.model.get_input_embeddings().weight, loaded.model.get_input_embeddings().weight)
+    again = untrained_copy(loaded, seed=7)  # seeded: the same random weights
+    assert torch.equal(null.model.get_input_embeddings().weight, again.model.get_input_embeddings().weight)
+
+
+def test_a_checkpoint_from_before_providers_loads_with_the_default_one(tmp_path):
+    import json
+
+    directory = save_policy(new_policy(), tmp_path / "model")
+    config = json.loads((directory / "config.json").read_text())
+    del config["selfloop_model"]
+    (directory / "config.json").write_text(json.dumps(config))
+    assert load_policy(directory).model._selfloop_positions_hook is not None
+
+
+def test_save_marks_the_weights_it_wrote(tmp_path):
+    from selfloop.core.models import weights_fingerprint
+
+    policy = new_policy()
+    first = save_policy(policy, tmp_path / "a")
+    path, count, fingerprint = policy.model.selfloop_saved
+    assert path == str(first) and fingerprint == weights_fingerprint(policy.model)
+    save_policy(policy, tmp_path / "b")
+    assert policy.model.selfloop_saved[1] == count + 1
+    with torch.no_grad():
+        policy.model.get_input_embeddings().weight.add_(1.0)
+    assert weights_fingerprint(policy.model) != policy.model.selfloop_saved[2]
+
+
+def test_core_models_holds_nothing_embedded():
+    from pathlib import Path
+
+    import selfloop.core
+
+    for path in Path(selfloop.core.__file__).parent.glob("models.py"):
+        text = path.read_text()
+        for word in ("CHARS", "digit", "abacus", "accuracy_by_digits"):
+            assert word not in text, f"{path.name} mentions {word}"

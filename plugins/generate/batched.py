@@ -2,6 +2,8 @@
 
 Prompts are grouped by token length so a batch needs no padding, each group is run as one batch
 (``n`` copies of each prompt), and every step feeds only the newest token against the cache.
+Tensors live on the model's device; a sequence ends at any of the model's end tokens (the
+tokenizer's EOS and the generation config's, e.g. a chat model's end of turn).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from selfloop.core.hookspecs import hookimpl
+from selfloop.core.models import model_device
 from selfloop.core.progress import progress_bar
 from selfloop.core.tunable import tunable
 from selfloop.core.types import Policy
@@ -39,7 +42,9 @@ class BatchedGenerator:
         rows = [(index, copy) for length in sorted(by_length) for index in by_length[length]
                 for copy in range(n)]
         out: list[list[str]] = [[""] * n for _ in prompts]
-        generator = torch.Generator().manual_seed(seed)
+        device = model_device(model)
+        stop = end_token_ids(policy)
+        generator = torch.Generator(device=device).manual_seed(seed)
         was_training = model.training
         model.eval()
         try:
@@ -53,9 +58,10 @@ class BatchedGenerator:
                            and len(encoded[rows[start][0]]) == length):
                         batch.append(rows[start])
                         start += 1
-                    input_ids = torch.tensor([encoded[i] for i, _ in batch], dtype=torch.long)
-                    new_tokens = self._decode(model, input_ids, tokenizer.eos_token_id,
-                                              temperature, max_new_tokens, generator)
+                    input_ids = torch.tensor([encoded[i] for i, _ in batch], dtype=torch.long,
+                                             device=device)
+                    new_tokens = self._decode(model, input_ids, stop, temperature,
+                                              max_new_tokens, generator)
                     texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
                     for (index, copy), text in zip(batch, texts):
                         out[index][copy] = text
@@ -64,13 +70,15 @@ class BatchedGenerator:
             model.train(was_training)
         return out
 
-    def _decode(self, model, input_ids, eos_id, temperature, max_new_tokens, generator):
+    def _decode(self, model, input_ids, stop, temperature, max_new_tokens, generator):
         import torch
         from transformers import DynamicCache
 
         cache = DynamicCache()
         batch = input_ids.shape[0]
-        finished = torch.zeros(batch, dtype=torch.bool)
+        eos_id = stop[0]
+        stop_ids = torch.tensor(stop, device=input_ids.device)
+        finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
         produced = []
         step_input = input_ids
         for _ in range(max_new_tokens):
@@ -78,7 +86,7 @@ class BatchedGenerator:
             token = self._pick(logits, temperature, generator)
             token = torch.where(finished, torch.full_like(token, eos_id), token)
             produced.append(token)
-            finished |= token == eos_id
+            finished |= torch.isin(token, stop_ids)
             if bool(finished.all()):
                 break
             step_input = token[:, None]
@@ -95,6 +103,15 @@ class BatchedGenerator:
             logits = logits.masked_fill(logits < kth, float("-inf"))
         probs = torch.softmax(logits, dim=-1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def end_token_ids(policy) -> list[int]:
+    """The ids that end a completion: the tokenizer's EOS first, then the generation config's."""
+    ids = [policy.tokenizer.eos_token_id]
+    config = getattr(policy.model, "generation_config", None)
+    extra = getattr(config, "eos_token_id", None)
+    ids += extra if isinstance(extra, list) else [extra]
+    return list(dict.fromkeys(i for i in ids if i is not None))
 
 
 @hookimpl(trylast=True)

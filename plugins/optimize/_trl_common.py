@@ -1,5 +1,5 @@
-"""What the TRL-backed optimizers share: the base round, quiet CPU-friendly trainer arguments, and
-the preference step DPO and SPIN both run.
+"""What the TRL-backed optimizers share: the base round, quiet trainer arguments (on the model's
+device), and the preference step DPO and SPIN both run.
 
 Two things every TRL run here guards against (measured on the smoke-sized model, see
 ``benchmarks/dpo_diagnosis.py``):
@@ -14,10 +14,10 @@ Two things every TRL run here guards against (measured on the smoke-sized model,
   unrelated offsets, and both against a reference at a third: ``fixed_positions`` (default on)
   trains at the inference offset, where the policy is evaluated and the reference sits.
 - transformers 5's ``generate()`` hands the KV cache to the model as ``cache=``, and the abacus
-  hook of ``selfloop.core.models`` looks for ``past_key_values``: it takes every decoding step for
-  a new sequence and restarts the positions, so TRL's GRPO sampled garbage ("977878" for "970";
-  the embedded generator passes ``past_key_values`` and was never affected). ``trained_in_place``
-  puts a pre-hook in front that passes the cache under the name the hook reads.
+  hook (``selfloop.plugins.model.abacus``) looks for ``past_key_values``: it takes every decoding
+  step for a new sequence and restarts the positions, so TRL's GRPO sampled garbage ("977878" for
+  "970"; the embedded generator passes ``past_key_values`` and was never affected).
+  ``trained_in_place`` puts a pre-hook in front that passes the cache under the name the hook reads.
 """
 
 from __future__ import annotations
@@ -26,17 +26,20 @@ import copy
 from contextlib import contextmanager
 from pathlib import Path
 
-from selfloop.core.models import completion_logprobs
+from selfloop.core.models import completion_logprobs, model_device
 
 
-def trainer_args(config_class, workdir: Path, *, steps: int, batch_size: int, lr: float, **extra):
-    """A TRL config for a short in-process run: no saving, no reporting, CPU unless a GPU exists."""
+def trainer_args(config_class, workdir: Path, *, steps: int, batch_size: int, lr: float,
+                 model=None, **extra):
+    """A TRL config for a short in-process run: no saving, no reporting, on the CPU when ``model``
+    is there (without a model: when no GPU exists), else on the GPU."""
     import torch
 
+    on_cpu = model_device(model).type == "cpu" if model is not None else not torch.cuda.is_available()
     return config_class(
         output_dir=str(workdir), max_steps=steps, per_device_train_batch_size=batch_size,
         learning_rate=lr, logging_steps=max(1, steps // 5), save_strategy="no", report_to="none",
-        use_cpu=not torch.cuda.is_available(), bf16=False, fp16=False, disable_tqdm=True,
+        use_cpu=on_cpu, bf16=False, fp16=False, disable_tqdm=True,
         gradient_checkpointing=False,  # a small model: recomputing activations only costs time
         dataloader_num_workers=0, seed=0, **extra,
     )
@@ -114,7 +117,7 @@ def preference_step(policy, rows, *, workdir: Path, steps: int, batch_size: int,
     losses = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, float(sft_weight)]} \
         if sft_weight > 0 else {"loss_type": ["sigmoid"]}
     args = trainer_args(DPOConfig, workdir, steps=steps, batch_size=batch_size, lr=lr, beta=beta,
-                        max_length=max_length, **losses)
+                        max_length=max_length, model=policy.model, **losses)
     reference = copy.deepcopy(policy.model) if reference is None else reference
     reference.eval()
     with trained_in_place(policy.model, fixed_positions=fixed_positions):
