@@ -8,8 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from selfloop.core.config import ModelSettings
-from selfloop.core.models import new_policy
+from plugin_fixtures import tiny_policy
 from selfloop.core.types import Problem
 from selfloop.plugins.acquire.labelled import LabelledProblems
 from selfloop.plugins.acquire.llm_self_instruct import LLMSelfInstruct
@@ -31,8 +30,7 @@ TASK = ReversedAddition()
 
 @pytest.fixture(scope="module")
 def policy():
-    return new_policy(ModelSettings(n_layer=1, n_embd=32, n_head=2, max_positions=32,
-                                    max_position_offset=4))
+    return tiny_policy()
 
 
 def test_batched_generator_matches_transformers_greedy_generate(policy):
@@ -73,7 +71,7 @@ def test_refiners_return_one_answer_per_problem(policy):
         policy, problems, generator=gen, rewarder=reward, seed=0)
     assert consistent == greedy  # every near-greedy sample agrees with the greedy answer
     # views only: one view at offset 0 is the greedy answer at offset 0
-    from selfloop.core.models import position_offset
+    from selfloop.plugins.model.abacus import position_offset
 
     with position_offset(policy, 0):
         at_zero = Greedy().refine(policy, problems, generator=gen, seed=0)

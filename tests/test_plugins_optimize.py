@@ -8,8 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from plugin_fixtures import TASK, TINY, labelled
-from selfloop.core.models import new_policy
+from plugin_fixtures import TASK, labelled, tiny_policy
 from selfloop.core.types import Example
 from selfloop.plugins.generate.batched import BatchedGenerator
 from selfloop.plugins.optimize.dpo import DPO
@@ -33,7 +32,7 @@ def completion_loss(policy, examples):
 
 
 def test_rejection_sft_lowers_the_loss_and_rejects_wrong_labels(tmp_path):
-    policy = new_policy(TINY)
+    policy = tiny_policy()
     data = labelled()
     before = completion_loss(policy, data)
     wrong = Example("11+11=", "999", 2, "llm", meta={"answer": "999"})  # the verifier rejects it
@@ -47,7 +46,7 @@ def test_rejection_sft_lowers_the_loss_and_rejects_wrong_labels(tmp_path):
 
 
 def test_rejection_sft_uses_the_round_budget_after_round_0(tmp_path):
-    policy = new_policy(TINY)
+    policy = tiny_policy()
     result = RejectionSFT(base_steps=50, steps=3, batch_size=8, progress=False).optimize(
         policy, labelled(10), task=TASK, generator=BatchedGenerator(),
         rewarder=GroundTruthReward(), rng=random.Random(0), workdir=tmp_path, round_index=2)
@@ -65,7 +64,7 @@ def test_grpo_reward_function_groups_completions_by_prompt():
 
 @pytest.mark.slow
 def test_dpo_trains_a_few_steps(tmp_path):
-    policy = new_policy(TINY)
+    policy = tiny_policy()
     before = [p.detach().clone() for p in policy.model.parameters()]
     result = DPO(steps=3, batch_size=8, samples=2).optimize(
         policy, labelled(16), task=TASK, generator=BatchedGenerator(),
@@ -76,7 +75,7 @@ def test_dpo_trains_a_few_steps(tmp_path):
 
 @pytest.mark.slow
 def test_grpo_trains_a_few_steps(tmp_path):
-    policy = new_policy(TINY)
+    policy = tiny_policy()
     result = GRPO(steps=2, batch_size=8, generations=4).optimize(
         policy, labelled(16), task=TASK, generator=BatchedGenerator(),
         rewarder=GroundTruthReward(), rng=random.Random(0), workdir=tmp_path, round_index=1)
@@ -93,7 +92,7 @@ def test_task_computes_true_answers_for_rejection():
 def test_offset_range_grows_over_the_warmup_then_is_restored():
     from selfloop.plugins.optimize.rejection_sft import train
 
-    policy = new_policy(TINY)
+    policy = tiny_policy()
     seen = []
     handle = policy.model.register_forward_pre_hook(
         lambda module, args: seen.append(module.selfloop_max_offset))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from plugin_fixtures import TASK, tiny_policy
 from selfloop.core.types import Example
 from selfloop.plugins.select.accumulate import Accumulate
 from selfloop.plugins.select.cap_per_prompt import CapPerPrompt
@@ -33,12 +34,16 @@ def test_dedup_drops_exact_repeats_only():
     assert result.report.to_dict() == {"selector": "dedup", "kept": 2, "dropped": {"duplicate": 1}}
 
 
-def test_format_filter_checks_pattern_and_length():
+def test_format_filter_checks_pattern_and_length_when_asked():
     examples = [ex("12+34=", "460"), ex("12+34=", ""), ex("12+34=", "4a0"), ex("12+34=", "4600"),
                 ex("12+34=", "46", source="labelled")]
-    result = FormatFilter().select(examples)
+    result = FormatFilter(pattern=r"\d+", length_offset=1).select(examples)
     assert [e.completion for e in result.kept] == ["460", "46"]  # labelled data passes through
     assert result.report.dropped == {"empty": 1, "format": 1, "length": 1}
+    # by default neither applies: only an answer the task can read is asked for
+    default = FormatFilter().select(examples, task=TASK)
+    assert [e.completion for e in default.kept] == ["460", "4a0", "4600", "46"]
+    assert default.report.dropped == {"empty": 1}
     with pytest.raises(ValueError, match="regular expression"):
         FormatFilter(pattern="(")
 
@@ -124,54 +129,49 @@ def test_majority_agreement_gives_each_peer_model_one_vote():
 
 
 def test_majority_agreement_with_a_real_model_and_generator():
-    from selfloop.core.config import ModelSettings
-    from selfloop.core.models import new_policy
     from selfloop.plugins.generate.batched import BatchedGenerator
 
-    policy = new_policy(ModelSettings(n_layer=1, n_embd=32, n_head=2, max_positions=32))
+    policy = tiny_policy()
     generator = BatchedGenerator()
     prompts = ["12+34=", "56+78="]
     greedy = [g[0] for g in generator.generate(policy, prompts, n=1, temperature=0.0,
                                                max_new_tokens=5, seed=0)]
     examples = [ex(p, g.strip()) for p, g in zip(prompts, greedy)]
-    # near-zero temperature: every vote is the greedy answer, so all labels are kept
+    # near-zero temperature: every vote is the greedy answer (within the task's budget of 5 tokens
+    # at 2 digits), so all labels are kept; the untrained model's answers are compared verbatim
+    verbatim = type("Verbatim", (type(TASK),), {"extract_answer": staticmethod(str.strip)})()
     result = MajorityAgreement(votes=3, threshold=1.0, temperature=1e-4, views=0).select(
-        examples, policy=policy, generator=generator, rng=random.Random(0))
+        examples, task=verbatim, policy=policy, generator=generator, rng=random.Random(0))
     assert len(result.kept) == 2
 
 
 def test_majority_agreement_votes_across_position_offsets():
     """Views: the same model's greedy answers at offsets 0, spacing, 2*spacing; skipped (not
     duplicated) for a model whose positions take no offset."""
-    from selfloop.core.config import ModelSettings
-    from selfloop.core.models import new_policy, position_offset
+    from selfloop.plugins.model.abacus import position_offset
     from selfloop.plugins.generate.batched import BatchedGenerator
 
     generator = BatchedGenerator(progress=False)
-    policy = new_policy(ModelSettings(n_layer=1, n_embd=32, n_head=2, max_positions=32,
-                                      inference_offset=3))
+    policy = tiny_policy(inference_offset=3)
     examples = [ex("12+34=", "460"), ex("56+78=", "231")]
     ballots, peer_answers = MajorityAgreement(votes=0, views=3, view_spacing=2).ballots(
-        examples, policy, generator, seed=0)
+        examples, policy, generator, seed=0, task=TASK)  # the task's budget: 5 tokens at 2 digits
     assert peer_answers == [[], []]
     for k, offset in enumerate((0, 2, 4)):
         with position_offset(policy, offset):
             greedy = generator.generate(policy, [e.prompt for e in examples], n=1, max_new_tokens=5)
         assert [b[1 + k] for b in ballots] == [g[0].strip() for g in greedy]
     assert policy.model.selfloop_inference_offset == 3  # restored
-    learned = new_policy(ModelSettings(n_layer=1, n_embd=32, n_head=2, max_positions=32,
-                                       positions="learned"))
+    learned = tiny_policy(positions="learned")
     ballots, _ = MajorityAgreement(votes=0, views=3).ballots(examples, learned, generator, seed=0)
     assert [len(b) for b in ballots] == [1, 1]
 
 
 def test_confidence_keeps_labels_the_model_is_sure_of():
     import torch
-    from selfloop.core.config import ModelSettings
-    from selfloop.core.models import new_policy
     from selfloop.plugins.select.confidence import Confidence, least_token_probability
 
-    policy = new_policy(ModelSettings(n_layer=1, n_embd=32, n_head=2, max_positions=32))
+    policy = tiny_policy()
     examples = [ex("12+34=", "460"), ex("5+6=", "11"), ex("56+78=", "231"),
                 ex("1+1=", "20", source="labelled")]
     scores = least_token_probability(policy, examples[:3], batch_size=1)

@@ -8,8 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from plugin_fixtures import TASK, TINY, labelled
-from selfloop.core.models import build_tokenizer, new_policy
+from plugin_fixtures import TASK, labelled, tiny_policy
+from selfloop.plugins.model.embedded import build_tokenizer
 from selfloop.core.types import Example, Policy, Problem
 from selfloop.plugins.generate.batched import BatchedGenerator
 from selfloop.plugins.optimize._trl_common import sequence_logps, trained_in_place
@@ -24,7 +24,7 @@ from selfloop.plugins.select.quality_classifier import QualityClassifier, auc
 
 @pytest.mark.slow
 def test_a_spin_step_prefers_the_target_over_the_previous_iterates_answers(tmp_path):
-    policy = new_policy(TINY)
+    policy = tiny_policy()
     policy.peers = []
     data = labelled(48)
     spin = SPIN(steps=15, batch_size=8, lr=2e-3, beta=0.1, sft_weight=0.0)
@@ -56,7 +56,7 @@ def test_spin_options_are_checked():
 
 
 def test_trl_guards_restore_the_model_and_let_generate_see_the_cache():
-    policy = new_policy(TINY)
+    policy = tiny_policy()
     model = policy.model
     prompts = ["12+34=", "5+6=", "123+456="]
     ours = BatchedGenerator(progress=False).generate(policy, prompts, n=1, temperature=0.0,
@@ -158,7 +158,7 @@ def test_tree_of_thought_counts_tokens_and_keeps_to_its_budget():
 
 
 def test_tree_of_thought_by_steps_on_a_real_model():
-    policy = new_policy(TINY)
+    policy = tiny_policy()
     problems = TASK.problems(2, 4, random.Random(0))
     answers = TreeOfThought(beam=2, width=2, step_delimiter="0", step_tokens=3, depth=2).refine(
         policy, problems, generator=BatchedGenerator(progress=False),
@@ -179,7 +179,7 @@ def test_logistic_classifier_ranks_a_separable_feature():
 
 @pytest.mark.slow
 def test_the_quality_classifier_ranks_known_good_above_known_bad(tmp_path):
-    policy = new_policy(TINY)
+    policy = tiny_policy()
     policy.peers = []
     history = labelled(300, difficulty=1)
     RejectionSFT(base_steps=250, batch_size=32, lr=3e-3, progress=False).optimize(

@@ -1,5 +1,10 @@
 """The labelled seed data: the task's own problems, with ground-truth answers, up to a difficulty.
 
+Each example teaches the task's worked solution (``demonstration``: reasoning, then the answer;
+by default the bare answer), and records the answer itself as ``meta["answer"]``. Only the
+difficulties the task offers between ``min_difficulty`` and ``max_difficulty`` are drawn, from
+its training part.
+
 Only the base round (round 0) acquires them; later rounds keep them through the ``accumulate``
 selector, so the original labels are never lost.
 """
@@ -7,6 +12,7 @@ selector, so the original labels are never lost.
 from __future__ import annotations
 
 from selfloop.core.hookspecs import hookimpl
+from selfloop.core.tasks import task_view
 from selfloop.core.tunable import tunable
 from selfloop.core.types import Example
 
@@ -26,11 +32,16 @@ class LabelledProblems:
     def acquire(self, *, task, policy, generator, round_index, rng):
         if round_index > 0 and not self.every_round:
             return []
+        task = task_view(task)
         examples = []
-        for difficulty in range(self.min_difficulty, self.max_difficulty + 1):
-            for problem in task.problems(difficulty, self.per_difficulty, rng):
-                examples.append(Example(problem.prompt, problem.answer, difficulty, "labelled",
-                                        meta={"answer": problem.answer}))
+        for difficulty in task.difficulties.up_to(self.max_difficulty):
+            if difficulty < self.min_difficulty:
+                continue
+            for problem in task.problems(difficulty, self.per_difficulty, rng, split="train"):
+                demonstration = task.demonstration(problem)
+                if demonstration is not None:
+                    examples.append(Example(problem.prompt, demonstration, difficulty, "labelled",
+                                            meta={"answer": problem.answer}))
         return examples
 
 

@@ -12,6 +12,7 @@ import os
 import re
 
 from selfloop.core.hookspecs import hookimpl
+from selfloop.core.tasks import task_view
 from selfloop.core.types import Example
 
 INSTRUCTION = (
@@ -44,7 +45,7 @@ class LLMSelfInstruct:
             return []
         examples = []
         for difficulty in self.difficulties:
-            shots = task.problems(difficulty, self.shots, rng)
+            shots = task_view(task).problems(difficulty, self.shots, rng, split="train")
             text = self.llm.complete([{"role": "user", "content": INSTRUCTION.format(
                 examples="\n".join(f"{p.prompt} {p.answer}" for p in shots),
                 count=self.count, difficulty=difficulty)}])

@@ -1,13 +1,18 @@
-"""A fixed held-out set: the same problems at every evaluation (drawn once from ``seed``)."""
+"""A fixed held-out set: the same problems at every evaluation (drawn once from ``seed``).
+
+Drawn from the task's held-out part, at the difficulties the task offers (a finite part may give
+fewer problems than asked); answers are verified in one batch.
+"""
 
 from __future__ import annotations
 
 import random
 
 from selfloop.core.hookspecs import hookimpl
+from selfloop.core.tasks import task_view
 from selfloop.core.types import Evaluation
 
-from .dynamic_benchmark import score
+from .dynamic_benchmark import offered, score
 
 
 class HeldOut:
@@ -21,7 +26,9 @@ class HeldOut:
 
     def evaluate(self, policy, *, task, refiner, generator, rewarder, seen_prompts, seed):
         rng = random.Random(f"held_out:{self.seed}")
-        drawn = [p for d in self.difficulties for p in task.problems(d, self.per_difficulty, rng)]
+        view = task_view(task)
+        drawn = [p for d in offered(view, self.difficulties)
+                 for p in view.problems(d, self.per_difficulty, rng, split="held_out")]
         problems = [p for p in drawn if p.prompt not in seen_prompts]
         accuracy, metrics, _ = score(policy, problems, task=task, refiner=refiner,
                                      generator=generator, rewarder=rewarder, seed=seed)

@@ -2,8 +2,9 @@
 
 Pairs: for each kept example (up to ``max_pairs``), ``samples`` completions are drawn from the
 policy; the example's own completion is *chosen*, the sampled completion the rewarder scores lowest
-(and that differs from it) is *rejected*. Prompts whose samples all agree with the label give no
-pair.
+(and whose answer, as the task extracts it, differs from the label's) is *rejected*. Prompts whose
+samples all agree with the label give no pair. Samples are drawn within the task's budget, and
+the trainer's ``max_length`` is the longest pair's, so no pair is cut.
 
 Why plain DPO destroyed the model here (``benchmarks/dpo_diagnosis.py``, smoke-sized model, 969
 pairs, every chosen right and every rejected wrong, so the direction was never the problem): the
@@ -23,6 +24,7 @@ from __future__ import annotations
 from selfloop.core.hookspecs import hookimpl
 from selfloop.core.types import OptimizeResult, Problem
 
+from ..refine.answers import example_budget, extractor
 from ._trl_common import preference_step, train_base_round
 
 
@@ -42,15 +44,17 @@ class DPO:
         examples = examples[-self.max_pairs:]
         if not examples:
             return []
-        budget = max(e.difficulty for e in examples) + 3
         sampled = generator.generate(policy, [e.prompt for e in examples], n=self.samples,
-                                     temperature=self.temperature, max_new_tokens=budget, seed=seed)
+                                     temperature=self.temperature,
+                                     max_new_tokens=example_budget(examples, task), seed=seed)
         problems = [Problem(e.prompt, e.meta.get("answer"), e.difficulty) for e in examples]
         groups = [[s.strip() for s in group] for group in sampled]
         scores = rewarder.reward(problems, groups, task=task)
+        extract = extractor(task)
         rows = []
         for example, group, score in zip(examples, groups, scores):
-            wrong = [(s, c) for s, c in zip(score, group) if c != example.completion]
+            label = extract(example.completion)
+            wrong = [(s, c) for s, c in zip(score, group) if extract(c) != label]
             if wrong:
                 rejected = min(wrong)[1]
                 rows.append({"prompt": example.prompt, "chosen": example.completion,
@@ -68,8 +72,19 @@ class DPO:
             return OptimizeResult(policy, {"steps": 0.0, "pairs": 0.0})
         metrics = preference_step(policy, rows, workdir=workdir, steps=self.steps,
                                   batch_size=self.batch_size, lr=self.lr, beta=self.beta,
-                                  sft_weight=self.sft_weight, fixed_positions=self.fixed_positions)
+                                  sft_weight=self.sft_weight, fixed_positions=self.fixed_positions,
+                                  max_length=pair_length(policy.tokenizer, rows))
         return OptimizeResult(policy, {**metrics, "pairs": float(len(rows))})
+
+
+def pair_length(tokenizer, rows) -> int:
+    """Tokens of the longest prompt + completion of ``rows`` (and two for BOS and EOS)."""
+    def count(texts):
+        return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    prompts = count([r["prompt"] for r in rows])
+    chosen, rejected = count([r["chosen"] for r in rows]), count([r["rejected"] for r in rows])
+    return max(len(p) + max(len(c), len(r)) for p, c, r in zip(prompts, chosen, rejected)) + 2
 
 
 @hookimpl(trylast=True)

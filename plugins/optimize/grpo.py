@@ -3,7 +3,7 @@
 The prompts of the kept examples are the training prompts; each gets ``generations`` sampled
 completions per step, scored by the run's rewarder (wrapped as a TRL reward function: TRL passes
 a flat list, grouped here by prompt), with the example's label as the problem's answer when it has
-a ground-truth one.
+a ground-truth one. Completions are as long as the task's budget allows (``max_new_tokens``).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from selfloop.core.hookspecs import hookimpl
 from selfloop.core.types import OptimizeResult, Problem
 
+from ..refine.answers import example_budget, extractor
 from ._trl_common import (
     log_metrics,
     quiet,
@@ -22,7 +23,9 @@ from ._trl_common import (
 
 def reward_function(rewarder, task, difficulty_of, target_weight: float = 0.0):
     """The rewarder as a TRL reward function ``f(prompts, completions, **columns) -> floats``;
-    ``target_weight`` is added where a completion equals its row's ``target`` (the kept label)."""
+    ``target_weight`` is added where a completion's answer is its row's ``target``'s (the kept
+    label's, as the task extracts answers)."""
+    extract = extractor(task)
 
     def rewards(prompts, completions, answer=None, target=None, **_):
         answers = answer or [None] * len(prompts)
@@ -41,7 +44,7 @@ def reward_function(rewarder, task, difficulty_of, target_weight: float = 0.0):
                 flat[i] = float(s)
         if target_weight and target is not None:
             for i, completion in enumerate(completions):
-                if target[i] is not None and str(completion).strip() == target[i]:
+                if target[i] is not None and extract(str(completion)) == extract(target[i]):
                     flat[i] += target_weight
         return flat
 
@@ -80,7 +83,7 @@ class GRPO:
         args = trainer_args(
             GRPOConfig, workdir, steps=self.steps, batch_size=self.batch_size, lr=self.lr,
             num_generations=self.generations, beta=self.beta, temperature=self.temperature,
-            max_completion_length=max(difficulty.values()) + 3)
+            max_completion_length=example_budget(examples, task))
         with trained_in_place(policy.model, fixed_positions=self.fixed_positions):
             trainer = GRPOTrainer(
                 model=policy.model, reward_funcs=[reward_function(rewarder, task, difficulty.get,

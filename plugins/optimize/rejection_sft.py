@@ -4,12 +4,27 @@ The E-step of ReST-EM (sample, score, keep what the reward accepts) is the round
 select stages; this is the M-step: fine-tune on the kept examples with the usual next-token loss on
 the completion only. It reads like nanoGPT's loop: sample a batch, forward, backward, step.
 
-Why it is fast on a CPU: examples are bucketed by token length and every batch is drawn from one
-bucket, so no batch carries padding or needs an attention mask; a bucket is picked with
-probability proportional to its examples' total weight, then examples by weight within it.
+Batches (``batching``):
+- ``"length"``: examples are bucketed by token length and every batch is drawn from one bucket, so
+  no batch carries padding; a bucket is picked with probability proportional to its examples'
+  total weight, then examples by weight within it. Fast on a CPU, and right when buckets are big
+  (the embedded char model: a difficulty's sequences all have one length).
+- ``"padded"``: examples are drawn by weight from all of them and right-padded, with an attention
+  mask, the loss on completion tokens only (prompt and padding masked). For a BPE model, whose
+  prompts and answers have all kinds of lengths, one-length buckets are tiny and a batch would
+  repeat a few examples.
+- ``"auto"`` (default): ``"length"`` when a drawn bucket holds on average at least a batch of
+  examples, else ``"padded"``.
+
+A sequence is the prompt's tokens, the completion's and the tokenizer's EOS, encoded without the
+tokenizer's special tokens, as the generators encode prompts (a BOS a chat template writes is part
+of the prompt text). The learning rates suit the embedded model trained from scratch; a pretrained
+model wants far smaller ones (about 1e-5).
+
 Before an update, examples that claim a ground-truth answer (``meta["answer"]``, e.g. an LLM's
-problems) are checked against the task's own answer when the task can compute one, and dropped
-when wrong: the rejection step for labels of doubtful origin.
+problems) are checked against the task's own answer when the task can compute one
+(``answer_for(prompt)``, optional), and dropped when wrong: the rejection step for labels of
+doubtful origin. A task without ``answer_for`` is trusted.
 """
 
 from __future__ import annotations
@@ -22,6 +37,7 @@ from pathlib import Path
 
 from selfloop.core.hookspecs import hookimpl
 from selfloop.core.progress import progress_bar
+from selfloop.core.tasks import task_view
 from selfloop.core.tunable import tunable
 from selfloop.core.types import Example, OptimizeResult, Policy, Problem
 
@@ -31,6 +47,7 @@ BATCH_SIZE = tunable(64, low=4, high=1024)
 LEARNING_RATE = tunable(1e-3, low=1e-5, high=1e-2)
 ROUND_LEARNING_RATE = tunable(5e-4, low=1e-5, high=1e-2)
 OFFSET_WARMUP = tunable(0.4, low=0.0, high=1.0)  # share of the base round the offset range grows over
+BATCHING = ("auto", "length", "padded")
 
 
 class RejectionSFT:
@@ -41,12 +58,14 @@ class RejectionSFT:
                  round_lr: float = ROUND_LEARNING_RATE, warmup: int = 50,
                  weight_decay: float = 0.01, max_seconds: float | None = None,
                  reject_labelled: bool = True, offset_warmup: float = OFFSET_WARMUP,
-                 progress: bool = True):
+                 batching: str = "auto", progress: bool = True):
+        if batching not in BATCHING:
+            raise ValueError(f"batching must be one of {', '.join(BATCHING)}, got {batching!r}")
         self.base_steps, self.steps = base_steps, steps
         self.batch_size, self.lr, self.round_lr = batch_size, lr, round_lr
         self.warmup, self.weight_decay, self.max_seconds = warmup, weight_decay, max_seconds
         self.reject_labelled, self.progress = reject_labelled, progress
-        self.offset_warmup = offset_warmup
+        self.offset_warmup, self.batching = offset_warmup, batching
 
     def optimize(self, policy: Policy, examples: list[Example], *, task, generator, rewarder, rng,
                  workdir: Path, round_index: int = 0) -> OptimizeResult:
@@ -58,7 +77,7 @@ class RejectionSFT:
         offset_warmup_steps = int(self.offset_warmup * steps) if round_index == 0 else 0
         metrics = train(policy, examples, steps=steps, batch_size=self.batch_size, lr=lr,
                         warmup=self.warmup, weight_decay=self.weight_decay,
-                        offset_warmup_steps=offset_warmup_steps,
+                        offset_warmup_steps=offset_warmup_steps, batching=self.batching,
                         max_seconds=self.max_seconds, seed=rng.randrange(2**31),
                         progress=self.progress, label=f"round {round_index}: optimize")
         metrics["rejected"] = rejected
@@ -69,32 +88,39 @@ def _reject_wrong_labels(examples, task):
     """Drop examples claiming a ground-truth answer (``meta["answer"]``) that the truth refutes.
 
     The truth comes from the task's optional ``answer_for(prompt)``; a task without it is trusted.
+    The claims are verified in one batch.
     """
     solve = getattr(task, "answer_for", None)
-    if solve is None:
+    if not callable(solve):
         return examples, 0
-    kept = []
-    for e in examples:
-        if e.meta.get("answer") is not None and e.source != "labelled":
-            truth = solve(e.prompt)
-            if truth is None or not task.verify(Problem(e.prompt, truth, e.difficulty), e.completion):
-                continue
-        kept.append(e)
-    return kept, len(examples) - len(kept)
+    claims = [i for i, e in enumerate(examples)
+              if e.meta.get("answer") is not None and e.source != "labelled"]
+    truths = {i: solve(examples[i].prompt) for i in claims}
+    checked = [i for i in claims if truths[i] is not None]
+    verdicts = dict(zip(checked, task_view(task).verify_many(
+        [Problem(examples[i].prompt, truths[i], examples[i].difficulty) for i in checked],
+        [examples[i].completion for i in checked])))
+    wrong = {i for i in claims if not verdicts.get(i, False)}
+    return [e for i, e in enumerate(examples) if i not in wrong], len(wrong)
 
 
 def tokenize_examples(tokenizer, examples: list[Example]):
-    """Token ids of prompt + completion + EOS, and the number of prompt tokens, per example."""
+    """Token ids of prompt + completion + EOS, and the number of prompt tokens, per example.
+
+    No special tokens are added (the generators encode prompts so too); the EOS is appended.
+    """
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("the tokenizer has no EOS token: a completion would never learn to end")
     prompts = tokenizer([e.prompt for e in examples], add_special_tokens=False)["input_ids"]
     completions = tokenizer([e.completion for e in examples], add_special_tokens=False)["input_ids"]
-    eos = tokenizer.eos_token_id
     return [(p + c + [eos], len(p)) for p, c in zip(prompts, completions)]
 
 
 def train(policy: Policy, examples: list[Example], *, steps: int, batch_size: int, lr: float,
           warmup: int = 50, weight_decay: float = 0.01, max_seconds: float | None = None,
-          offset_warmup_steps: int = 0, seed: int = 0, progress: bool = True,
-          label: str = "train") -> dict[str, float]:
+          offset_warmup_steps: int = 0, batching: str = "auto", seed: int = 0,
+          progress: bool = True, label: str = "train") -> dict[str, float]:
     """Train for ``steps`` steps (or ``max_seconds``); returns loss, tokens/s and steps done.
 
     Over the first ``offset_warmup_steps`` steps the range of random position offsets (models with
@@ -105,22 +131,18 @@ def train(policy: Policy, examples: list[Example], *, steps: int, batch_size: in
     examples = [e for e in examples if e.weight > 0]
     if steps <= 0 or not examples:
         return {"steps": 0, "loss": float("nan"), "tokens_per_second": 0.0, "seconds": 0.0}
-    buckets: dict[int, list[int]] = defaultdict(list)
-    tokenized = tokenize_examples(policy.tokenizer, examples)
-    for index, (ids, _) in enumerate(tokenized):
-        buckets[len(ids)].append(index)
-    lengths = sorted(buckets)
-    bucket_weight = [sum(examples[i].weight for i in buckets[n]) for n in lengths]
-    # Each bucket as tensors once: ids, and the loss mask (completion tokens only).
-    tensors = {}
-    for n in lengths:
-        ids = torch.tensor([tokenized[i][0] for i in buckets[n]], dtype=torch.long)
-        starts = torch.tensor([tokenized[i][1] for i in buckets[n]])
-        mask = torch.arange(n)[None, :] >= starts[:, None]
-        weights = torch.tensor([examples[i].weight for i in buckets[n]], dtype=torch.float)
-        tensors[n] = (ids, mask, weights)
-
     model = policy.model
+    device = next(model.parameters()).device
+    tokenized = tokenize_examples(policy.tokenizer, examples)
+    weights = [e.weight for e in examples]
+    batches = LengthBuckets(tokenized, weights)
+    if batching == "padded" or (batching == "auto" and batches.mean_bucket_size() < batch_size):
+        pad = policy.tokenizer.pad_token_id
+        batches = PaddedBatches(tokenized, weights, policy.tokenizer.eos_token_id if pad is None else pad)
+        batching = "padded"
+    else:
+        batching = "length"
+
     model.train()
     decay = [p for name, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for name, p in model.named_parameters() if p.dim() < 2]
@@ -143,8 +165,8 @@ def train(policy: Policy, examples: list[Example], *, steps: int, batch_size: in
                                                  max_offset * step // offset_warmup_steps)
                 if max_seconds is not None and time.perf_counter() - started > max_seconds:
                     break
-                loss, count = _step(model, optimizer, tensors, lengths, bucket_weight, rng,
-                                    batch_size, _schedule(step, steps, warmup, lr))
+                loss, count = _step(model, optimizer, batches.draw(rng, batch_size, device),
+                                    _schedule(step, steps, warmup, lr))
                 tokens += count
                 losses.append(loss)
                 done += 1
@@ -156,29 +178,89 @@ def train(policy: Policy, examples: list[Example], *, steps: int, batch_size: in
     seconds = time.perf_counter() - started
     tail = losses[-max(1, len(losses) // 10):]
     return {"steps": done, "loss": sum(tail) / len(tail), "tokens_per_second": tokens / seconds,
-            "seconds": seconds, "examples": len(examples)}
+            "seconds": seconds, "examples": len(examples), "padded_batches": float(batching == "padded")}
 
 
-def _step(model, optimizer, tensors, lengths, bucket_weight, rng, batch_size, lr):
-    """One update on a batch drawn from one length bucket; returns the loss and the tokens seen."""
+class LengthBuckets:
+    """Batches of one token length each: a bucket by its total weight, then examples by weight."""
+
+    def __init__(self, tokenized: list[tuple[list[int], int]], weights: list[float]):
+        import torch
+
+        buckets: dict[int, list[int]] = defaultdict(list)
+        for index, (ids, _) in enumerate(tokenized):
+            buckets[len(ids)].append(index)
+        self.lengths = sorted(buckets)
+        self.bucket_weight = [sum(weights[i] for i in buckets[n]) for n in self.lengths]
+        self.sizes = [len(buckets[n]) for n in self.lengths]
+        # Each bucket as tensors once: ids, and the loss mask (completion tokens only).
+        self.tensors = {}
+        for n in self.lengths:
+            ids = torch.tensor([tokenized[i][0] for i in buckets[n]], dtype=torch.long)
+            starts = torch.tensor([tokenized[i][1] for i in buckets[n]])
+            mask = torch.arange(n)[None, :] >= starts[:, None]
+            self.tensors[n] = (ids, mask, torch.tensor([weights[i] for i in buckets[n]],
+                                                       dtype=torch.float))
+
+    def mean_bucket_size(self) -> float:
+        """The expected number of examples in the bucket a batch is drawn from."""
+        return sum(w * n for w, n in zip(self.bucket_weight, self.sizes)) / sum(self.bucket_weight)
+
+    def draw(self, rng, batch_size, device):
+        import torch
+
+        n = rng.choices(self.lengths, weights=self.bucket_weight)[0]
+        ids, mask, weights = self.tensors[n]
+        pick = torch.multinomial(weights, min(batch_size, len(weights)),
+                                 replacement=len(weights) < batch_size)
+        return ids[pick].to(device), mask[pick].to(device), None
+
+
+class PaddedBatches:
+    """Batches drawn by weight from every example, right-padded to the batch's longest sequence:
+    an attention mask over the real tokens, the loss on completion tokens only."""
+
+    def __init__(self, tokenized: list[tuple[list[int], int]], weights: list[float], pad_id: int):
+        import torch
+
+        self.tokenized, self.pad_id = tokenized, pad_id
+        self.weights = torch.tensor(weights, dtype=torch.float)
+
+    def draw(self, rng, batch_size, device):
+        import torch
+
+        count = len(self.tokenized)
+        pick = torch.multinomial(self.weights, min(batch_size, count), replacement=count < batch_size)
+        rows = [self.tokenized[i] for i in pick.tolist()]
+        width = max(len(ids) for ids, _ in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        loss_mask = torch.zeros((len(rows), width), dtype=torch.bool)
+        for r, (seq, start) in enumerate(rows):
+            ids[r, :len(seq)] = torch.tensor(seq)
+            attention[r, :len(seq)] = 1
+            loss_mask[r, start:len(seq)] = True
+        return ids.to(device), loss_mask.to(device), attention.to(device)
+
+
+def _step(model, optimizer, batch, lr):
+    """One update on a batch (ids, loss mask, attention mask or None); returns the loss and the
+    tokens seen."""
     import torch
 
-    n = rng.choices(lengths, weights=bucket_weight)[0]
-    ids, mask, weights = tensors[n]
-    pick = torch.multinomial(weights, min(batch_size, len(weights)),
-                             replacement=len(weights) < batch_size)
-    batch, batch_mask = ids[pick], mask[pick]
+    ids, loss_mask, attention = batch
     for group in optimizer.param_groups:
         group["lr"] = lr
-    logits = model(input_ids=batch).logits[:, :-1]
-    targets = batch[:, 1:].masked_fill(~batch_mask[:, 1:], -100)
+    inputs = {"input_ids": ids} if attention is None else {"input_ids": ids, "attention_mask": attention}
+    logits = model(**inputs).logits[:, :-1]
+    targets = ids[:, 1:].masked_fill(~loss_mask[:, 1:], -100)
     loss = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
-    return loss.item(), batch.numel()
+    return loss.item(), int(ids.numel() if attention is None else attention.sum())
 
 
 def _schedule(step: int, steps: int, warmup: int, lr: float) -> float:
@@ -192,4 +274,5 @@ def _schedule(step: int, steps: int, warmup: int, lr: float) -> float:
 @hookimpl(trylast=True)
 def register_optimizer(register):
     register("rejection_sft", RejectionSFT,
-             description="rejection-sampling fine-tuning (ReST-EM M-step), length-bucketed batches")
+             description="rejection-sampling fine-tuning (ReST-EM M-step), length-bucketed or "
+                         "padded batches")

@@ -24,7 +24,9 @@ import copy
 from selfloop.core.hookspecs import hookimpl
 from selfloop.core.types import OptimizeResult
 
+from ..refine.answers import example_budget
 from ._trl_common import preference_step, train_base_round
+from .dpo import pair_length
 
 
 class SPIN:
@@ -49,14 +51,15 @@ class SPIN:
                         if e.source == "labelled" or e.meta.get("answer") is not None]
         return examples[-self.max_prompts:]
 
-    def pairs(self, opponent, examples, *, generator, seed) -> list[dict[str, str]]:
-        """The targets as chosen, the opponent's sampled answers (where they differ) as rejected."""
+    def pairs(self, opponent, examples, *, generator, seed, task=None) -> list[dict[str, str]]:
+        """The targets as chosen, the opponent's sampled answers (where they differ) as rejected;
+        sampled within the task's budget."""
         examples = self.target_examples(examples)
         if not examples:
             return []
-        budget = max(e.difficulty for e in examples) + 3
         sampled = generator.generate(opponent, [e.prompt for e in examples], n=1,
-                                     temperature=self.temperature, max_new_tokens=budget, seed=seed)
+                                     temperature=self.temperature,
+                                     max_new_tokens=example_budget(examples, task), seed=seed)
         return [{"prompt": e.prompt, "chosen": e.completion, "rejected": group[0].strip()}
                 for e, group in zip(examples, sampled) if group[0].strip() != e.completion]
 
@@ -71,14 +74,16 @@ class SPIN:
             opponent = copy.copy(policy)  # the previous iterate: frozen weights, same tokenizer
             opponent.model = copy.deepcopy(policy.model).eval()
             opponent.peers = []
-            rows = self.pairs(opponent, examples, generator=generator, seed=rng.randrange(2**31))
+            rows = self.pairs(opponent, examples, generator=generator, seed=rng.randrange(2**31),
+                              task=task)
             metrics[f"pairs_{iteration}"] = float(len(rows))
             if not rows:
                 break
             step = preference_step(policy, rows, workdir=workdir / f"spin_{iteration}",
                                    steps=per_iteration, batch_size=self.batch_size, lr=self.lr,
                                    beta=self.beta, sft_weight=self.sft_weight,
-                                   fixed_positions=self.fixed_positions, reference=opponent.model)
+                                   fixed_positions=self.fixed_positions, reference=opponent.model,
+                                   max_length=pair_length(policy.tokenizer, rows))
             metrics.update({k: v for k, v in step.items() if k != "steps"})
             metrics["steps"] += step.get("steps", 0.0)
             metrics["pairs"] += len(rows)

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 from selfloop.core.hookspecs import hookimpl
 
-
-def answer_budget(problems, slack_tokens: int = 2) -> int:
-    """Tokens to allow for an answer: the largest difficulty, its carry digit, and some slack."""
-    return max((p.difficulty for p in problems), default=0) + 1 + slack_tokens
+from .answers import answer_budget
 
 
 class Greedy:
-    """One greedy answer per problem."""
+    """One greedy answer per problem, within the task's token budget."""
 
-    def refine(self, policy, problems, *, generator, rewarder=None, seed=0):
+    def refine(self, policy, problems, *, generator, rewarder=None, seed=0, task=None):
         if not problems:
             return []
         out = generator.generate(policy, [p.prompt for p in problems], n=1, temperature=0.0,
-                                 max_new_tokens=answer_budget(problems), seed=seed)
+                                 max_new_tokens=answer_budget(problems, task), seed=seed)
         return [group[0].strip() for group in out]
 
 

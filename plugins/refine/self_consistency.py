@@ -1,5 +1,9 @@
 """Self-consistency (Wang et al. 2023): the most common answer over ``samples`` samples.
 
+Votes compare the answers the task extracts (``extract_answer``): two phrasings of one answer are
+one answer. The refiner returns a whole completion (reasoning and answer) that gives the winner,
+the first one that does, so the task's verifier sees what the model wrote.
+
 The greedy answer is one of the votes when ``include_greedy`` is set, which breaks ties toward it.
 With ``views``, the greedy answers of the same model at other position offsets (0, ``view_spacing``,
 ...) vote too, for models whose abacus positions take an offset (see
@@ -12,14 +16,12 @@ each, a tie going to the policy. Each peer costs one more greedy pass.
 
 from __future__ import annotations
 
-from collections import Counter
-
 from selfloop.core.hookspecs import hookimpl
 from selfloop.core.models import greedy_answers
 from selfloop.core.tunable import tunable
 
 from ..model.abacus import greedy_across_offsets
-from .greedy import answer_budget
+from .answers import answer_budget, extractor, vote
 
 SAMPLES = tunable(5, low=1, high=64)
 TEMPERATURE = tunable(0.5, low=0.05, high=2.0)
@@ -38,10 +40,11 @@ class SelfConsistency:
         self.samples, self.temperature, self.include_greedy = samples, temperature, include_greedy
         self.views, self.view_spacing, self.peer_vote = views, view_spacing, peer_vote
 
-    def refine(self, policy, problems, *, generator, rewarder=None, seed=0):
+    def refine(self, policy, problems, *, generator, rewarder=None, seed=0, task=None):
         if not problems:
             return []
-        prompts, budget = [p.prompt for p in problems], answer_budget(problems)
+        prompts, budget = [p.prompt for p in problems], answer_budget(problems, task)
+        extract = extractor(task)
         votes = [[] for _ in problems]
         if self.include_greedy:
             for ballot, group in zip(votes, generator.generate(
@@ -56,13 +59,19 @@ class SelfConsistency:
                 policy, generator, prompts, views=self.views, spacing=self.view_spacing,
                 max_new_tokens=budget, seed=seed)):
             ballot.extend(answers)
-        # Counter.most_common keeps first-seen order on ties, so the greedy answer wins a tie.
-        answers = [Counter(ballot).most_common(1)[0][0] for ballot in votes]
+        # Ties go to the answer seen first, so the greedy answer wins a tie.
+        answers = [winner(ballot, extract) for ballot in votes]
         peers = (getattr(policy, "peers", None) or []) if self.peer_vote else []
         per_peer = [greedy_answers(peer, generator, prompts, max_new_tokens=budget, seed=seed)
                     for peer in peers]
         # One vote per model, the policy's first: a tie goes to it.
-        return [Counter(models).most_common(1)[0][0] for models in zip(answers, *per_peer)]
+        return [winner(list(models), extract) for models in zip(answers, *per_peer)]
+
+
+def winner(completions: list[str], extract) -> str:
+    """The first completion giving the most common answer (the first one when none gives any)."""
+    won = vote(completions, extract)
+    return won[0] if won is not None else (completions[0] if completions else "")
 
 
 @hookimpl(trylast=True)

@@ -32,15 +32,15 @@ class SelfRefine:
                        temperature=0.0, max_tokens=64, mock_response=mock_response)
         self.rounds = rounds
 
-    def refine(self, policy, problems, *, generator, rewarder=None, seed=0):
-        answers = Greedy().refine(policy, problems, generator=generator, seed=seed)
+    def refine(self, policy, problems, *, generator, rewarder=None, seed=0, task=None):
+        answers = Greedy().refine(policy, problems, generator=generator, seed=seed, task=task)
         for i, problem in enumerate(problems):
             for _ in range(self.rounds):
                 reply = self.llm.complete([{"role": "user", "content": PROMPT.format(
                     prompt=problem.prompt, answer=answers[i])}]).strip()
                 if not reply or reply.upper() == "OK":
                     break
-                answers[i] = reply.split()[0]
+                answers[i] = reply  # the whole reply: an answer may be reasoning, then the answer
         return answers
 
 

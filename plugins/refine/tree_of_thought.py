@@ -37,7 +37,7 @@ from selfloop.core.hookspecs import hookimpl
 from selfloop.core.models import completion_logprobs
 from selfloop.core.tunable import tunable
 
-from .greedy import answer_budget
+from .answers import answer_budget
 
 WIDTH = tunable(3, low=1, high=16)
 BEAM = tunable(3, low=1, high=32)
@@ -59,26 +59,28 @@ class TreeOfThought:
     def __init__(self, width: int = WIDTH, beam: int = BEAM, depth: int | None = None,
                  value: str = "confidence", budget_tokens: int | None = None,
                  step_delimiter: str | None = None, step_tokens: int = 32,
-                 temperature: float = 0.7, slack_tokens: int = 2, task=None):
+                 temperature: float = 0.7):
         if value not in VALUES:
             raise ValueError(f"value must be one of {', '.join(VALUES)}, got {value!r}")
         if width < 1 or beam < 1:
             raise ValueError("width and beam must be at least 1")
         self.width, self.beam, self.depth, self.value = width, beam, depth, value
         self.budget_tokens, self.step_delimiter, self.step_tokens = budget_tokens, step_delimiter, step_tokens
-        self.temperature, self.slack_tokens, self.task = temperature, slack_tokens, task
+        self.temperature = temperature
+        self.task = None  # the task of the current call (its budget, and the rewarder's answers)
         self.last_tokens: list[int] = []
 
     # --- the search ---------------------------------------------------------------------------
 
-    def refine(self, policy, problems, *, generator, rewarder=None, seed=0):
+    def refine(self, policy, problems, *, generator, rewarder=None, seed=0, task=None):
+        self.task = task
         if not problems:
             return []
         if self.value == "rewarder" and rewarder is None:
             raise ValueError("tree_of_thought with value = 'rewarder' needs the run's rewarder")
         problems = list(problems)
         peers = list(getattr(policy, "peers", None) or []) if self.value == "peers" else []
-        max_tokens = answer_budget(problems, self.slack_tokens)
+        max_tokens = answer_budget(problems, task)
         depth = self.depth or (max_tokens if self.step_delimiter is None else 8)
         beams = [[Node("", peer_logp=tuple(0.0 for _ in peers))] for _ in problems]
         pools: list[list[Node]] = [[] for _ in problems]

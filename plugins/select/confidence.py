@@ -11,9 +11,8 @@ problems 87% right: keeping labels whose every token has probability >= 0.99 kee
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 from selfloop.core.hookspecs import hookimpl
+from selfloop.core.models import completion_logprobs
 from selfloop.core.tunable import tunable
 from selfloop.core.types import Selection, SelectionReport
 
@@ -22,32 +21,14 @@ MIN_PROBABILITY = tunable(0.99, low=0.0, high=0.9999)
 
 def least_token_probability(policy, examples, batch_size: int = 512) -> list[float]:
     """For each example, the smallest probability the policy gives a completion token (and EOS)."""
-    import torch
+    import math
 
-    tokenizer, model = policy.tokenizer, policy.model
+    tokenizer = policy.tokenizer
     prompts = tokenizer([e.prompt for e in examples], add_special_tokens=False)["input_ids"]
     completions = tokenizer([e.completion for e in examples], add_special_tokens=False)["input_ids"]
-    sequences = [p + c + [tokenizer.eos_token_id] for p, c in zip(prompts, completions)]
-    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for index, (sequence, prompt) in enumerate(zip(sequences, prompts)):
-        groups[(len(sequence), len(prompt))].append(index)
-    scores = [0.0] * len(examples)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for (length, prompt_length), indices in groups.items():
-                for start in range(0, len(indices), batch_size):
-                    chunk = indices[start:start + batch_size]
-                    ids = torch.tensor([sequences[i] for i in chunk], dtype=torch.long)
-                    logits = model(input_ids=ids).logits[:, prompt_length - 1:-1].float()
-                    targets = ids[:, prompt_length:]
-                    probs = torch.softmax(logits, -1).gather(-1, targets[..., None])[..., 0]
-                    for i, value in zip(chunk, probs.min(dim=1).values.tolist()):
-                        scores[i] = value
-    finally:
-        model.train(was_training)
-    return scores
+    rows = completion_logprobs(policy, prompts, [c + [tokenizer.eos_token_id] for c in completions],
+                               batch_size=batch_size)
+    return [math.exp(min(row)) for row in rows]
 
 
 class Confidence:

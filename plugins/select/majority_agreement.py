@@ -4,7 +4,9 @@ For every example without a ground-truth label, the policy answers again: ``vote
 ``temperature``, and the greedy answers of ``views`` views of the same model, its abacus positions
 at offsets 0, ``view_spacing``, 2·``view_spacing``... (a model trained at random offsets makes
 different mistakes at different offsets; skipped for models without such positions). Its answer is
-the most common one of these and its own label, if at least ``threshold`` of them give it.
+the most common one of these and its own label, if at least ``threshold`` of them give it. An
+answer is what the task extracts from a completion (``extract_answer``), so two phrasings of one
+answer agree; the votes are drawn within the task's budget (``max_new_tokens``).
 
 Without peers, that answer is kept (with ``relabel``; without, only when it is the label). With
 peer models (the policy's ``peers`` and the model directories in ``checkpoints``, independently
@@ -27,6 +29,7 @@ from selfloop.core.tunable import tunable
 from selfloop.core.types import Selection, SelectionReport
 
 from ..model.abacus import greedy_across_offsets
+from ..refine.answers import example_budget, extractor, vote
 
 VOTES = tunable(2, low=0, high=32)
 VIEWS = tunable(5, low=0, high=16)
@@ -47,13 +50,13 @@ class MajorityAgreement:
 
     def __init__(self, votes: int = VOTES, threshold: float = THRESHOLD,
                  temperature: float = TEMPERATURE, relabel: bool = RELABEL,
-                 checkpoints: list[str] | None = None, slack_tokens: int = 2,
+                 checkpoints: list[str] | None = None,
                  views: int = VIEWS, view_spacing: int = VIEW_SPACING, quorum: float = QUORUM):
         if not 0.0 <= threshold <= 1.0 or not 0.0 <= quorum <= 1.0:
             raise ValueError(f"threshold and quorum must be in [0, 1], got {threshold}, {quorum}")
         self.quorum = quorum
         self.votes, self.threshold, self.temperature = votes, threshold, temperature
-        self.relabel, self.slack_tokens = relabel, slack_tokens
+        self.relabel = relabel
         self.views, self.view_spacing = views, view_spacing
         self.checkpoints = list(checkpoints or [])
         self._peers = None
@@ -74,38 +77,51 @@ class MajorityAgreement:
             self._peers = [load_policy(path) for path in self.checkpoints]
         return list(getattr(policy, "peers", None) or []) + self._peers
 
-    def ballots(self, examples, policy, generator, seed) -> tuple[list[list[str]], list[list[str]]]:
+    def ballots(self, examples, policy, generator, seed, task=None
+                ) -> tuple[list[list[str]], list[list[str]]]:
         """Every example's own ballot (its label, the samples, the views) and its peers' answers."""
         prompts = [e.prompt for e in examples]
-        longest = max(e.difficulty for e in examples) + 1 + self.slack_tokens
+        budget = example_budget(examples, task)
         ballots = [[e.completion] for e in examples]
         if self.votes > 0:
             samples = generator.generate(policy, prompts, n=self.votes, temperature=self.temperature,
-                                         max_new_tokens=longest, seed=seed)
+                                         max_new_tokens=budget, seed=seed)
             for ballot, group in zip(ballots, samples):
                 ballot.extend(s.strip() for s in group)
         for ballot, answers in zip(ballots, greedy_across_offsets(
                 policy, generator, prompts, views=self.views, spacing=self.view_spacing,
-                max_new_tokens=longest, seed=seed)):
+                max_new_tokens=budget, seed=seed)):
             ballot.extend(answers)
-        per_peer = [greedy_answers(peer, generator, prompts, max_new_tokens=longest, seed=seed)
+        per_peer = [greedy_answers(peer, generator, prompts, max_new_tokens=budget, seed=seed)
                     for peer in self.peers(policy)]
         return ballots, [list(answers) for answers in zip(*per_peer)] if per_peer else [[] for _ in examples]
 
-    def verdict(self, label: str, ballot: list[str], peer_answers: list[str]) -> tuple[str, float] | None:
-        """The answer to keep for one example and its agreement, or None to drop it."""
-        answer, count = Counter(ballot).most_common(1)[0]
-        own = answer if count / len(ballot) >= self.threshold else None
-        if not self.relabel and own != label:
-            own = label if ballot.count(label) / len(ballot) >= self.threshold else None
+    def verdict(self, label: str, ballot: list[str], peer_answers: list[str],
+                extract=str.strip) -> tuple[str, float] | None:
+        """The completion to keep for one example and its agreement, or None to drop it.
+
+        Completions vote for the answer ``extract`` finds in them (none: they abstain); the kept
+        completion is the label when its answer won, else the first completion giving the winner.
+        """
+        answers = [extract(c) for c in ballot]
+        mine = extract(label)
+        won = vote(ballot, extract)
+        own = won[1] if won is not None and won[2] / len(ballot) >= self.threshold else None
+        if not self.relabel and own != mine:
+            own = mine if mine and answers.count(mine) / len(ballot) >= self.threshold else None
+        candidates = [label, *ballot, *peer_answers]
         if not peer_answers:
-            return None if own is None else (own, ballot.count(own) / len(ballot))
+            if own is None:
+                return None
+            return next(c for c in candidates if extract(c) == own), answers.count(own) / len(ballot)
         models = 1 + len(peer_answers)
-        votes = Counter(peer_answers + ([own] if own is not None else []))
-        answer, count = votes.most_common(1)[0]
-        if count / models < self.quorum or (not self.relabel and answer != label):
+        votes = Counter(a for a in [extract(c) for c in peer_answers] + [own] if a)
+        if not votes:
             return None
-        return answer, count / models
+        answer, count = votes.most_common(1)[0]
+        if count / models < self.quorum or (not self.relabel and answer != mine):
+            return None
+        return next(c for c in candidates if extract(c) == answer), count / models
 
     def select(self, examples, *, task=None, policy=None, generator=None, round_index=0, rng=None,
                history=()):
@@ -115,10 +131,11 @@ class MajorityAgreement:
         if policy is None or generator is None:
             raise ValueError("majority_agreement needs the policy and a generator to draw votes")
         seed = rng.randrange(2**31) if rng is not None else round_index
+        extract = extractor(task)
         verdicts = {}
-        ballots, peer_answers = self.ballots(unlabelled, policy, generator, seed)
+        ballots, peer_answers = self.ballots(unlabelled, policy, generator, seed, task)
         for example, ballot, peers in zip(unlabelled, ballots, peer_answers):
-            verdict = self.verdict(example.completion, ballot, peers)
+            verdict = self.verdict(example.completion, ballot, peers, extract)
             if verdict is not None:
                 verdicts[id(example)] = verdict
         kept = []
@@ -129,6 +146,7 @@ class MajorityAgreement:
                 completion, agreement = verdicts[id(example)]
                 example.completion = completion
                 example.meta["agreement"] = agreement
+                example.meta["extracted_answer"] = extract(completion)
                 kept.append(example)
         dropped = len(examples) - len(kept)
         return Selection(kept, SelectionReport("majority_agreement", len(kept),

@@ -3,9 +3,10 @@ self-labels, and the selector keeps the top share.
 
 The classifier is a logistic regression on features the model computes for a (prompt, label):
 the log-probability of its least likely token and its mean token log-probability (EOS included),
-the share of ``votes`` samples at ``temperature`` that give the label, the share of the peer
-models (``model.peers``) whose greedy answer is the label, and whether the label has the length
-most of the samples have.
+the share of ``votes`` samples at ``temperature`` that give the label's answer, the share of the
+peer models (``model.peers``) whose greedy answer gives it, and whether the label's answer has the
+length most of the samples' answers have (answers as the task extracts them; samples within the
+task's budget).
 
 It is trained afresh every round on examples whose rightness is known without any audit: the
 labelled data in ``history`` (right) against the policy's own answers to those prompts that differ
@@ -33,6 +34,8 @@ from selfloop.core.models import completion_logprobs, greedy_answers
 from selfloop.core.tunable import tunable
 from selfloop.core.types import Example, Selection, SelectionReport
 
+from ..refine.answers import example_budget, extractor
+
 KEEP_SHARE = tunable(0.5, low=0.05, high=1.0)
 VOTES = tunable(4, low=0, high=32)
 TEMPERATURE = tunable(0.7, low=0.05, high=2.0)
@@ -54,13 +57,12 @@ class QualityClassifier:
 
     def __init__(self, keep_share: float = KEEP_SHARE, votes: int = VOTES,
                  temperature: float = TEMPERATURE, train_size: int = 600, negatives: int = 2,
-                 l2: float = 1e-2, use_audits: bool = False, slack_tokens: int = 2,
-                 batch_size: int = 512):
+                 l2: float = 1e-2, use_audits: bool = False, batch_size: int = 512):
         if not 0.0 < keep_share <= 1.0:
             raise ValueError(f"keep_share must be in (0, 1], got {keep_share}")
         self.keep_share, self.votes, self.temperature = keep_share, votes, temperature
         self.train_size, self.negatives, self.l2 = train_size, negatives, l2
-        self.use_audits, self.slack_tokens, self.batch_size = use_audits, slack_tokens, batch_size
+        self.use_audits, self.batch_size = use_audits, batch_size
         self.weights = None  # the last trained classifier: (mean, std, w, b)
 
     def tighten(self) -> str | None:
@@ -71,13 +73,15 @@ class QualityClassifier:
 
     # --- features -----------------------------------------------------------------------------
 
-    def features(self, policy, generator, examples: list[Example], seed: int) -> list[list[float]]:
-        """One row of ``FEATURES`` per example."""
+    def features(self, policy, generator, examples: list[Example], seed: int,
+                 task=None) -> list[list[float]]:
+        """One row of ``FEATURES`` per example (agreement and length: of the extracted answers)."""
         if not examples:
             return []
+        extract = extractor(task)
         token_lps = token_logprobs(policy, examples, self.batch_size)
         prompts = [e.prompt for e in examples]
-        budget = max(e.difficulty for e in examples) + 1 + self.slack_tokens
+        budget = example_budget(examples, task)
         samples = (generator.generate(policy, prompts, n=self.votes, temperature=self.temperature,
                                       max_new_tokens=budget, seed=seed)
                    if self.votes > 0 else [[] for _ in examples])
@@ -86,25 +90,28 @@ class QualityClassifier:
                     for p in peers]
         rows = []
         for k, (e, lps, group) in enumerate(zip(examples, token_lps, samples)):
-            group = [s.strip() for s in group]
-            lengths = Counter(len(s) for s in group + [e.completion])
+            group = [extract(s) for s in group]
+            label = extract(e.completion)
+            lengths = Counter(len(s) for s in group + [label])
             rows.append([
                 min(lps), sum(lps) / len(lps),
-                sum(s == e.completion for s in group) / len(group) if group else 0.0,
-                sum(a[k] == e.completion for a in per_peer) / len(per_peer) if per_peer else 0.0,
-                1.0 if len(e.completion) == lengths.most_common(1)[0][0] else 0.0,
+                sum(s == label for s in group) / len(group) if group else 0.0,
+                sum(extract(a[k]) == label for a in per_peer) / len(per_peer) if per_peer else 0.0,
+                1.0 if len(label) == lengths.most_common(1)[0][0] else 0.0,
             ])
         return rows
 
-    def training_data(self, policy, generator, history, seed) -> tuple[list[list[float]], list[int]]:
+    def training_data(self, policy, generator, history, seed,
+                      task=None) -> tuple[list[list[float]], list[int]]:
         """Known-right and known-wrong (prompt, label) pairs from the history, their features."""
+        extract = extractor(task)
         rng = random.Random(seed)
         labelled = [e for e in history if e.source == "labelled"]
         labelled = rng.sample(labelled, min(len(labelled), self.train_size))
         examples, y = [], []
         if labelled:
             prompts = [e.prompt for e in labelled]
-            budget = max(e.difficulty for e in labelled) + 1 + self.slack_tokens
+            budget = example_budget(labelled, task)
             greedy = greedy_answers(policy, generator, prompts, max_new_tokens=budget, seed=seed)
             sampled = generator.generate(policy, prompts, n=self.negatives, temperature=1.0,
                                          max_new_tokens=budget, seed=seed + 1)
@@ -112,7 +119,7 @@ class QualityClassifier:
                 examples.append(e)
                 y.append(1)
                 for wrong in dict.fromkeys([g] + [s.strip() for s in group]):
-                    if wrong and wrong != e.completion:
+                    if wrong and extract(wrong) != extract(e.completion):
                         examples.append(Example(e.prompt, wrong, e.difficulty, "negative"))
                         y.append(0)
         if self.use_audits:
@@ -120,8 +127,8 @@ class QualityClassifier:
                        if e.source != "labelled" and e.meta.get("audit_answer") is not None]
             for e in rng.sample(audited, min(len(audited), self.train_size)):
                 examples.append(e)
-                y.append(int(e.completion == e.meta["audit_answer"]))
-        return self.features(policy, generator, examples, seed + 2), y
+                y.append(int(extract(e.completion) == e.meta["audit_answer"]))
+        return self.features(policy, generator, examples, seed + 2, task), y
 
     # --- the classifier -----------------------------------------------------------------------
 
@@ -166,31 +173,31 @@ class QualityClassifier:
         if policy is None or generator is None:
             raise ValueError("quality_classifier needs the policy and a generator for its features")
         seed = rng.randrange(2**31) if rng is not None else round_index
-        x, y = self.training_data(policy, generator, list(history), seed)
+        x, y = self.training_data(policy, generator, list(history), seed, task)
         measured: dict = {"classifier_trained_on": len(y)}
         self.weights = None
         if len(set(y)) == 2:
             self.fit(x, y)
             measured["classifier_auc_train"] = auc(self.score(x), y)
-        scores = self.score(self.features(policy, generator, judged, seed + 3))
+        scores = self.score(self.features(policy, generator, judged, seed + 3, task))
         order = sorted(range(len(judged)), key=lambda i: -scores[i])
         keep = {id(judged[i]) for i in order[:math.ceil(self.keep_share * len(judged))]}
         for e, s in zip(judged, scores):
             e.meta["quality"] = s
         kept = [e for e in examples if not e.unverified or id(e) in keep]
-        measured.update(precision_recall(judged, keep))
+        measured.update(precision_recall(judged, keep, extractor(task)))
         dropped = len(examples) - len(kept)
         return Selection(kept, QualityReport("quality_classifier", len(kept),
                                              {"low_quality": dropped} if dropped else {},
                                              measured=measured))
 
 
-def precision_recall(judged, keep_ids) -> dict:
+def precision_recall(judged, keep_ids, extract=str.strip) -> dict:
     """Precision and recall of the kept labels against the recorded truth (where there is one)."""
     audited = [e for e in judged if e.meta.get("audit_answer") is not None]
     if not audited:
         return {}
-    right = {id(e) for e in audited if e.completion == e.meta["audit_answer"]}
+    right = {id(e) for e in audited if extract(e.completion) == e.meta["audit_answer"]}
     kept = [e for e in audited if id(e) in keep_ids]
     kept_right = sum(id(e) in right for e in kept)
     return {"precision": kept_right / len(kept) if kept else None,
