@@ -112,7 +112,7 @@ class PythonFunctions:
         inputs = [0, *rng.sample([x for x in range(-20, 21) if x], TESTS_PER_PROBLEM - 1)]
         if len({f(x) for x in inputs}) < 3:  # a constant, or nearly: no test could tell answers apart
             return self.make(operations, rng)
-        example = rng.choice([x for x in inputs if x > 0] or [1])
+        example = rng.choice(inputs[1:])  # one test is shown, the others stay hidden
         said = ", then ".join(words for words, _, _, _ in steps)
         prompt = (f"Write a Python function {FUNCTION}(x) that takes an integer x, {said}, and returns "
                   f"the result. For example, {FUNCTION}({example}) returns {f(example)}.")
