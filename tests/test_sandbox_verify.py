@@ -125,7 +125,7 @@ def test_the_runner_marks_every_payload_as_sandboxed(tmp_path):
 def test_a_failed_or_unauthentic_run_verifies_nothing(caplog):
     config = config_for("process")
     manifest = dict(protected_manifest())
-    first = sorted(manifest)[0]
+    first = min(manifest)
     manifest[first] = "0" * 64  # the runner's integrity check fails: an error report, no verdicts
     verifier = SandboxVerifier(config, sandbox=choose_backend(config.sandbox, manifest))
     batch = problems(2)

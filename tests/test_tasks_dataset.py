@@ -11,7 +11,6 @@ from selfloop.core.config import load_config
 from selfloop.core.errors import PluginError
 from selfloop.core.registry import load_registry
 from selfloop.plugins.tasks.dataset import DatasetTask
-
 from task_contract import check_task
 
 REPO = Path(__file__).resolve().parent.parent

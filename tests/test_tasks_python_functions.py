@@ -11,7 +11,6 @@ from selfloop.core.config import load_config
 from selfloop.core.registry import load_registry
 from selfloop.core.tasks import SANDBOXED_ENV
 from selfloop.plugins.tasks.python_functions import PythonFunctions
-
 from task_contract import check_task
 
 REPO = Path(__file__).resolve().parent.parent

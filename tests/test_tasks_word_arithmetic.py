@@ -12,7 +12,6 @@ from selfloop.core.errors import PluginError
 from selfloop.core.registry import load_registry
 from selfloop.plugins.model.embedded import CHARS
 from selfloop.plugins.tasks.word_arithmetic import MARKER, WordArithmetic
-
 from task_contract import check_task
 
 REPO = Path(__file__).resolve().parent.parent
@@ -35,7 +34,7 @@ def test_difficulty_is_steps_and_the_solution_works_them():
         for line in lines[:-1]:  # each line's arithmetic holds, and starts from the last result
             left, result = line.split(" = ")
             assert value is None or left.startswith(f"{value} ")
-            assert eval(left.replace("/", "//")) == int(result)  # noqa: S307 (our own digits and operators)
+            assert eval(left.replace("/", "//")) == int(result)  # our own digits and operators
             value = int(result)
         assert str(value) == problem.answer
 
