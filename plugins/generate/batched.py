@@ -75,6 +75,7 @@ class BatchedGenerator:
         from transformers import DynamicCache
 
         cache = DynamicCache()
+        cache_name = _cache_keyword(model)
         batch = input_ids.shape[0]
         eos_id = stop[0]
         stop_ids = torch.tensor(stop, device=input_ids.device)
@@ -82,7 +83,7 @@ class BatchedGenerator:
         produced = []
         step_input = input_ids
         for _ in range(max_new_tokens):
-            logits = model(input_ids=step_input, past_key_values=cache, use_cache=True).logits[:, -1]
+            logits = model(input_ids=step_input, use_cache=True, **{cache_name: cache}).logits[:, -1]
             token = self._pick(logits, temperature, generator)
             token = torch.where(finished, torch.full_like(token, eos_id), token)
             produced.append(token)
@@ -103,6 +104,17 @@ class BatchedGenerator:
             logits = logits.masked_fill(logits < kth, float("-inf"))
         probs = torch.softmax(logits, dim=-1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def _cache_keyword(model) -> str:
+    """The name the model's forward takes its KV cache under (transformers 5: ``cache``)."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 def end_token_ids(policy) -> list[int]:

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
 from selfloop.core.errors import CheckpointError, ConfigError
 from selfloop.core.hookspecs import hookimpl
 from selfloop.core.models import (
     check_memory,
     fresh_weights,
     load_directory,
+    mark_saved,
     record_provider,
     training_gib,
     weight_bytes,
@@ -60,6 +60,7 @@ class EmbeddedSettings(BaseModel):
     # agreement selector votes across them (Lee et al. 2025). Each trains in its own process.
     peers: int = Field(0, ge=0, le=8)
     memory_limit_gib: float = Field(3.0, gt=0)
+    device: str = "cpu"  # or "cuda", "cuda:1", ...; "auto": cuda when present
     path: str | None = None  # start from this model directory (saved by selfloop) instead
 
 
@@ -88,23 +89,36 @@ class Embedded:
                  for k in range(1, s.peers + 1)]
         return Policy(model=self._build(tokenizer, s.init_seed), tokenizer=tokenizer, peers=peers)
 
+    @property
+    def device(self) -> str:
+        if self.settings.device != "auto":
+            return self.settings.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
     def _build(self, tokenizer, seed: int):
         model = build_model(self.settings.model_copy(update={"init_seed": seed}), tokenizer)
-        record_provider(model, "embedded", {"memory_limit_gib": self.settings.memory_limit_gib})
-        return model
+        record_provider(model, "embedded", {"memory_limit_gib": self.settings.memory_limit_gib,
+                                            "device": self.settings.device})
+        return model.to(self.device)
 
     def load(self, directory: Path) -> Policy:
         weights = weight_bytes(Path(directory))
         check_memory(training_gib(weights, weights), self.settings.memory_limit_gib,
                      f"{directory}: {weights / 2**20:.0f} MiB of weights")
-        return load_directory(directory, provider="embedded", prepare=attach_positions)
+        policy = load_directory(directory, provider="embedded", prepare=attach_positions)
+        for one in (policy, *policy.peers):
+            mark_saved(one.model.to(self.device), one.path)
+        return policy
 
     def untrained_copy(self, policy: Policy, seed: int) -> Policy:
         return fresh_weights(policy, seed=seed, prepare=attach_positions)
 
     def describe(self) -> str:
         s = self.settings
-        return f"embedded {s.architecture} {s.n_layer}x{s.n_embd}, {s.positions} positions, {s.peers} peers"
+        return (f"embedded {s.architecture} {s.n_layer}x{s.n_embd}, {s.positions} positions, "
+                f"{s.peers} peers, {self.device}")
 
 
 def build_tokenizer():
