@@ -4,12 +4,13 @@ whose answers are no digits."""
 from __future__ import annotations
 
 import random
+from typing import ClassVar
 
 from selfloop.core.types import Example, Problem
 from selfloop.plugins.tasks.reversed_addition import ReversedAddition
 
 TASK = ReversedAddition()
-TINY = dict(n_layer=1, n_embd=32, n_head=2, max_positions=32, max_position_offset=4)
+TINY = {"n_layer": 1, "n_embd": 32, "n_head": 2, "max_positions": 32, "max_position_offset": 4}
 
 
 def tiny_policy(**options):
@@ -29,9 +30,9 @@ class WordTask:
     ``####`` with reasoning before it (GSM8K's format), a budget of 40 tokens, and a held-out part
     smaller than most requests."""
 
-    WORDS = {1: [("hot", "cold"), ("up", "down"), ("big", "small")],
-             2: [("early", "late"), ("light", "dark"), ("wet", "dry")],
-             4: [("ancient", "modern")]}
+    WORDS: ClassVar[dict] = {1: [("hot", "cold"), ("up", "down"), ("big", "small")],
+                             2: [("early", "late"), ("light", "dark"), ("wet", "dry")],
+                             4: [("ancient", "modern")]}
 
     def __init__(self):
         self.verified = []  # the batches verify_many was given
@@ -49,7 +50,7 @@ class WordTask:
                 for word, answer in (rng.choice(pairs) for _ in range(count))]
 
     def extract_answer(self, completion):
-        reasoning, mark, answer = completion.rpartition("####")
+        _, mark, answer = completion.rpartition("####")
         return answer.strip() if mark else ""
 
     def max_new_tokens(self, problem):

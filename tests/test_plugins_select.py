@@ -148,8 +148,8 @@ def test_majority_agreement_with_a_real_model_and_generator():
 def test_majority_agreement_votes_across_position_offsets():
     """Views: the same model's greedy answers at offsets 0, spacing, 2*spacing; skipped (not
     duplicated) for a model whose positions take no offset."""
-    from selfloop.plugins.model.abacus import position_offset
     from selfloop.plugins.generate.batched import BatchedGenerator
+    from selfloop.plugins.model.abacus import position_offset
 
     generator = BatchedGenerator(progress=False)
     policy = tiny_policy(inference_offset=3)

@@ -9,9 +9,9 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from plugin_fixtures import TASK, labelled, tiny_policy
-from selfloop.plugins.model.embedded import build_tokenizer
 from selfloop.core.types import Example, Policy, Problem
 from selfloop.plugins.generate.batched import BatchedGenerator
+from selfloop.plugins.model.embedded import build_tokenizer
 from selfloop.plugins.optimize._trl_common import sequence_logps, trained_in_place
 from selfloop.plugins.optimize.rejection_sft import RejectionSFT
 from selfloop.plugins.optimize.spin import SPIN

@@ -26,6 +26,7 @@ COUNT = tunable(1500, low=10, high=1000000)
 STEP = tunable(1, low=1, high=8)
 WINDOW = tunable(3, low=1, high=8)
 AHEAD = tunable(1, low=0, high=4)
+OPEN = Difficulties()  # every difficulty from 1
 
 
 class SelfLabel:
@@ -39,7 +40,7 @@ class SelfLabel:
         self.start_difficulty, self.count, self.step = start_difficulty, count, step
         self.window = window
 
-    def difficulties(self, round_index: int, offered: Difficulties = Difficulties()) -> list[int]:
+    def difficulties(self, round_index: int, offered: Difficulties = OPEN) -> list[int]:
         """The difficulties round ``round_index`` labels, among those the task ``offered``."""
         newest = (round_index - 1) * self.step + self.ahead  # steps past the start
         first = max(0, newest - self.window + 1)
