@@ -190,3 +190,41 @@ def test_check_task_passes_good_tasks_and_names_a_broken_one():
 def test_the_fixtures(tiny_policy, tiny_bpe_model):
     assert tiny_policy.model.config.num_hidden_layers == 1
     assert (tiny_bpe_model / "config.json").is_file() and (tiny_bpe_model / "tokenizer.json").is_file()
+
+
+def test_vllm_engine_follows_the_weights_it_would_load(tmp_path):
+    """The engine's key changes with every save and with weights trained since (a snapshot is
+    written then): an evaluation never sees last round's weights. No vLLM needed for this."""
+    from selfloop.plugins.generate.vllm_generator import VLLMGenerator
+
+    generator = VLLMGenerator()
+    policy = Pretrained(path=str(tiny_bpe_model_dir(tmp_path / "bpe"))).create()
+    first = save_policy(policy, tmp_path / "round_0")
+    source, key = generator.weights_source(policy)
+    assert source == first
+    generator._key = key
+    assert generator.weights_source(policy) == (source, key)  # nothing changed: no reload
+    train(policy, examples(Pretrained(path=str(tmp_path / "bpe"))), steps=1, batch_size=2, lr=1e-2,
+          warmup=1, progress=False)
+    snapshot, changed = generator.weights_source(policy)  # trained, not saved: a snapshot
+    assert changed != key and changed[0] == "snapshot" and (snapshot / "config.json").is_file()
+    from transformers import AutoModelForCausalLM
+
+    copy = AutoModelForCausalLM.from_pretrained(snapshot)
+    assert torch.allclose(copy(input_ids=torch.tensor([[5, 6, 7]])).logits,
+                          policy.model(input_ids=torch.tensor([[5, 6, 7]])).logits, atol=1e-5)
+    second = save_policy(policy, tmp_path / "round_1")
+    source, saved = generator.weights_source(policy)
+    assert source == second and saved != key
+
+
+def test_generation_stops_at_every_end_token_and_trl_follows_the_model(tiny_bpe_model, tmp_path):
+    from selfloop.plugins.generate.batched import end_token_ids
+    from selfloop.plugins.optimize._trl_common import trainer_args
+    from trl import DPOConfig
+
+    policy = Pretrained(path=str(tiny_bpe_model)).create()
+    policy.model.generation_config.eos_token_id = [policy.tokenizer.eos_token_id, 7]
+    assert end_token_ids(policy) == [policy.tokenizer.eos_token_id, 7]
+    args = trainer_args(DPOConfig, tmp_path, steps=1, batch_size=2, lr=1e-5, model=policy.model)
+    assert args.use_cpu
