@@ -1,4 +1,7 @@
-"""The widened Task Protocol, checked on one task through TaskView: what every built-in task's tests share."""
+"""The widened Task Protocol, checked on one task through TaskView: what every built-in task's tests
+share. ``selfloop.testing.check_task`` (the plugin author's check) first, then what a built-in task
+promises beyond it: disjoint splits at every difficulty, JSON-safe problems, demonstrations that
+extract to the answer, wrong answers refused."""
 
 from __future__ import annotations
 
@@ -6,12 +9,14 @@ import json
 import random
 
 from selfloop.core.tasks import TaskView
+from selfloop.testing import check_task as protocol_check
 
 
 def check_task(task, name: str, *, per_difficulty: int = 8, verify=None) -> TaskView:
     """Problems at every offered difficulty, in both splits, disjoint; JSON-safe; positive budgets;
     its own demonstrations verify (through ``verify(view, problems, completions)``, default the
     view's own) and extract to the answer; a wrong answer does not verify."""
+    protocol_check(task, name=name, levels=len(TaskView(task).difficulties.values))
     view = TaskView(task, name=name, render=lambda messages: "\n".join(m["content"] for m in messages))
     assert view.difficulties.finite and view.difficulties.values
     verify = verify or (lambda v, problems, completions: v.verify_many(problems, completions))
