@@ -42,10 +42,10 @@ from selfloop.core.tunable import tunable
 from selfloop.core.types import Example, OptimizeResult, Policy, Problem
 
 BASE_STEPS = tunable(2000, low=0, high=100000)
-ROUND_STEPS = tunable(500, low=0, high=100000)
+STEPS = tunable(500, low=0, high=100000)
 BATCH_SIZE = tunable(64, low=4, high=1024)
-LEARNING_RATE = tunable(1e-3, low=1e-5, high=1e-2)
-ROUND_LEARNING_RATE = tunable(5e-4, low=1e-5, high=1e-2)
+LR = tunable(1e-3, low=1e-5, high=1e-2)
+ROUND_LR = tunable(5e-4, low=1e-5, high=1e-2)
 OFFSET_WARMUP = tunable(0.4, low=0.0, high=1.0)  # share of the base round the offset range grows over
 BATCHING = ("auto", "length", "padded")
 
@@ -53,9 +53,9 @@ BATCHING = ("auto", "length", "padded")
 class RejectionSFT:
     """Fine-tunes a policy on examples (weighted), base round and later rounds with own budgets."""
 
-    def __init__(self, base_steps: int = BASE_STEPS, steps: int = ROUND_STEPS,
-                 batch_size: int = BATCH_SIZE, lr: float = LEARNING_RATE,
-                 round_lr: float = ROUND_LEARNING_RATE, warmup: int = 50,
+    def __init__(self, base_steps: int = BASE_STEPS, steps: int = STEPS,
+                 batch_size: int = BATCH_SIZE, lr: float = LR,
+                 round_lr: float = ROUND_LR, warmup: int = 50,
                  weight_decay: float = 0.01, max_seconds: float | None = None,
                  reject_labelled: bool = True, offset_warmup: float = OFFSET_WARMUP,
                  batching: str = "auto", progress: bool = True):

@@ -15,14 +15,14 @@ from selfloop.core.types import Selection, SelectionReport
 
 NEW_SHARE = tunable(0.5, low=0.0, high=1.0)
 MAX_UPWEIGHT = tunable(10.0, low=1.0, high=1000.0)
-MAX_SELF_LABELLED_HISTORY = tunable(0, low=0, high=1000000)  # 0 keeps all of it
+MAX_HISTORY = tunable(0, low=0, high=1000000)  # 0 keeps all of it
 
 
 class Accumulate:
     """New examples + the labelled data + earlier rounds' examples, reweighted."""
 
     def __init__(self, new_share: float = NEW_SHARE, max_upweight: float = MAX_UPWEIGHT,
-                 max_history: int = MAX_SELF_LABELLED_HISTORY):
+                 max_history: int = MAX_HISTORY):
         if not 0.0 <= new_share <= 1.0:
             raise ValueError(f"new_share must be in [0, 1], got {new_share}")
         self.new_share, self.max_upweight, self.max_history = new_share, max_upweight, max_history
