@@ -28,6 +28,7 @@ import pluggy
 from . import hookspecs
 from .errors import ConfigError, PluginError
 from .kinds import KINDS, check_component
+from .tunable import Tunable, find_tunables, tunable_name
 
 ENTRY_POINT_GROUP = "selfloop"
 LOAD_ENV = "SELFLOOP_LOAD_PLUGINS"
@@ -35,6 +36,27 @@ BUILTIN_PACKAGE = "selfloop.plugins"
 # A plugins directory whose __init__.py sets SURFACE = "selfloop.plugins" is a variant of the
 # built-in plugins: it replaces them instead of adding to them (``is_surface``).
 SURFACE_MARKER = "SURFACE"
+
+
+REQUIRED = inspect.Parameter.empty  # the "default" of an option the factory needs
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a component, from its factory's signature."""
+
+    name: str
+    type: str  # the annotation as written ("int", "float | None"); "" when there is none
+    default: Any  # REQUIRED when the factory needs it
+    tunable: Tunable | None  # the module-level tunable(...) the default is, with its bounds
+
+    def to_dict(self) -> dict[str, Any]:
+        t = self.tunable
+        return {"name": self.name, "type": self.type, "required": self.default is REQUIRED,
+                "default": None if self.default is REQUIRED else self.default,
+                "tunable": None if t is None else
+                {"name": t.name, "low": t.low, "high": t.high,
+                 "choices": list(t.choices) if t.choices is not None else None}}
 
 
 @dataclass(frozen=True)
@@ -55,16 +77,37 @@ class Registration:
             "location": self.location, "description": self.description,
         }
 
-    def option_names(self) -> list[str] | None:
-        """The options the factory takes (its keyword parameters, in order), or None when its
-        signature cannot say: it takes ``**kwargs`` or has no signature Python can read."""
+    def options(self) -> list[Option] | None:
+        """The options the factory takes, declared once: by its signature (name, annotation,
+        default), or, for a factory taking ``**options``, by the pydantic model it names as
+        ``OPTIONS``. Each comes with the module-level tunable its default is
+        (``tunable.tunable_name``). None when neither can say."""
+        declared = {t.name: t for t in _module_tunables(self.factory)}
+
+        def option(name, annotation, default):
+            t = declared.get(tunable_name(name))
+            linked = t is not None and default is not REQUIRED and t.value == default
+            return Option(name, _type_name(annotation), default, t if linked else None)
+
         try:
-            parameters = inspect.signature(self.factory).parameters.values()
+            parameters = list(inspect.signature(self.factory).parameters.values())
         except (TypeError, ValueError):
             return None
         if any(p.kind is p.VAR_KEYWORD for p in parameters):
-            return None
-        return [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+            model = getattr(self.factory, "OPTIONS", None)
+            if not (inspect.isclass(model) and hasattr(model, "model_fields")):
+                return None
+            return [option(name, field.annotation,
+                           REQUIRED if field.is_required() else field.get_default(call_default_factory=True))
+                    for name, field in model.model_fields.items()]
+        return [option(p.name, "" if p.annotation is p.empty else p.annotation,
+                       REQUIRED if p.default is p.empty else p.default)
+                for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+    def option_names(self) -> list[str] | None:
+        """The names of ``options()``, in order (None when it cannot say)."""
+        options = self.options()
+        return None if options is None else [o.name for o in options]
 
     def check_options(self, options: dict[str, Any]) -> None:
         """Raise ConfigError naming the first option the factory does not take, and the valid ones."""
@@ -195,6 +238,24 @@ def _package_dir(module: ModuleType) -> Path | None:
     top = sys.modules.get(module.__name__.split(".")[0])
     file = getattr(top, "__file__", None)
     return Path(file).parent if file and Path(file).name == "__init__.py" else None
+
+
+def _type_name(annotation) -> str:
+    """An annotation as written: a string under ``from __future__ import annotations``."""
+    if isinstance(annotation, str):
+        return annotation
+    if annotation is None:
+        return ""
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
+
+
+def _module_tunables(factory) -> list[Tunable]:
+    """The module-level tunables of the file a factory is defined in (none when unreadable)."""
+    try:
+        path = inspect.getsourcefile(factory)
+        return find_tunables(Path(path).read_text()) if path else []
+    except (TypeError, OSError, SyntaxError, ValueError):
+        return []
 
 
 def _register(pm, module, name, source, origins, dist: str | None = None) -> None:

@@ -9,6 +9,17 @@ A plugin writes, at module level::
 At run time ``tunable`` returns its first argument unchanged. The offline proposer finds these
 calls in the source (``find_tunables``) and edits the literal, so a mutation is a real code edit
 with a diff like any other proposer's.
+
+A component's options are declared once, by its factory's signature (name, annotation, default:
+what ``selfloop plugins --options`` lists). A tunable option's default is the module-level tunable
+named after it in capitals (``tunable_name``), which adds the bounds::
+
+    VOTES = tunable(5, low=1, high=15)
+
+    class Vote:
+        def __init__(self, votes: int = VOTES): ...
+
+so the value is written once, and evolve can move a config's ``votes = 7`` into the code.
 """
 
 from __future__ import annotations
@@ -72,6 +83,11 @@ def find_tunables(source: str) -> list[Tunable]:
             literal.lineno, literal.col_offset, literal.end_lineno, literal.end_col_offset,
         ))
     return found
+
+
+def tunable_name(option: str) -> str:
+    """The module-level tunable an option's default is: ``votes`` -> ``VOTES``."""
+    return option.upper()
 
 
 def set_tunable(source: str, name: str, value: Any) -> str:

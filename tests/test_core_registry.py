@@ -7,7 +7,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from selfloop.core import hookspecs
 from selfloop.core.errors import ConfigError, PluginError
 from selfloop.core.kinds import KINDS
@@ -288,3 +287,130 @@ def test_cli_plugin_errors_are_one_line(run_selfloop, tmp_path, case):
     assert len(lines) == 1, proc.stderr
     assert str(bad) in lines[0]
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+# --- options: declared once, by the factory ----------------------------------------------------
+
+TUNED = '''
+from selfloop.core.hookspecs import hookimpl
+from selfloop.core.tunable import tunable
+
+VOTES = tunable(5, low=1, high=9)
+STYLE = tunable("plain", choices=("plain", "fancy"))
+
+
+class Voter:
+    def __init__(self, votes: int = VOTES, style: str = STYLE, label: str | None = None, *, limit: int):
+        self.votes = votes
+
+    def refine(self, policy, problems, *, generator, rewarder, seed):
+        return []
+
+
+@hookimpl
+def register_refiner(register):
+    register("voter", Voter)
+'''
+
+
+def test_options_come_from_the_signature_with_their_tunables(tmp_path):
+    write(tmp_path, "voter.py", TUNED)
+    options = {o.name: o for o in load_registry([tmp_path]).get("refiner", "voter").options()}
+    assert list(options) == ["votes", "style", "label", "limit"]
+    assert (options["votes"].type, options["votes"].default) == ("int", 5)
+    assert (options["votes"].tunable.low, options["votes"].tunable.high) == (1, 9)
+    assert options["style"].tunable.choices == ("plain", "fancy")
+    assert options["label"].type == "str | None" and options["label"].tunable is None
+    assert options["limit"].to_dict()["required"] is True
+
+
+def test_a_factory_taking_keyword_options_declares_them_by_its_options_model(tmp_path):
+    write(tmp_path, "settled.py", '''
+from pydantic import BaseModel
+from selfloop.core.hookspecs import hookimpl
+
+
+class Settings(BaseModel):
+    width: int = 3
+    path: str
+
+
+class Settled:
+    OPTIONS = Settings
+
+    def __init__(self, **options):
+        self.settings = Settings(**options)
+
+    def refine(self, policy, problems, *, generator, rewarder, seed):
+        return []
+
+
+@hookimpl
+def register_refiner(register):
+    register("settled", Settled)
+''')
+    reg = load_registry([tmp_path]).get("refiner", "settled")
+    assert [(o.name, o.type, o.to_dict()["required"]) for o in reg.options()] == [
+        ("width", "int", False), ("path", "str", True)]
+    with pytest.raises(ConfigError, match="takes no option 'widht'.*did you mean 'width'"):
+        reg.check_options({"widht": 4})
+
+
+def test_every_builtin_tunable_is_the_default_of_the_option_it_is_named_after():
+    """One declaration per option: a module-level tunable no option's default is (or one whose
+    value the signature writes again) would be a second declaration that drifts."""
+    import inspect
+
+    from selfloop.core.tunable import find_tunables
+
+    by_file: dict[str, list] = {}
+    for reg in load_registry(entry_points=False).all():
+        by_file.setdefault(inspect.getsourcefile(reg.factory), []).append(reg)
+    for path, regs in by_file.items():
+        linked = {o.tunable.name for reg in regs for o in reg.options() or [] if o.tunable}
+        declared = {t.name for t in find_tunables(Path(path).read_text())}
+        assert declared <= linked, f"{path}: {sorted(declared - linked)} are no option's default"
+
+
+def test_plugins_options_lists_types_defaults_and_bounds(run_selfloop, tmp_path):
+    write(tmp_path / "p", "voter.py", TUNED)
+    result = run_selfloop("plugins", "--options", "--plugins-dir", tmp_path / "p")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["kind", "name", "option", "type", "default", "tunable"]
+    assert ["refiner", "voter", "votes", "int", "5", "yes:", "[1,", "9]"] in [line.split() for line in lines]
+    assert any(line.split()[:5] == ["refiner", "voter", "limit", "int", "(required)"] for line in lines)
+    rows = json.loads(run_selfloop("plugins", "--options", "--json", "--plugins-dir", tmp_path / "p").stdout)
+    voter = next(r for r in rows if r["name"] == "voter")
+    assert voter["options"][0] == {"name": "votes", "type": "int", "required": False, "default": 5,
+                                   "tunable": {"name": "VOTES", "low": 1, "high": 9, "choices": None}}
+
+
+# --- plugins extend the command line -----------------------------------------------------------
+
+COMMAND = '''
+import click
+from selfloop.core.hookspecs import hookimpl
+
+
+@hookimpl
+def register_commands(cli):
+    @cli.command("hello")
+    @click.argument("name")
+    def hello(name):
+        """Say hello (a plugin's command)."""
+        click.echo(f"hello {name}")
+'''
+
+
+def test_a_plugin_command_is_listed_in_help_and_runs(run_selfloop, tmp_path):
+    write(tmp_path / "p", "hello.py", COMMAND)
+    env = {"SELFLOOP_PLUGINS_DIR": str(tmp_path / "p")}
+    helped = run_selfloop("--help", env=env)
+    assert helped.returncode == 0
+    assert ["hello", "Say", "hello", "(a", "plugin's", "command)."] in [line.split() for line in helped.stdout.splitlines()]
+    ran = run_selfloop("hello", "world", env=env)
+    assert ran.returncode == 0 and ran.stdout == "hello world\n", ran.stderr
+    broken = run_selfloop("--help", env={"SELFLOOP_PLUGINS_DIR": str(tmp_path / "nowhere")})
+    assert broken.returncode == 0 and "run " in broken.stdout  # a broken plugin never breaks --help
+    assert "plugin commands not loaded" in broken.stderr
