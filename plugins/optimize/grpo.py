@@ -82,7 +82,7 @@ class GRPO:
                 for e in examples]
         args = trainer_args(
             GRPOConfig, workdir, steps=self.steps, batch_size=self.batch_size, lr=self.lr,
-            num_generations=self.generations, beta=self.beta, temperature=self.temperature,
+            model=policy.model, num_generations=self.generations, beta=self.beta, temperature=self.temperature,
             max_completion_length=example_budget(examples, task))
         with trained_in_place(policy.model, fixed_positions=self.fixed_positions):
             trainer = GRPOTrainer(
