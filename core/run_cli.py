@@ -7,6 +7,7 @@ import time
 import click
 
 from .cli import CONTEXT, config_option, plugins_dir_option, print_json
+from .rundir import accuracy_of
 
 
 @click.command("run", context_settings=CONTEXT)
@@ -22,7 +23,7 @@ from .cli import CONTEXT, config_option, plugins_dir_option, print_json
 def run(config_path, plugins_dirs, rounds, out_dir, threads, as_json):
     """Train the base model on labelled data (or resume from --out), then run self-improvement
     rounds: acquire, select, optimize, evaluate. Writes DIR/report.json, a plot of accuracy by
-    length per round, and each round's checkpoint; an interrupted run resumes from its last
+    difficulty per round, and each round's checkpoint; an interrupted run resumes from its last
     finished round."""
     from .config import load_config
     from .lifecycle import Lifecycle
@@ -36,7 +37,7 @@ def run(config_path, plugins_dirs, rounds, out_dir, threads, as_json):
     console = log_console()
     lifecycle = Lifecycle(config, load_registry(plugins_dirs), config.lifecycle.out,
                           log=lambda message: log_line(console, message))
-    report = lifecycle.run(on_round=lambda entry: console.print(round_table(entry)))
+    report = lifecycle.run(on_round=lambda entry: console.print(round_table(entry), soft_wrap=not console.is_terminal))
     out = lifecycle.out
     if as_json:
         print_json(report)
@@ -46,12 +47,13 @@ def run(config_path, plugins_dirs, rounds, out_dir, threads, as_json):
                       f"plot {out / PLOT}; peak memory {report['peak_rss_mib']:.0f} MiB", dim=False)
 
 
-# Off a terminal (a log file, a pipe) nothing wraps: a line of the story stays one line for grep.
-LOG_WIDTH = 1000
+# Off a terminal (a log file, a pipe) rich would fall back to 80 columns (or to $COLUMNS, which a
+# job runner may set narrow): a fixed width instead, and the story's lines are never wrapped.
+LOG_WIDTH = 120
 
 
 def log_console():
-    """The stderr console of a run: the terminal's width on one, unbounded lines off one."""
+    """The stderr console of a run: the terminal's width on one, ``LOG_WIDTH`` off one."""
     from rich.console import Console
 
     console = Console(stderr=True)
@@ -69,43 +71,44 @@ def log_line(console, message: str, *, dim: bool = True) -> None:
 
 
 def round_table(entry):
-    """One round: a table of accuracy by length and the admission gate's numbers, then one line
-    each for the verdict, the data, the selection and the time per stage (lines as wide as the
-    screen, not squeezed under the table)."""
+    """One round: its verdict, a table of accuracy by difficulty and the admission gate's numbers,
+    then one line each for the warnings, the verdict's reason, the data, the selection and the time
+    per stage (lines as wide as the screen, not squeezed under the table)."""
     from rich import box
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    acc = entry.get("accuracy_by_digits", {})
+    acc = accuracy_of(entry)
     admission = entry.get("admission") or {"admitted": True, "reason": "", "by_difficulty": {}}
     gate = admission["by_difficulty"]
-    digits = sorted(set(acc) | set(gate), key=int)
+    difficulties = sorted(set(acc) | set(gate), key=int)
     verdict = "admitted" if admission["admitted"] else "[bold red]REJECTED[/]"
-    # whole percents, no borders: twelve lengths still fit an 80-column terminal
-    table = Table(title=f"round {entry['round']}: {verdict}", title_justify="left",
-                  box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
-    table.add_column("digits")
-    for d in digits:
+    # whole percents, no borders: twelve difficulties still fit an 80-column terminal
+    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
+    table.add_column("difficulty")
+    for d in difficulties:
         table.add_column(d, justify="right", no_wrap=True)
 
     def percent(values, key=None):
         return [f"{100 * (values[d] if key is None else values[d][key]):.0f}" if d in values else ""
-                for d in digits]
+                for d in difficulties]
 
     table.add_row("exact %", *percent(acc))
     if gate:  # the gate's own problems: both checkpoints on the same ones
         table.add_row("gate before %", *percent(gate, "before"))
         table.add_row("gate after %", *percent(gate, "after"))
         table.add_row("gate margin %", *percent(gate, "margin"))
-    return Group(table, *(Text(line) for line in round_lines(entry, admission)))
+    title = Text.from_markup(f"round {entry['round']}: {verdict}")
+    return Group(title, table, *(Text(line) for line in round_lines(entry, admission)))
 
 
 def round_lines(entry, admission) -> list[str]:
     """The round's summary below its table, a line per subject."""
-    lines = [f"admission: {admission['reason']}"]
+    lines = [f"WARNING: {warning}" for warning in entry.get("warnings", [])]
+    lines.append(f"admission: {admission['reason']}")
     if "continues_from" in admission:
-        lines[0] += f"; next round from {admission['continues_from']}"
+        lines[-1] += f"; next round from {admission['continues_from']}"
     if admission.get("tightened"):
         lines.append(f"selection tightened: {'; '.join(admission['tightened'])}")
     acquired = entry.get("acquired") or {}

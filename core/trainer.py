@@ -2,7 +2,8 @@
 
 ``LifecycleTrainer(config).train(r, plugins_dir=, previous=, out=)`` runs ``run_round`` with the
 plugins of ``plugins_dir`` and writes the round like a run directory's round (``out/model``,
-``out/data.jsonl``, ``out/report.json``); the plugins' ``on_round_finished`` hooks follow it.
+``out/data.jsonl``, ``out/report.json``); the plugins' ``on_round_finished`` hooks follow it, with
+``out``'s parent (where evolve keeps every round's checkpoint) as the run directory.
 """
 
 from __future__ import annotations
@@ -62,6 +63,6 @@ class LifecycleTrainer:
             result.report["admission"]["tightened"] = tighten_selectors(components.selectors)
             self.rejections += 1
         write_json(out / REPORT, result.report)
-        registry.notify("on_round_finished", log=self.log, report=result.report, run_dir=out,
+        registry.notify("on_round_finished", log=self.log, report=result.report, run_dir=out.parent,
                         config=self.config.model_dump(mode="json"))
         return model

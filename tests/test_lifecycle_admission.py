@@ -76,7 +76,7 @@ def test_admit_checks_its_inputs():
 
 def rejected_round() -> dict:
     return {
-        "round": 1, "accuracy_by_digits": {"1": 0.5, "2": 0.4, "4": 0.0},
+        "round": 1, "accuracy_by_difficulty": {"1": 0.5, "2": 0.4, "4": 0.0},
         "admission": {"admitted": False, "reason": "accuracy dropped beyond its margin at difficulty 1",
                       "by_difficulty": {"1": {"before": 0.96, "after": 0.5, "n": 200, "margin": 0.07},
                                         "3": {"before": 0.9, "after": 0.2, "n": 200, "margin": 0.08}},
@@ -95,9 +95,9 @@ def test_the_round_table_shows_the_gate():
     text = console.export_text()
     assert "round 1: REJECTED" in text
     rows = {line.split("  ")[0].strip(): line.split() for line in text.splitlines()}
-    assert rows["digits"][-4:] == ["1", "2", "3", "4"]  # the evaluator's and the gate's
+    assert rows["difficulty"][-4:] == ["1", "2", "3", "4"]  # the evaluator's and the gate's
     assert rows["gate before %"][-2:] == ["96", "90"] and rows["gate after %"][-2:] == ["50", "20"]
-    caption = " ".join(text.split())  # the caption wraps at the table's width
+    caption = " ".join(text.split())
     assert "next round from rounds/round_000/model" in caption
     assert "selection tightened: majority_agreement: threshold 0.8 -> 0.9" in caption
 
@@ -105,7 +105,7 @@ def test_the_round_table_shows_the_gate():
 def test_the_plot_draws_rejected_rounds_grey_and_dashed(tmp_path):
     from selfloop.core.rundir import accuracy_figure
 
-    base = {"round": 0, "accuracy_by_digits": {"1": 0.96, "2": 0.9},
+    base = {"round": 0, "accuracy_by_difficulty": {"1": 0.96, "2": 0.9},
             "admission": {"admitted": True, "reason": "base round", "by_difficulty": {}}}
     figure = accuracy_figure([base, rejected_round()])
     lines = figure.axes[0].get_lines()

@@ -87,3 +87,11 @@ def test_trainer_writes_checkpoints_evolve_can_chain(config, components, tmp_pat
     assert components.model.component.load(second).model.config.model_type == "llama"
     history = load_examples(tmp_path / "r1/data.jsonl")
     assert any(e.source == "labelled" for e in history)
+
+
+def test_the_trainers_rounds_reach_the_plugins_that_follow_the_loop(config, tmp_path, monkeypatch):
+    """on_round_finished, with the directory that holds every round's checkpoint as the run's."""
+    pytest.importorskip("tensorboard")
+    monkeypatch.setenv("SELFLOOP_TENSORBOARD", "1")
+    LifecycleTrainer(config).train(0, plugins_dir=None, previous=None, out=tmp_path / "round-0")
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))

@@ -88,17 +88,39 @@ def read_report(out: Path) -> dict:
     return json.loads((out / "report.json").read_text())
 
 
+# A plugin that follows the loop: it appends every finished round's report to a file.
+FOLLOWER = '''
+import json
+from pathlib import Path
+
+from selfloop.core.hookspecs import hookimpl
+
+
+@hookimpl
+def on_round_finished(report, run_dir, config):
+    with (Path(run_dir) / "followed.jsonl").open("a") as f:
+        f.write(json.dumps({"round": report["round"], "seed": config["seed"]}) + "\\n")
+'''
+
+
 @pytest.mark.slow
 def test_run_writes_report_plot_and_checkpoints(run_selfloop, tiny_config, tmp_path):
+    pytest.importorskip("tensorboard")
     out = tmp_path / "run"
-    result = run_selfloop("run", "--config", tiny_config, "--rounds", "1", "--out", out)
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "follower.py").write_text(FOLLOWER)
+    # stdout and stderr are pipes here: the run's log off a terminal
+    result = run_selfloop("run", "--config", tiny_config, "--rounds", "1", "--out", out,
+                          "--plugins-dir", plugins, env={"SELFLOOP_TENSORBOARD": "1", "COLUMNS": "35"})
     assert result.returncode == 0, result.stderr
     report = read_report(out)
     assert report["finished"] and report["seed"] == 3 and report["config"]["seed"] == 3
     assert [r["round"] for r in report["rounds"]] == [0, 1]
     for entry in report["rounds"]:
-        assert set(entry["accuracy_by_digits"]) == {"1", "2", "3", "4"}
-        assert all(0.0 <= a <= 1.0 for a in entry["accuracy_by_digits"].values())
+        assert set(entry["accuracy_by_difficulty"]) == {"1", "2", "3", "4"}
+        assert all(0.0 <= a <= 1.0 for a in entry["accuracy_by_difficulty"].values())
+        assert isinstance(entry["warnings"], list)
         assert [s["selector"] for s in entry["selection"]] == [
             "dedup", "format_filter", "majority_agreement", "accumulate"]
         assert set(entry["seconds"]) == {"acquire", "select", "optimize", "evaluate", "admission"}
@@ -107,7 +129,7 @@ def test_run_writes_report_plot_and_checkpoints(run_selfloop, tiny_config, tmp_p
     round1 = report["rounds"][1]
     assert round1["acquired"] == {"labelled": 0, "self_label": 24}
     assert round1["data"]["label_accuracy_acquired"] is not None
-    assert (out / "accuracy_by_digits.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "accuracy_by_difficulty.png").read_bytes()[:4] == b"\x89PNG"
     assert report["peak_rss_mib"] > 0
     # off a terminal: a timestamped line per stage, and the round summary never wrapped
     lines = result.stderr.splitlines()
@@ -119,6 +141,16 @@ def test_run_writes_report_plot_and_checkpoints(run_selfloop, tiny_config, tmp_p
                                        for s in round1["selection"]), result.stderr
     assert any(re.match(r"\d\d:\d\d:\d\d finished: 2 rounds in .*; peak memory \d+ MiB$", line)
                for line in lines), result.stderr
+    # the round tables: whole rows at a fixed width, whatever COLUMNS says; no library warnings
+    assert "round 0: admitted" in lines
+    assert "round 1: admitted" in lines or "round 1: REJECTED" in lines
+    headers = [line.split() for line in lines if line.lstrip().startswith("difficulty")]
+    assert headers == [["difficulty", "1", "2", "3", "4"]] * 2, result.stderr
+    assert "Warning" not in result.stderr, result.stderr
+    # the plugins that follow the loop: a directory's hook, and the TensorBoard reporter
+    followed = [json.loads(line) for line in (out / "followed.jsonl").read_text().splitlines()]
+    assert followed == [{"round": 0, "seed": 3}, {"round": 1, "seed": 3}]
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
 
 
 @pytest.mark.slow
