@@ -21,22 +21,24 @@ from .rundir import REPORT, load_examples, save_examples, write_json
 class LifecycleTrainer:
     """Trains one round's checkpoint from a plugins directory (for the meta-agent's ``evolve``).
 
-    ``train(r, plugins_dir=, previous=, out=)``: loads the plugins, starts from ``previous`` (a
+    ``train(r, plugins_dir=, previous=, out=)``: loads the plugins of ``plugins_dir`` (the
+    champion's surface) and of the user's ``plugins_dirs`` (their own tasks, reporters...), starts from ``previous`` (a
     model directory whose parent holds ``data.jsonl`` and ``report.json``; None for round 0), runs
     round ``r`` and writes ``out/data.jsonl`` and ``out/report.json``. Returns ``out/model`` when
     the admission gate admits the round; else ``previous`` (``out/report.json`` says rejected, and
     later calls on this trainer tighten the selectors once more).
     """
 
-    def __init__(self, config, *, log=None):
+    def __init__(self, config, *, plugins_dirs=(), log=None):
         self.config = config
+        self.plugins_dirs = [Path(d) for d in plugins_dirs]
         self.log = log
         self.rejections = 0  # rounds this trainer rejected: how often to tighten the selectors
 
     def train(self, round_index: int, *, plugins_dir: Path | None, previous: Path | None,
               out: Path) -> Path:
         use_threads(self.config.lifecycle.threads)
-        registry = load_registry([plugins_dir] if plugins_dir else [])
+        registry = load_registry([*([plugins_dir] if plugins_dir else []), *self.plugins_dirs])
         components = build_components(self.config, registry)
         for _ in range(self.rejections):
             tighten_selectors(components.selectors)

@@ -89,9 +89,28 @@ def test_trainer_writes_checkpoints_evolve_can_chain(config, components, tmp_pat
     assert any(e.source == "labelled" for e in history)
 
 
-def test_the_trainers_rounds_reach_the_plugins_that_follow_the_loop(config, tmp_path, monkeypatch):
-    """on_round_finished, with the directory that holds every round's checkpoint as the run's."""
+FOLLOWER = """
+from pathlib import Path
+
+from selfloop.core.hookspecs import hookimpl
+
+
+@hookimpl
+def on_round_finished(report, run_dir, config):
+    (Path(run_dir) / f"followed_{report['round']}").write_text(str(config["seed"]))
+"""
+
+
+def test_the_trainers_rounds_reach_the_users_plugins_and_the_reporter(config, tmp_path, monkeypatch):
+    """The user's plugin directories load beside the champion's; on_round_finished gets the
+    directory that holds every round's checkpoint as the run's."""
     pytest.importorskip("tensorboard")
     monkeypatch.setenv("SELFLOOP_TENSORBOARD", "1")
-    LifecycleTrainer(config).train(0, plugins_dir=None, previous=None, out=tmp_path / "round-0")
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    user = tmp_path / "user_plugins"
+    user.mkdir()
+    (user / "follower.py").write_text(FOLLOWER)
+    runs = tmp_path / "checkpoints"
+    LifecycleTrainer(config, plugins_dirs=[user]).train(0, plugins_dir=None, previous=None,
+                                                        out=runs / "round-0")
+    assert (runs / "followed_0").read_text() == str(config.seed)
+    assert list((runs / "tensorboard").glob("events.out.tfevents.*"))
