@@ -20,7 +20,7 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from .components import build_components
 from .config import RunConfig
@@ -96,7 +96,7 @@ class PeerTraining:
         self._pool = None
         self._futures = []
 
-    def __enter__(self) -> PeerTraining:
+    def __enter__(self) -> Self:
         if not self.peers:
             return self
         import multiprocessing
