@@ -49,9 +49,9 @@ admission_per_difficulty = 32
 threads = 2
 """
 
-SIZES = {"tiny": {"hidden_size": 64, "num_hidden_layers": 2},
-         "small": {"hidden_size": 256, "num_hidden_layers": 4},
-         "base": {"hidden_size": 512, "num_hidden_layers": 8}}
+SIZES = {"tiny": {"hidden_size": 64, "layers": 2},
+         "small": {"hidden_size": 256, "layers": 4},
+         "base": {"hidden_size": 512, "layers": 8}}
 
 
 def main():

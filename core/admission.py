@@ -15,14 +15,14 @@ exactly. ``z`` is the normal quantile at ``1 − alpha / k``: a Bonferroni corre
 difficulties compared, so a round that changed nothing is rejected by chance at most ``alpha`` of
 the time, however many difficulties it is checked at. The two samples are the same problems, so
 they are positively correlated; the unpaired test ignores that and errs toward admitting. (McNemar's
-paired test was no stronger on seed 1's round 1 below, z = 2.3 at 7 digits: the two checkpoints
+paired test was no stronger on seed 1's round 1 below, z = 2.3 at difficulty 7: the two checkpoints
 disagree on many problems in both directions.)
 
 Sizes: at the default 1000 problems per difficulty, alpha 0.05 and 7 difficulties (z = 2.45), the
 margin is 0.3 points for a checkpoint at 100% that stays there and 0.8 against one at 99% (so
 100% → 99% is rejected), 3.3 points at 90% and 5.4 at 60%. 200 problems are enough for the drops
-the issue reported (96% → 66% at 1 digit after a DPO round), not for the quieter one seed 1 of the
-default run shows: round 1 took 7 digits from 62.5% to 52.5% (and 8 digits, untrained, from 52% to
+the issue reported (96% → 66% at difficulty 1 after a DPO round), not for the quieter one seed 1 of the
+default run shows: round 1 took difficulty 7 from 62.5% to 52.5% (and 8, untrained, from 52% to
 32%), inside the 12-point margin of 200 problems, outside the 5.4-point margin of 1000 on two
 fresh draws. The price: one checkpoint answers 7 × 1000 problems greedily in about 10 s on one
 shared CPU thread (the default model), 20 s per round for both, beside minutes of training.

@@ -496,7 +496,7 @@ class Evolution:
         report = checkpoint.parent / "report.json"
         if report.is_file():
             entry = json.loads(report.read_text())
-            found = frontier(entry.get("accuracy_by_difficulty") or entry.get("accuracy_by_digits") or {},
+            found = frontier(entry.get("accuracy_by_difficulty") or {},
                              offered=self.task.difficulties)
         refine = list(s.refine_difficulties) if s.refine_difficulties else (found[0] if found else None)
         select = s.select_difficulty or (found[1] if found else None)

@@ -78,7 +78,7 @@ class OptimizeResult:
 
 @dataclass
 class Evaluation:
-    """An evaluator's result. ``accuracy_by_difficulty`` maps a difficulty (digits) to accuracy."""
+    """An evaluator's result. ``accuracy_by_difficulty`` maps a difficulty to accuracy."""
 
     evaluator: str
     metrics: dict[str, float] = field(default_factory=dict)

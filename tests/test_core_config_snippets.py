@@ -38,7 +38,7 @@ def test_example_config_is_valid(path, registry):
 
 
 def test_readme_plugin_example_loads_and_takes_its_options(tmp_path):
-    (python,) = re.findall(r"^```python\n(.*?)^```", (REPO / "README.md").read_text(), re.MULTILINE | re.DOTALL)
+    python = re.findall(r"^```python\n(.*?)^```", (REPO / "README.md").read_text(), re.MULTILINE | re.DOTALL)[0]
     (tmp_path / "plurality.py").write_text(python)
     registry = load_registry([tmp_path], entry_points=False)
     config = tmp_path / "run.toml"
