@@ -19,7 +19,9 @@ runs model output must keep ``Problem.meta`` JSON-safe (str keys; str, int, floa
 and dicts of them); a problem that is not is a ``PluginError`` naming the task. What comes back is
 the run's authenticated report (``SandboxResult``): unless it is "ok" and holds exactly one bool per
 answer, every verdict of the chunk is False and the reason is logged (and kept in ``failures``) —
-a broken or forged run never passes an answer.
+a broken or forged run never passes an answer. A chunk's run has ``sandbox.timeout_s`` (or
+``timeout_s``) in all: a chunk whose answers mostly hang until the task's own per-answer timeout can
+outlast it, and is then verified as wrong whole.
 """
 
 from __future__ import annotations
