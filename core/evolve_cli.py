@@ -20,7 +20,9 @@ from pathlib import Path
 import click
 
 from .cli import CONTEXT, config_option, plugins_dir_option, print_json
-from .run_cli import LOG_WIDTH
+
+# Off a terminal (a log file, a pipe) tables are laid out this wide: never cropped or wrapped.
+EVOLVE_LOG_WIDTH = 1000
 
 
 @click.command("evolve", context_settings=CONTEXT)
@@ -69,7 +71,7 @@ def evolve(config_path, plugins_dirs, iterations, rounds, workers, archive_path,
 
     console = Console(stderr=as_json)
     if not console.is_terminal:  # a log: tables at full width, never cropped to 80 columns
-        console = Console(stderr=as_json, width=LOG_WIDTH)
+        console = Console(stderr=as_json, width=EVOLVE_LOG_WIDTH)
     archive = Path(config.evolve.archive)
     run_dir = Path(config.evolve.out) if config.evolve.out else archive.with_name(archive.name + ".run")
     if fresh and resume:

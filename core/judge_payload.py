@@ -101,7 +101,7 @@ class Payload:
         from .config import RunConfig
         from .registry import load_registry
 
-        self.config = RunConfig.model_validate(self.job["config"])
+        self.config = RunConfig.model_validate(resolve_inputs(self.job["config"]))
         from .tasks import build_task
 
         user_dirs = [os.environ[f"SELFLOOP_INPUT_{name.upper()}"] for name in self.job.get("plugins_inputs", [])]
@@ -213,6 +213,18 @@ class Payload:
                                         round_index=1, rng=rng, history=[])
             examples = list(selection.kept)
         return examples
+
+
+def resolve_inputs(value):
+    """The job's config with each ``{"$input": name}`` (a host path the judge mounted) replaced by
+    where the sandbox mounted it."""
+    if isinstance(value, dict):
+        if set(value) == {"$input"}:
+            return os.environ[f"SELFLOOP_INPUT_{value['$input'].upper()}"]
+        return {k: resolve_inputs(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_inputs(v) for v in value]
+    return value
 
 
 def main() -> int:

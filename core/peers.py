@@ -2,8 +2,8 @@
 
 Lee et al. (2025) keep a self-label only when independently trained models agree on it: one model
 makes the same mistake every time it is asked, two models seldom make the same one. Measured here
-at 8 digits on two base models that were each about 72% right: the labels both gave agreed on 55%
-of the problems and were 98% right there, where every filter asking one model again (samples,
+at difficulty 8 of the embedded task, on two base models that were each about 72% right: the
+labels both gave agreed on 55% of the problems and were 98% right there, where every filter asking one model again (samples,
 offsets, swapped operands, its own confidence) stayed at 87-92%.
 
 A round's optimizer trains the policy in this process and each peer in a worker process of its own

@@ -140,7 +140,7 @@ def run_round(components: Components, policy: Policy, round_index: int, *,
         "evaluations": [_evaluation_dict(e) for e in evaluations],
         "acquired": acquired_by,
         "selection": selection,
-        "data": _data_report(acquired, new_kept, training_set),
+        "data": _data_report(acquired, new_kept, training_set, task),
         "warnings": warnings,  # what a reader of the round must not miss
         "optimize": {k: _plain(v) for k, v in result.metrics.items()},
         **({"peers_optimize": [{k: _plain(v) for k, v in m.items()} for m in peers.metrics]}
@@ -198,14 +198,15 @@ def _check_examples(examples, stage, part) -> None:
                          TypeError(f"expected a list of Example, got {type(examples).__name__}"))
 
 
-def _data_report(acquired: list[Example], kept_new: list[Example], training_set: list[Example]):
-    """Sizes, diversity, and (when the acquirer recorded the truth) how clean the labels are."""
+def _data_report(acquired: list[Example], kept_new: list[Example], training_set: list[Example], task):
+    """Sizes, diversity, and (when the acquirer recorded the truth) how clean the labels are: the
+    share whose extracted answer is the recorded true one."""
 
     def label_accuracy(examples):
         audited = [e for e in examples if e.meta.get("audit_answer") is not None]
         if not audited:
             return None
-        return sum(e.completion == e.meta["audit_answer"] for e in audited) / len(audited)
+        return sum(task.extract_answer(e.completion) == e.meta["audit_answer"] for e in audited) / len(audited)
 
     completions = [e.completion for e in kept_new]
     chars = Counter("".join(completions))

@@ -71,8 +71,8 @@ def last_admitted(reports: list[dict[str, Any]]) -> int:
 
 
 def accuracy_of(entry: dict[str, Any]) -> dict[str, float]:
-    """A round report's accuracy by difficulty (reports written before the rename: by digits)."""
-    return entry.get("accuracy_by_difficulty") or entry.get("accuracy_by_digits") or {}
+    """A round report's accuracy by difficulty (the first evaluator's)."""
+    return entry.get("accuracy_by_difficulty") or {}
 
 
 # --- the plot -----------------------------------------------------------------------------------

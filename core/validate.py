@@ -140,6 +140,7 @@ class Validator:
         self.reference: Reference | None = None
         # the user's own plugin directories (a task, a model provider): read-only inputs of every run
         self.plugins_inputs = {f"plugins{k}": Path(d).resolve() for k, d in enumerate(plugins_dirs)}
+        self.job_config, self.path_inputs = mount_option_paths(config.model_dump(mode="json"))
 
     def validate(self, files: dict[str, str], *, changed: Sequence[str], editable: Sequence[str],
                  threshold: float | None, baseline: bool = False) -> Verdict:
@@ -153,14 +154,15 @@ class Validator:
             job = Path(tmp) / "job.json"
             job.write_text(json.dumps(self._job(threshold)))
             result = self.sandbox.run(PAYLOAD, code_dir=code, timeout_s=self.timeout_s,
-                                      inputs={"job": job, "model": self.checkpoint, **self.plugins_inputs})
+                                      inputs={"job": job, "model": self.checkpoint, **self.plugins_inputs,
+                                              **self.path_inputs})
         verdict = self._decide(result, threshold, baseline)
         verdict.seconds = time.perf_counter() - start
         return verdict
 
     def _job(self, threshold: float | None) -> dict[str, Any]:
         return {
-            "config": self.config.model_dump(mode="json"), "plan": self.plan.to_dict(),
+            "config": self.job_config, "plan": self.plan.to_dict(),
             "visible": {"seed": self.visible_seed, "smoke": self.smoke_size, "full": self.full_size},
             "held_out": self.held_out.prompts(), "threshold": threshold, "sample_seed": self.sample_seed,
             # One-way from the secret held-out seed, which must never enter the sandbox.
@@ -267,6 +269,35 @@ class Validator:
                                 f"on its visible problems against the seed's {ref.visible:.3f} "
                                 f"({seen.describe()}); it answers what it has seen, not what the model knows")
         return problems
+
+
+def mount_option_paths(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Component options that name a file or directory of the host (a dataset task's data, say)
+    become read-only inputs of the sandbox run: each such value is replaced by ``{"$input": name}``,
+    which the payload resolves to its mount. The model provider's options stay: the payload loads
+    the checkpoint it is given, not the base model."""
+    inputs: dict[str, Path] = {}
+
+    def mounted(value):
+        if isinstance(value, dict):
+            return {k: mounted(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [mounted(v) for v in value]
+        if isinstance(value, str) and ("/" in value or "." in value) and Path(value).exists():
+            name = f"path{len(inputs)}"
+            inputs[name] = Path(value).resolve()
+            return {"$input": name}
+        return value
+
+    out = dict(config)
+    for section, value in config.items():
+        if section == "model" or not isinstance(value, (dict, list)):
+            continue
+        items = value if isinstance(value, list) else [value]
+        if all(isinstance(item, dict) and "options" in item for item in items):
+            done = [{**item, "options": mounted(item["options"])} for item in items]
+            out[section] = done if isinstance(value, list) else done[0]
+    return out, inputs
 
 
 def write_tree(files: dict[str, str], directory: Path) -> Path:

@@ -120,3 +120,22 @@ def test_selection_quality():
     assert q["precision"] == 0.75 and q["recall"] == 0.5
     assert q["f"] == pytest.approx(1.25 * 0.75 * 0.5 / (0.25 * 0.75 + 0.5))
     assert selection_quality(0, 0, 5)["f"] == 0.0
+
+
+def test_option_paths_are_mounted_into_the_sandbox(tmp_path, monkeypatch):
+    """A task reading a file of the host (the dataset task) gets it in the sandbox, read-only."""
+    from selfloop.core.judge_payload import resolve_inputs
+    from selfloop.core.validate import mount_option_paths
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"prompt": "a", "answer": "b"}\n')
+    monkeypatch.chdir(tmp_path)
+    config = {"task": {"name": "dataset", "options": {"path": "rows.jsonl", "answer_column": "answer"}},
+              "select": [{"name": "dedup", "options": {}}],
+              "model": {"name": "pretrained", "options": {"path": str(tmp_path)}}}
+    job, inputs = mount_option_paths(config)
+    assert inputs == {"path0": data.resolve()}
+    assert job["task"]["options"] == {"path": {"$input": "path0"}, "answer_column": "answer"}
+    assert job["model"] == config["model"]  # the payload loads the checkpoint, not the base model
+    monkeypatch.setenv("SELFLOOP_INPUT_PATH0", "/mnt/in/path0")
+    assert resolve_inputs(job)["task"]["options"]["path"] == "/mnt/in/path0"

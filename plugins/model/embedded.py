@@ -67,6 +67,8 @@ class EmbeddedSettings(BaseModel):
 class Embedded:
     """Builds the embedded model from its settings, or loads it from ``path``."""
 
+    OPTIONS = EmbeddedSettings  # its options, as `selfloop plugins --options` lists them
+
     def __init__(self, **options):
         try:
             self.settings = EmbeddedSettings(**options)

@@ -70,6 +70,8 @@ class PretrainedSettings(BaseModel):
 class Pretrained:
     """Loads a Hugging Face causal LM (and its peers and adapter); renders chat messages."""
 
+    OPTIONS = PretrainedSettings  # its options, as `selfloop plugins --options` lists them
+
     def __init__(self, **options):
         try:
             self.settings = PretrainedSettings(**options)
