@@ -90,8 +90,13 @@ null_probes = 6
 confirm = false
 [sandbox]
 backend = "{backend}"
+image = "{image}"
 timeout_s = 300
 """
+
+
+IMAGE = "selfloop-sandbox:latest"
+DIST_IMAGE = "selfloop-sandbox-user-dist:test"  # its own tag: the shared image stays as it is
 
 
 def plugins_dir(tmp_path: Path) -> Path:
@@ -148,7 +153,7 @@ def check_round_reports(out: Path, difficulties: set[str]) -> dict:
 
 def test_run_with_a_task_from_a_plugins_directory(run_selfloop, tmp_path):
     config = tmp_path / "run.toml"
-    config.write_text(RUN_CONFIG.format(task="word_reversal", backend="process", peers=0))
+    config.write_text(RUN_CONFIG.format(task="word_reversal", backend="process", peers=0, image=IMAGE))
     out = tmp_path / "run"
     result = run_selfloop("run", "--config", config, "--plugins-dir", plugins_dir(tmp_path),
                           "--rounds", "1", "--out", out, timeout=900)
@@ -161,7 +166,7 @@ def test_run_with_a_task_from_an_installed_distribution(run_selfloop, tmp_path):
     listed = run_selfloop("plugins", "--json", env=env)
     assert any(p["name"] == "digit_reversal" and p["source"] == "entrypoint" for p in json.loads(listed.stdout))
     config = tmp_path / "run.toml"
-    config.write_text(RUN_CONFIG.format(task="digit_reversal", backend="process", peers=0))
+    config.write_text(RUN_CONFIG.format(task="digit_reversal", backend="process", peers=0, image=IMAGE))
     out = tmp_path / "run"
     result = run_selfloop("run", "--config", config, "--rounds", "1", "--out", out, env=env, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -173,16 +178,19 @@ def test_run_with_a_task_from_an_installed_distribution(run_selfloop, tmp_path):
 def test_evolve_with_a_users_task(run_selfloop, tmp_path, backend, source):
     if backend == "docker" and (why := docker_current()):
         pytest.skip(f"Docker backend: {why}")
-    args, env = [], {}
+    args, env, image = [], {}, IMAGE
     if source == "directory":
         task, args = "word_reversal", ["--plugins-dir", plugins_dir(tmp_path)]
     else:
         task, env = "digit_reversal", installed_distribution(tmp_path)
-        if backend == "docker":
-            pytest.skip("the image would need rebuilding with this distribution inside "
-                        "(`selfloop sandbox build`); tested by test_image_lacking_a_plugin_distribution")
     config = tmp_path / "evolve.toml"
-    config.write_text(RUN_CONFIG.format(task=task, backend=backend, peers=1))
+    if backend == "docker" and source == "distribution":
+        # the distribution is not in the shared image: a stale image says so, and a build carries it
+        image = DIST_IMAGE
+        config.write_text(RUN_CONFIG.format(task=task, backend=backend, peers=1, image=image))
+        built = run_selfloop("sandbox", "build", "--config", config, env=env, timeout=1800)
+        assert built.returncode == 0, built.stderr[-2000:]
+    config.write_text(RUN_CONFIG.format(task=task, backend=backend, peers=1, image=image))
     archive = tmp_path / "archive"
     result = run_selfloop("evolve", "--config", config, *args, "--iterations", "2", "--archive", archive,
                           "--json", env=env, timeout=1500)
@@ -196,9 +204,9 @@ def test_evolve_with_a_users_task(run_selfloop, tmp_path, backend, source):
     assert report["rounds"], report
 
 
-def test_image_lacking_a_plugin_distribution_is_stale(tmp_path, monkeypatch):
+def test_image_lacking_a_plugin_distribution_is_stale(tmp_path, monkeypatch, run_selfloop):
     """With a plugin distribution installed that the image does not carry, the image is stale and
-    the reason names `selfloop sandbox build`."""
+    the reason names `selfloop sandbox build`; `backend = "docker"` then stops with that line."""
     env = installed_distribution(tmp_path)
     monkeypatch.syspath_prepend(env["PYTHONPATH"].split(os.pathsep)[0])
     import importlib
@@ -218,6 +226,13 @@ def test_image_lacking_a_plugin_distribution_is_stale(tmp_path, monkeypatch):
 
     usable, why = image_state(docker.from_env(), SandboxSettings())
     assert not usable and "digit-reversal-plugin 0.1" in why and "selfloop sandbox build" in why
+    config = tmp_path / "evolve.toml"
+    config.write_text(RUN_CONFIG.format(task="digit_reversal", backend="docker", peers=0, image=IMAGE))
+    result = run_selfloop("evolve", "--config", config, "--iterations", "1", "--archive", tmp_path / "A",
+                          env=env, timeout=600)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, lines
+    assert "digit-reversal-plugin" in lines[0] and "selfloop sandbox build" in lines[0]
 
 
 def test_plugin_distribution_copied_into_an_image_context(tmp_path, monkeypatch):
