@@ -113,7 +113,7 @@ def test_missing_chat_template_is_one_line(run_selfloop, tmp_path):
                           "--out", tmp_path / "run", timeout=600)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and "chat template" in lines[0], lines
+    assert len(lines) == 1 and lines[0].startswith("error:") and "chat_template" in lines[0], lines
 
 
 def test_model_directory_that_does_not_load_is_one_line(run_selfloop, tmp_path):
