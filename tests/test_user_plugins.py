@@ -192,13 +192,13 @@ def test_evolve_with_a_users_task(run_selfloop, tmp_path, backend, source):
         assert built.returncode == 0, built.stderr[-2000:]
     config.write_text(RUN_CONFIG.format(task=task, backend=backend, peers=1, image=image))
     archive = tmp_path / "archive"
-    result = run_selfloop("evolve", "--config", config, *args, "--iterations", "2", "--archive", archive,
+    result = run_selfloop("evolve", "--config", config, *args, "--iterations", "1", "--archive", archive,
                           "--json", env=env, timeout=1500)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     listing = run_selfloop("archive", "list", "--archive", archive, "--json", env=env)
     variants = json.loads(listing.stdout)
-    assert len(variants) >= 3  # the seed and two proposals
+    assert len(variants) >= 2  # the seed and a proposal
     seed = next(v for v in variants if v["id"] == "v0")
     assert seed["scores"].get("score") is not None, seed  # the judge measured the user's task
     assert report["rounds"], report
