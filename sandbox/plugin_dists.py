@@ -29,6 +29,7 @@ class PluginDist:
     version: str
     roots: tuple[Path, ...]  # the top-level packages or modules its entry points import
     entry_points: str  # its entry_points.txt
+    info_dir: Path | None = None  # its .dist-info (or .egg-info) directory on this host
 
     def files(self) -> list[tuple[str, Path]]:
         """(path relative to site-packages, file) for every module file it brings."""
@@ -64,9 +65,22 @@ def plugin_distributions() -> list[PluginDist]:
                 roots += [Path(p) for p in spec.submodule_search_locations]
             elif spec.origin:
                 roots.append(Path(spec.origin))
+        info = getattr(dist, "_path", None)
         found[name] = PluginDist(name, dist.version, tuple(dict.fromkeys(roots)),
-                                 dist.read_text("entry_points.txt") or "")
+                                 dist.read_text("entry_points.txt") or "", Path(info) if info else None)
     return [found[k] for k in sorted(found)]
+
+
+def path_entries(dists: list[PluginDist] | None = None) -> list[str]:
+    """The import-path directories the distributions live in (their modules' and metadata's): what
+    a payload on this host's Python must be able to read, and find on its path, to load them."""
+    entries: list[str] = []
+    for dist in plugin_distributions() if dists is None else dists:
+        for root in dist.roots:
+            entries.append(str(root.parent.resolve()))
+        if dist.info_dir is not None:
+            entries.append(str(dist.info_dir.parent.resolve()))
+    return list(dict.fromkeys(entries))
 
 
 def digest(dists: list[PluginDist] | None = None) -> str:

@@ -116,6 +116,9 @@ class ProcessSandbox(Sandbox):
         path_var = os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"])
         environment = self._environment(env, str(code_at), str(result_path), inputs_at,
                                         str(inputs_dir), str(scratch), path_var)
+        plugin_paths = self._plugin_paths()
+        if plugin_paths:  # the user's plugin distributions outside the Python installation
+            environment["PYTHONPATH"] = os.pathsep.join(plugin_paths)
         layers = self.layers()
         rlimits = self._rlimits(timeout_s)
         rlimits["nproc"] = self.settings.pids  # counts the payload's uid: its own, when root
@@ -124,10 +127,10 @@ class ProcessSandbox(Sandbox):
         binds = [[str(code_dir), str(code_at)]] + [[str(inputs[name]), inputs_at[name]] for name in inputs]
         isolate = {
             "namespaces": layers["namespaces"], "scratch_mb": self.settings.scratch_mb, "binds": binds,
-            "expose": self._python_dirs(),
+            "expose": self._python_dirs() + plugin_paths,
             "cgroup": {"memory_bytes": self.settings.memory_mb << 20, "pids": self.settings.pids}
             if layers["cgroups"] else None,
-            "landlock": {"read": self._readable(code_at, inputs_dir),
+            "landlock": {"read": self._readable(code_at, inputs_dir) + plugin_paths,
                          "write": [str(scratch)] + SYSTEM_WRITE + ["/dev/shm"] * layers["namespaces"]}
             if layers["landlock"] else None,
         }
@@ -147,6 +150,15 @@ class ProcessSandbox(Sandbox):
         python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sysconfig.get_paths()["purelib"],
                   sysconfig.get_paths()["platlib"], str(Path(sys.executable).resolve().parent.parent)}
         return sorted(python) + [str(package_dir(f"selfloop.{p}")) for p in SELFLOOP_PACKAGES]
+
+    def _plugin_paths(self) -> list[str]:
+        """Import-path entries of the host's plugin distributions that the Python installation
+        does not hold (PYTHONPATH, ``pip install --target``): read-only for the payload too."""
+        from .plugin_dists import path_entries
+
+        python = [os.path.realpath(p) for p in self._python_dirs()]
+        return [p for p in path_entries()
+                if not any(p == d or p.startswith(d + os.sep) for d in python)]
 
     def _readable(self, code_at: Path, inputs_dir: Path) -> list[str]:
         return self._python_dirs() + SYSTEM_READ + [str(code_at), str(inputs_dir)]
