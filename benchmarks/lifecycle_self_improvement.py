@@ -71,7 +71,7 @@ def print_table(out: Path, wall: float | None, peak_mib: float | None, args) -> 
     peer_mib = max((m.get("peak_rss_mib") or 0.0 for r in rounds for m in r.get("peers_optimize", [])),
                    default=0.0)
     peak_mib = main_mib + peers * peer_mib
-    digits = sorted({int(d) for r in rounds for d in r["accuracy_by_digits"]})
+    digits = sorted({int(d) for r in rounds for d in accuracy(r)})
     print(f"self-improvement: labels of 1-5 digits, seed {report['seed']}, "
           f"budget {args.minutes:g} min; "
           + (f"wall-clock {wall / 60:.1f} min, " if wall is not None else "")
@@ -88,7 +88,7 @@ def print_table(out: Path, wall: float | None, peak_mib: float | None, args) -> 
         ds = data.get("difficulties", [])
         trained = (f"{ds[0]}-{ds[-1]}" if len(ds) > 1 else str(ds[0])) if ds else "-"
         ok = data.get("label_accuracy_kept")
-        acc = r["accuracy_by_digits"]
+        acc = accuracy(r)
         gate = "admitted" if admitted(r) else "REJECTED"
         print(f"{r['round']:>5} {trained[:8]:>8} {data.get('new', 0):>6} "
               f"{(f'{ok:.0%}' if ok is not None else '-'):>8} {elapsed / 60:>5.1f} {gate:>8} | "
@@ -98,13 +98,21 @@ def print_table(out: Path, wall: float | None, peak_mib: float | None, args) -> 
             print(f"gate, round {r['round']}: {r['admission']['reason']}"
                   + (f"; tightened {'; '.join(r['admission']['tightened'])}"
                      if r["admission"].get("tightened") else ""))
+            by = r["admission"].get("by_difficulty", {})
+            print("   " + "  ".join(f"{d}: {v['before'] * 100:.1f}->{v['after'] * 100:.1f} (±{v['margin'] * 100:.1f})"
+                                    for d, v in sorted(by.items(), key=lambda kv: int(kv[0]))))
     kept = [r for r in rounds if admitted(r)]  # the model a run ends with: the last admitted
-    last = kept[-1]["accuracy_by_digits"] if kept else {}
+    last = accuracy(kept[-1]) if kept else {}
     reached = [d for d in digits if d >= args.target_digits and last.get(str(d), 0) >= 0.95]
     print(f"target (>= 95% exact match at >= {args.target_digits} digits, last admitted round): "
           f"{'met at ' + ', '.join(map(str, reached)) + ' digits' if reached else 'not met'}; "
           f"peak memory {'under' if peak_mib < 3072 else 'OVER'} 3 GiB")
     print(f"report: {out / 'report.json'}")
+
+
+def accuracy(entry) -> dict:
+    """A round's accuracy by difficulty (runs made before the rename wrote it by digits)."""
+    return entry.get("accuracy_by_difficulty") or entry.get("accuracy_by_digits") or {}
 
 
 def admitted(entry) -> bool:
