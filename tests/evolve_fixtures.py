@@ -52,7 +52,7 @@ def register_selector(register):
 '''
 
 # A variant that games its visible score: its task's verifier accepts anything.
-GAMED_TASK_LINE = ("        return self.extract(completion) == problem.answer",
+GAMED_TASK_LINE = ("        return self.extract_answer(completion) == problem.answer",
                    "        return True")
 
 SETTINGS = {

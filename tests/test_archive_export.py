@@ -20,7 +20,7 @@ PLUGINS = Path(__file__).resolve().parent.parent / "plugins"
 def evolved(tmp_path) -> Archive:
     archive = Archive.init(tmp_path / "A", PLUGINS)
     files = archive.files("v0")
-    target = next(p for p, text in sorted(files.items()) if "def register_task" in text)
+    target = "tasks/reversed_addition.py"
     files[target] = files[target].replace('description="', 'description="EVOLVED ', 1)
     archive.add(parent="v0", files=files, meta={"score": 0.9, "proposer": "test"})
     return archive
@@ -93,5 +93,5 @@ def test_export_installs_in_a_fresh_venv_only_beside_the_selfloop_it_was_made_wi
         check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path,
         env={"PATH": "/usr/bin:/bin", "SELFLOOP_LOAD_PLUGINS": "selfloop-variant-v1"})
     assert listed.returncode == 0, listed.stderr
-    task = next(c for c in json.loads(listed.stdout) if c["kind"] == "task")
+    task = next(c for c in json.loads(listed.stdout) if c["kind"] == "task" and c["name"] == "reversed_addition")
     assert "EVOLVED" in task["description"] and task["location"].startswith("selfloop-variant-v1")
