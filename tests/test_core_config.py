@@ -4,7 +4,6 @@ import json
 import tomllib
 
 import pytest
-
 from selfloop.core.config import load_config, to_toml
 from selfloop.core.errors import ConfigError
 

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from selfloop.testing import tiny_bpe_model_dir
 
 CONFIG = """

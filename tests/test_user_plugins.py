@@ -123,7 +123,6 @@ def docker_current() -> str | None:
     """Why the Docker backend cannot be tested here, or None when it can."""
     try:
         import docker
-
         from selfloop.core.config import SandboxSettings
         from selfloop.sandbox.image import image_state
 
@@ -220,7 +219,6 @@ def test_image_lacking_a_plugin_distribution_is_stale(tmp_path, monkeypatch, run
     if (why := docker_current()) and "lacks the host's plugin" not in why:
         pytest.skip(f"Docker backend: {why}")
     import docker
-
     from selfloop.core.config import SandboxSettings
     from selfloop.sandbox.image import image_state
 
