@@ -192,7 +192,7 @@ def test_plugin_that_raises_is_named_and_done_rounds_are_kept(run_selfloop, tiny
     config.write_text(TINY + '\n[[select]]\nname = "exploding"\n')
     out = tmp_path / "run"
     result = run_selfloop("run", "--config", config, "--plugins-dir", plugins, "--rounds", "1",
-                          "--out", out)
+                          "--out", out, timeout=900)  # two rounds: room for a loaded machine
     assert result.returncode == 1
     error = result.stderr.strip().splitlines()[-1]
     assert error.startswith("error: stage 'select': component 'exploding'")
