@@ -68,7 +68,8 @@ def main():
         for name in args.sizes.split(","):
             models[name] = tiny_bpe_model_dir(work / name, **SIZES[name])
     selfloop = Path(sys.executable).parent / "selfloop"
-    rows = []
+    print(f"{'model':<8} {'params (M)':>10} {'weights MiB':>11} {'run peak MiB':>12} {'max child MiB':>13} {'seconds':>8}",
+          flush=True)
     for name, model in models.items():
         config = work / f"{name}.toml"
         config.write_text(CONFIG.format(model=model))
@@ -85,10 +86,8 @@ def main():
         child_peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
         params = _parameters(model)
         weights = sum(p.stat().st_size for p in model.glob("*.safetensors")) / 2**20
-        rows.append((name, params / 1e6, weights, report["peak_rss_mib"], child_peak, wall))
-    print(f"{'model':<8} {'params (M)':>10} {'weights MiB':>11} {'run peak MiB':>12} {'max child MiB':>13} {'seconds':>8}")
-    for name, params, weights, peak, child, wall in rows:
-        print(f"{name:<8} {params:>10.2f} {weights:>11.1f} {peak:>12.0f} {child:>13.0f} {wall:>8.1f}")
+        print(f"{name:<8} {params / 1e6:>10.2f} {weights:>11.1f} {report['peak_rss_mib']:>12.0f} "
+              f"{child_peak:>13.0f} {wall:>8.1f}", flush=True)  # a row as each run ends
 
 
 def _parameters(model: Path) -> int:
