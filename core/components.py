@@ -12,7 +12,7 @@ from typing import Any
 
 from .config import Component
 from .errors import SelfloopError, StageError
-from .tasks import TaskView
+from .tasks import build_task
 
 
 @dataclass
@@ -54,14 +54,9 @@ def build_components(config, registry) -> Components:
                     registry.create(kind, component.name, component.options))
 
     model = part("model", config.model)
-    task = part("task", config.task)
-    task.component = TaskView(task.component, name=config.task.name,
-                              render=getattr(model.component, "render_messages", None))
+    task = Part("task", config.task.name, registry.get("task", config.task.name).plugin,
+                build_task(config, registry, model=model.component))
     plugins_dirs = list(getattr(registry, "plugins_dirs", []))
-    if task.component.runs_model_output:  # its verifier runs model output: only in the sandbox
-        from selfloop.sandbox.verify import SandboxVerifier
-
-        task.component.verifier = SandboxVerifier(config, plugins_dirs)
     return Components(
         model=model,
         task=task,

@@ -217,6 +217,17 @@ class RunConfig(Strict):
             raise ConfigError(" | ".join(problems))
 
 
+def parse_options(settings_class: type[BaseModel], options: dict[str, Any], component: str):
+    """``options`` validated by a component's pydantic ``settings_class``; the first problem is a
+    one-line ConfigError naming ``component`` (say, "model 'embedded'") and the option."""
+    try:
+        return settings_class(**options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(map(str, first["loc"])) or "options"
+        raise ConfigError(f"{component}: {where}: {first['msg']}") from None
+
+
 def default_config_text() -> str:
     return resources.files("selfloop.core").joinpath(DEFAULT_CONFIG).read_text()
 

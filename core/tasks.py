@@ -29,6 +29,7 @@ gets wrong is a one-line ``PluginError`` naming the task.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import os
 import random
@@ -212,6 +213,12 @@ class TaskView:
             raise PluginError(f"task {self.name!r}: difficulties() returned {offered!r}; it must be "
                               "a non-empty list of distinct non-negative ints, or Difficulties(low=n)")
         return Difficulties(low=min(values), values=tuple(sorted(values)))
+
+
+def in_held_out(prompt: str, fraction: float) -> bool:
+    """Whether a prompt falls in the held-out part of a hash split: a fixed share ``fraction`` of
+    all prompts, the same on every machine, so the two parts never share a problem."""
+    return int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16) < fraction * 16**8
 
 
 def _takes_keyword(function, name: str) -> bool:

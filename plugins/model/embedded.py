@@ -20,8 +20,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from selfloop.core.errors import CheckpointError, ConfigError
+from pydantic import BaseModel, ConfigDict, Field
+from selfloop.core.config import parse_options
+from selfloop.core.errors import CheckpointError
 from selfloop.core.hookspecs import hookimpl
 from selfloop.core.models import (
     check_memory,
@@ -70,11 +71,7 @@ class Embedded:
     OPTIONS = EmbeddedSettings  # its options, as `selfloop plugins --options` lists them
 
     def __init__(self, **options):
-        try:
-            self.settings = EmbeddedSettings(**options)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise ConfigError(f"model 'embedded': {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        self.settings = parse_options(EmbeddedSettings, options, "model 'embedded'")
 
     def create(self) -> Policy:
         """A fresh model with ``peers`` peers (peer k from ``init_seed + k``), or the directory

@@ -25,7 +25,8 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+from selfloop.core.config import parse_options
 from selfloop.core.errors import CheckpointError, ConfigError
 from selfloop.core.hookspecs import hookimpl
 from selfloop.core.models import (
@@ -73,12 +74,7 @@ class Pretrained:
     OPTIONS = PretrainedSettings  # its options, as `selfloop plugins --options` lists them
 
     def __init__(self, **options):
-        try:
-            self.settings = PretrainedSettings(**options)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(map(str, first["loc"])) or "options"
-            raise ConfigError(f"model 'pretrained': {where}: {first['msg']}") from None
+        self.settings = parse_options(PretrainedSettings, options, "model 'pretrained'")
         self._tokenizer = None  # the tokenizer render_messages uses (the loaded policy's, once loaded)
 
     # --- the provider -------------------------------------------------------------------------

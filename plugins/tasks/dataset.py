@@ -26,13 +26,13 @@ not load or a missing column is a one-line ``PluginError`` naming the task and t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from pathlib import Path
 
 from selfloop.core.errors import PluginError
 from selfloop.core.hookspecs import hookimpl
+from selfloop.core.tasks import in_held_out
 from selfloop.core.types import Problem
 
 HELD_OUT_NAMES = {"held_out", "test", "validation"}
@@ -124,8 +124,7 @@ class DatasetTask:
                 raise PluginError(f"{self.where}: row {number}: split {named!r} is not train or held_out")
             split = "train" if named == "train" else "held_out"
         if split is None:
-            hashed = int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16)
-            split = "held_out" if hashed < self.held_out_fraction * 16**8 else "train"
+            split = "held_out" if in_held_out(prompt, self.held_out_fraction) else "train"
         return Problem(prompt=prompt, answer=answer, difficulty=difficulty, meta={"solution": solution}), split
 
     # --- the task -------------------------------------------------------------------------------

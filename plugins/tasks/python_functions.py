@@ -26,7 +26,6 @@ module, is what confines model code.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import os
 import random
@@ -40,7 +39,7 @@ from collections.abc import Sequence
 
 from selfloop.core.errors import PluginError
 from selfloop.core.hookspecs import hookimpl
-from selfloop.core.tasks import SANDBOXED_ENV
+from selfloop.core.tasks import SANDBOXED_ENV, in_held_out
 from selfloop.core.types import Problem
 
 FUNCTION = "f"
@@ -93,7 +92,7 @@ class PythonFunctions:
         out: list[Problem] = []
         while len(out) < count:  # a problem's split is a hash of its prompt: the two never share one
             problem = self.make(difficulty, rng)
-            if _in_held_out(problem.prompt, self.held_out_fraction) == (split == "held_out"):
+            if in_held_out(problem.prompt, self.held_out_fraction) == (split == "held_out"):
                 out.append(problem)
         return out
 
@@ -261,9 +260,6 @@ def _children() -> list[int]:
                 pass
     return out
 
-
-def _in_held_out(prompt: str, fraction: float) -> bool:
-    return int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16) < fraction * 16**8
 
 
 def _prctl(option: int, value: int) -> None:

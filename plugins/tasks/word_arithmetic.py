@@ -21,12 +21,12 @@ A problem's split (train or held-out) is a hash of its prompt, so the two never 
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 
 from selfloop.core.errors import PluginError
 from selfloop.core.hookspecs import hookimpl
+from selfloop.core.tasks import in_held_out
 from selfloop.core.types import Problem
 
 MARKER = "####"
@@ -61,7 +61,7 @@ class WordArithmetic:
         out: list[Problem] = []
         while len(out) < count:
             problem = self.make(difficulty, rng)
-            if _in_held_out(problem.prompt, self.held_out_fraction) == (split == "held_out"):
+            if in_held_out(problem.prompt, self.held_out_fraction) == (split == "held_out"):
                 out.append(problem)
         return out
 
@@ -145,9 +145,6 @@ def _step(value: int, they: str, item: str, rng: random.Random) -> tuple[str, st
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
-
-def _in_held_out(prompt: str, fraction: float) -> bool:
-    return int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16) < fraction * 16**8
 
 
 @hookimpl
