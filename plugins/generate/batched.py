@@ -1,15 +1,22 @@
 """Batched, KV-cached sampling with transformers (GRO: generation).
 
-Prompts are grouped by token length so a batch needs no padding, each group is run as one batch
-(``n`` copies of each prompt), and every step feeds only the newest token against the cache.
+Prompts are sorted by token length and cut into batches of up to ``batch_size`` rows (``n``
+copies of each prompt). In a batch each prompt length is prefilled on its own, once per prompt
+(no padding, and copies share it); the groups' keys and values then go, right-aligned, into one
+preallocated cache (``kv_cache.py``) and the whole batch decodes together, one token a step,
+written in place. Rows that end are dropped from the batch once a quarter of it has ended.
+A model whose cache is not plain full attention decodes each prompt length on its own instead.
+
 Tensors live on the model's device; a sequence ends at any of the model's end tokens (the
-tokenizer's EOS and the generation config's, e.g. a chat model's end of turn).
+tokenizer's EOS and the generation config's, e.g. a chat model's end of turn). Greedy outputs
+match transformers' ``generate`` on the left-padded batch (tests/test_plugins_generate.py);
+``benchmarks/lifecycle_generation_throughput.py`` measures the speed.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
+from itertools import groupby
 
 from selfloop.core.hookspecs import hookimpl
 from selfloop.core.models import model_device
@@ -18,6 +25,7 @@ from selfloop.core.tunable import tunable
 from selfloop.core.types import Policy
 
 BATCH_SIZE = tunable(1024, low=16, high=8192)
+DROP_SHARE = 0.25  # drop ended rows once this share of the batch's live rows has ended
 
 
 class BatchedGenerator:
@@ -36,62 +44,29 @@ class BatchedGenerator:
 
         tokenizer, model = policy.tokenizer, policy.model
         encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-        by_length: dict[int, list[int]] = defaultdict(list)
-        for index, ids in enumerate(encoded):
-            by_length[len(ids)].append(index)
-        rows = [(index, copy) for length in sorted(by_length) for index in by_length[length]
-                for copy in range(n)]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        per_batch = max(1, self.batch_size // max(1, n))
         out: list[list[str]] = [[""] * n for _ in prompts]
         device = model_device(model)
-        stop = end_token_ids(policy)
         generator = torch.Generator(device=device).manual_seed(seed)
+        decoder = _Decoder(model, end_token_ids(policy), max_new_tokens,
+                           lambda logits: self._pick(logits, temperature, generator))
         was_training = model.training
         model.eval()
         try:
             with torch.inference_mode(), progress_bar(
-                    f"generate {len(prompts)}×{n}", len(rows), enabled=self.progress) as advance:
-                start = 0
-                while start < len(rows):
-                    length = len(encoded[rows[start][0]])
-                    batch = []
-                    while (start < len(rows) and len(batch) < self.batch_size
-                           and len(encoded[rows[start][0]]) == length):
-                        batch.append(rows[start])
-                        start += 1
-                    input_ids = torch.tensor([encoded[i] for i, _ in batch], dtype=torch.long,
-                                             device=device)
-                    new_tokens = self._decode(model, input_ids, stop, temperature,
-                                              max_new_tokens, generator)
-                    texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-                    for (index, copy), text in zip(batch, texts):
-                        out[index][copy] = text
-                    advance(len(batch))
+                    f"generate {len(prompts)}×{n}", len(encoded) * n, enabled=self.progress) as advance:
+                for start in range(0, len(order), per_batch):
+                    batch = order[start:start + per_batch]
+                    tokens = decoder.run([encoded[i] for i in batch], n) if max_new_tokens > 0 else \
+                        [[] for _ in range(len(batch) * n)]
+                    texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)
+                    for row, text in enumerate(texts):
+                        out[batch[row // n]][row % n] = text
+                    advance(len(batch) * n)
         finally:
             model.train(was_training)
         return out
-
-    def _decode(self, model, input_ids, stop, temperature, max_new_tokens, generator):
-        import torch
-        from transformers import DynamicCache
-
-        cache = DynamicCache()
-        cache_name = _cache_keyword(model)
-        batch = input_ids.shape[0]
-        eos_id = stop[0]
-        stop_ids = torch.tensor(stop, device=input_ids.device)
-        finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
-        produced = []
-        step_input = input_ids
-        for _ in range(max_new_tokens):
-            logits = model(input_ids=step_input, use_cache=True, **{cache_name: cache}).logits[:, -1]
-            token = self._pick(logits, temperature, generator)
-            token = torch.where(finished, torch.full_like(token, eos_id), token)
-            produced.append(token)
-            finished |= torch.isin(token, stop_ids)
-            if bool(finished.all()):
-                break
-            step_input = token[:, None]
-        return torch.stack(produced, dim=1) if produced else input_ids[:, :0]
 
     def _pick(self, logits, temperature, generator):
         import torch
@@ -104,6 +79,132 @@ class BatchedGenerator:
             logits = logits.masked_fill(logits < kth, float("-inf"))
         probs = torch.softmax(logits, dim=-1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+class _Decoder:
+    """Decodes one batch: prompts (token ids, sorted by length), ``n`` rows each."""
+
+    def __init__(self, model, stop, max_new_tokens, pick):
+        import inspect
+
+        self.model, self.max_new_tokens, self.pick = model, max_new_tokens, pick
+        self.stop = stop
+        self.cache_name = _cache_keyword(model)
+        try:
+            parameters = inspect.signature(model.forward).parameters
+        except (TypeError, ValueError):
+            parameters = {}
+        self.extra = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
+
+    def run(self, prompts: list[list[int]], n: int) -> list[list[int]]:
+        """Each row's new tokens, up to and including its end token."""
+        import torch
+        from transformers import DynamicCache
+
+        from . import kv_cache
+
+        device = model_device(self.model)
+        groups, logits, states, start = [], [], [], 0
+        for length, same in groupby(prompts, key=len):
+            ids = torch.tensor(list(same), dtype=torch.long, device=device)
+            cache = DynamicCache()
+            logits.append(self._forward(ids, torch.ones_like(ids, dtype=torch.bool), cache))
+            rows = len(ids) * n
+            source = torch.arange(len(ids), device=device).repeat_interleave(n) if n > 1 else None
+            states.append(kv_cache.row_state(self.model))
+            if not kv_cache.plain(cache):
+                return self._by_length(prompts, n)
+            groups.append((slice(start, start + rows), source, cache, length))
+            start += rows
+        width = len(prompts[-1])
+        cache, mask = kv_cache.assemble(groups, start, width, width + self.max_new_tokens)
+        kv_cache.set_row_state(self.model, kv_cache.concat_rows(states, [g[1] for g in groups]))
+        logits = torch.cat([step if source is None else step[source]
+                            for step, (_, source, _, _) in zip(logits, groups)])
+        lengths = torch.tensor([len(p) for p in prompts], device=device).repeat_interleave(n)
+        return self._decode(logits, cache, mask, lengths, width)
+
+    def _decode(self, logits, cache, mask, positions, width):
+        """Greedy or sampled tokens of every row, from the prompt's last logits on."""
+        import torch
+
+        from . import kv_cache
+
+        rows = logits.shape[0]
+        device = logits.device
+        stop_ids = torch.tensor(self.stop, device=device)
+        produced = torch.full((rows, self.max_new_tokens), self.stop[0], dtype=torch.long, device=device)
+        ends = torch.full((rows,), self.max_new_tokens, dtype=torch.long, device=device)
+        live = torch.arange(rows, device=device)  # which batch row each cache row is
+        ended = torch.zeros(rows, dtype=torch.bool, device=device)
+        for step in range(self.max_new_tokens):
+            token = self.pick(logits)
+            token = torch.where(ended, torch.full_like(token, self.stop[0]), token)
+            produced[live, step] = token
+            now = torch.isin(token, stop_ids) & ~ended
+            ends[live[now]] = step + 1
+            ended |= now
+            done = int(ended.sum())
+            if done == len(live) or step + 1 == self.max_new_tokens:
+                break
+            if done >= max(1, DROP_SHARE * len(live)):
+                keep = _as_slice((~ended).nonzero().squeeze(1))
+                kv_cache.select_rows(cache, keep)
+                kv_cache.set_row_state(self.model, kv_cache.map_rows(
+                    kv_cache.row_state(self.model), lambda t, keep=keep: t[keep]))
+                live, mask, positions, token = live[keep], mask[keep], positions[keep], token[keep]
+                ended = ended[keep]
+            mask[:, width + step] = True
+            logits = self._forward(token[:, None], mask[:, :width + step + 1], cache,
+                                   (positions + step)[:, None])
+        return [row[:end] for row, end in zip(produced.tolist(), ends.tolist())]
+
+    def _forward(self, input_ids, mask, cache, position_ids=None):
+        extra = dict(self.extra)
+        if position_ids is not None:
+            extra["position_ids"] = position_ids
+        return self.model(input_ids=input_ids, attention_mask=mask, use_cache=True,
+                          **{self.cache_name: cache}, **extra).logits[:, -1]
+
+    def _by_length(self, prompts, n):
+        """The general path: each prompt length decoded as one batch with the model's own cache."""
+        import torch
+        from transformers import DynamicCache
+
+        device = model_device(self.model)
+        out = []
+        for _, same in groupby(prompts, key=len):
+            ids = torch.tensor([p for p in same for _ in range(n)], dtype=torch.long, device=device)
+            cache = DynamicCache()
+            logits = self._forward(ids, torch.ones_like(ids, dtype=torch.bool), cache)
+            out += self._grow(logits, cache, ids)
+        return out
+
+    def _grow(self, logits, cache, ids):
+        import torch
+
+        stop_ids = torch.tensor(self.stop, device=ids.device)
+        ended = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        produced = []
+        mask = torch.ones_like(ids, dtype=torch.bool)
+        for step in range(self.max_new_tokens):
+            token = self.pick(logits)
+            token = torch.where(ended, torch.full_like(token, self.stop[0]), token)
+            produced.append(token)
+            ended |= torch.isin(token, stop_ids)
+            if bool(ended.all()) or step + 1 == self.max_new_tokens:
+                break
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            logits = self._forward(token[:, None], mask, cache)
+        rows = torch.stack(produced, dim=1).tolist()
+        return [row[:next((i + 1 for i, t in enumerate(row) if t in self.stop), len(row))]
+                for row in rows]
+
+
+def _as_slice(indices):
+    """Sorted row indices as a slice when they are one run (selecting it copies nothing)."""
+    first, last = int(indices[0]), int(indices[-1])
+    return slice(first, last + 1) if last - first + 1 == len(indices) else indices
 
 
 def _cache_keyword(model) -> str:
