@@ -82,6 +82,22 @@ class LifecycleSettings(Strict):
     admission_refiner: str = "greedy"
 
 
+class RaySettings(Strict):
+    """The ``ray`` executor (``selfloop.core.ray_executor``): where the cluster is, what a task asks.
+
+    ``address``: ``"auto"`` or ``host:port`` of a running cluster; unset, one of this machine alone
+    (``local_cpus`` CPUs, default all) is started for the run. Each evaluation asks for ``cpus``,
+    ``memory_mb`` and ``gpus``; it is killed ``grace_s`` after the sandbox's own timeout.
+    """
+
+    address: str | None = None
+    local_cpus: int | None = Field(None, ge=1)
+    cpus: float = Field(1.0, gt=0)
+    memory_mb: int | None = Field(None, ge=64)
+    gpus: float = Field(0.0, ge=0)
+    grace_s: float = Field(120.0, gt=0)
+
+
 class EvolveSettings(Strict):
     """The meta loop: rounds, budgets, workers, the staged evaluation and admission.
 
@@ -93,7 +109,9 @@ class EvolveSettings(Strict):
 
     iterations: int = Field(20, ge=0)
     rounds: int = Field(2, ge=1)
-    workers: int = Field(1, ge=1)
+    workers: int = Field(1, ge=1)  # evaluations in flight at once, on any executor
+    executor: Literal["local", "ray"] = "local"  # local: threads on this host; ray: a Ray cluster
+    ray: RaySettings = Field(default_factory=RaySettings)
     max_seconds: float | None = Field(None, gt=0)
     max_tokens: int | None = Field(None, gt=0)
     max_usd: float | None = Field(None, gt=0)

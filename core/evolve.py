@@ -265,8 +265,11 @@ class Evolution:
     def __init__(self, config, *, archive_path: Path, out: Path, sandbox, registry,
                  trainer: Callable[[Any], Trainer],
                  proposer, parent_selector, progress: Callable[[str, dict], None] | None = None,
-                 seed_dir: Path | None = None, plugins_dirs: Sequence[str | Path] = ()):
+                 seed_dir: Path | None = None, plugins_dirs: Sequence[str | Path] = (), executor=None):
+        from .executor import LocalExecutor
+
         self.settings = config.evolve
+        self.executor = executor or LocalExecutor()
         self.archive_path, self.out = Path(archive_path), Path(out)
         self.sandbox, self.registry = sandbox, registry
         self.proposer, self.parent_selector = proposer, parent_selector
@@ -376,6 +379,16 @@ class Evolution:
         finally:
             self.journal.append({"event": "session", "seconds": time.monotonic() - session_start})
         return results
+
+    def placement(self) -> dict[str, Any]:
+        """The executor, its nodes, and how many of this run's evaluations each node ran."""
+        counts: dict[str, int] = {}
+        for variant in self.archive.list() if self.archive else []:
+            sandbox = variant.meta.get("sandbox") or {}
+            if variant.meta.get("run") == self.run_id and sandbox.get("node"):
+                where = sandbox["node"] + (f" ({sandbox['ip']})" if sandbox.get("ip") else "")
+                counts[where] = counts.get(where, 0) + 1
+        return {**self.executor.describe(), "evaluated_on": counts}
 
     def _seconds(self, session_start: float) -> float:
         return self.spent_before + time.monotonic() - session_start
@@ -552,8 +565,8 @@ class Evolution:
         """Validate, turning any failure of the machinery (a sandbox that cannot start, a bug) into
         this evaluation's recorded verdict: it is journalled, so a resume never replays it."""
         try:
-            return validator.validate(files, changed=changed, editable=self.editable, threshold=threshold,
-                                      baseline=baseline)
+            return self.executor.evaluate(validator, files, changed=changed, editable=self.editable,
+                                          threshold=threshold, baseline=baseline)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - one evaluation's failure is not the run's

@@ -31,6 +31,9 @@ EVOLVE_LOG_WIDTH = 1000
 @click.option("--iterations", type=click.IntRange(min=0), help="Total meta-loop iterations (over all rounds).")
 @click.option("--rounds", type=click.IntRange(min=1), help="Training rounds interleaved with evolution.")
 @click.option("--workers", type=click.IntRange(min=1), help="Variants evaluated at once.")
+@click.option("--executor", type=click.Choice(["local", "ray"]),
+              help="Where evaluations run: threads on this host (local, the default) or a Ray cluster.")
+@click.option("--ray-address", help="Ray cluster to join (auto, or HOST:PORT); default: start one on this machine.")
 @click.option("--archive", "archive_path", envvar="SELFLOOP_ARCHIVE", type=click.Path(file_okay=False),
               help="The variant archive (a git repository) to create or continue.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run directory (journal, checkpoints); default ARCHIVE.run")
@@ -44,8 +47,8 @@ EVOLVE_LOG_WIDTH = 1000
 @click.option("--max-tokens", type=click.IntRange(min=1), help="LLM token budget.")
 @click.option("--max-usd", type=click.FloatRange(min=0, min_open=True), help="LLM cost budget in US dollars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def evolve(config_path, plugins_dirs, iterations, rounds, workers, archive_path, out, resume, fresh, seed,
-           model, api_base, max_seconds, max_tokens, max_usd, as_json):
+def evolve(config_path, plugins_dirs, iterations, rounds, workers, executor, ray_address, archive_path, out,
+           resume, fresh, seed, model, api_base, max_seconds, max_tokens, max_usd, as_json):
     """Evolve the lifecycle's plugins while the GRO loop trains the model (the main job)."""
     from rich.console import Console
 
@@ -54,9 +57,12 @@ def evolve(config_path, plugins_dirs, iterations, rounds, workers, archive_path,
 
     overrides: dict = {"evolve": {}, "llm": {}}
     for key, value in {"iterations": iterations, "rounds": rounds, "workers": workers, "max_seconds": max_seconds,
-                       "max_tokens": max_tokens, "max_usd": max_usd, "archive": archive_path, "out": out}.items():
+                       "max_tokens": max_tokens, "max_usd": max_usd, "archive": archive_path, "out": out,
+                       "executor": executor}.items():
         if value is not None:
             overrides["evolve"][key] = value
+    if ray_address:
+        overrides["evolve"]["ray"] = {"address": ray_address}
     if seed is not None:
         overrides["seed"] = seed
     if model:
@@ -86,10 +92,14 @@ def evolve(config_path, plugins_dirs, iterations, rounds, workers, archive_path,
     seed_dir = next((Path(d) for d in plugins_dirs if is_surface(d)), None)
     user_dirs = [Path(d) for d in plugins_dirs if not is_surface(d)]
     evolution = build_evolution(config, registry, archive, run_dir, console, seed_dir, user_dirs)
-    with EvolveProgress(console, config) as progress:
-        evolution.progress = progress
-        results = evolution.run(resume=resume)
-    report = final_report(evolution, results)
+    try:
+        with EvolveProgress(console, config) as progress:
+            evolution.progress = progress
+            evolution.executor.log = lambda message: progress("warning", {"message": message})
+            results = evolution.run(resume=resume)
+        report = final_report(evolution, results)
+    finally:
+        evolution.executor.close()
     if as_json:
         print_json(report)
     else:
@@ -124,6 +134,7 @@ def build_evolution(config, registry, archive: Path, run_dir: Path, console, see
     from selfloop.sandbox import choose_backend
 
     from .evolve import Evolution
+    from .executor import make_executor
     from .trainer import LifecycleTrainer
 
     options = dict(config.proposer.options)
@@ -135,18 +146,26 @@ def build_evolution(config, registry, archive: Path, run_dir: Path, console, see
     proposer = registry.create("proposer", config.proposer.name, options)
     parent_selector = registry.create("parent_selector", config.parent_selector.name,
                                       config.parent_selector.options)
-    sandbox = choose_backend(config.sandbox)
+    log = lambda message: console.print(f"  [dim]{message}[/]" if console.is_terminal else f"{stamp()}   {message}",
+                                        soft_wrap=not console.is_terminal, highlight=False)
+    executor = make_executor(config, log=log)
+    if config.evolve.executor == "ray":
+        nodes = executor.describe()["nodes"]
+        console.print(f"executor: [bold]ray[/] ({config.evolve.ray.address or 'a local cluster'}), "
+                      f"{len(nodes)} node(s): " + ", ".join(f"{n['ip']} {n['backend']} {n['cpus']:g} CPU"
+                                                           for n in nodes), soft_wrap=True)
+        sandbox = None  # each node uses its own
+    else:
+        sandbox = choose_backend(config.sandbox)
     why = getattr(sandbox, "reason", None)
-    console.print(f"sandbox: [bold]{sandbox.name}[/]" + (f" ({why})" if why else "")
+    console.print(f"sandbox: [bold]{sandbox.name if sandbox else 'per node'}[/]" + (f" ({why})" if why else "")
                   + f"; proposer: [bold]{config.proposer.name}[/]"
                   + (f" ({config.llm.model})" if config.proposer.name == "llm" else "")
                   + f"; parents: {config.parent_selector.name}; archive: {archive}", soft_wrap=True)
     return Evolution(config, archive_path=archive, out=run_dir, sandbox=sandbox, registry=registry,
-                     trainer=lambda baked: LifecycleTrainer(baked, plugins_dirs=user_dirs, log=lambda message: console.print(
-                         f"  [dim]{message}[/]" if console.is_terminal else f"{stamp()}   {message}",
-                         soft_wrap=not console.is_terminal, highlight=False)),
-                     proposer=proposer,
-                     parent_selector=parent_selector, seed_dir=seed_dir, plugins_dirs=user_dirs)
+                     trainer=lambda baked: LifecycleTrainer(baked, plugins_dirs=user_dirs, log=log),
+                     proposer=proposer, parent_selector=parent_selector, seed_dir=seed_dir,
+                     plugins_dirs=user_dirs, executor=executor)
 
 
 class EvolveProgress:
@@ -245,7 +264,7 @@ def final_report(evolution, results) -> dict:
         "rounds": [vars(r) for r in results], "champion": last.champion if last else None,
         "seed_score": last.seed_score if last else None,
         "champion_score": last.champion_score if last else None, "lineage": lineage,
-        "confirmation": evolution.confirmation,
+        "confirmation": evolution.confirmation, "executor": evolution.placement(),
         "browse": f"selfloop archive serve --archive {evolution.archive_path}",
     }
 
@@ -274,6 +293,12 @@ def print_report(console, evolution, report: dict) -> None:
         console.print(f"On fresh held-out problems (round {confirm['round']}'s checkpoint): seed "
                       f"{_fmt(confirm['seed_score'])} ({confirm['seed_variant']}), champion {confirm['champion']} "
                       f"{_fmt(confirm['champion_score'])} ({confirm['champion_variant']}), Δ {_fmt(delta, signed=True)}",
+                      soft_wrap=True)
+    placed = report["executor"]
+    if placed["executor"] != "local" or len(placed["evaluated_on"]) > 1:
+        console.print(f"evaluated by the {placed['executor']} executor on: "
+                      + ", ".join(f"{node} ×{n}" for node, n in placed["evaluated_on"].items())
+                      + (f"; {placed['retried']} retried after a worker died" if placed.get("retried") else ""),
                       soft_wrap=True)
     if report["stopped"]:
         console.print(f"stopped: {report['stopped']}")

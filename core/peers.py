@@ -8,6 +8,8 @@ offsets, swapped operands, its own confidence) stayed at 87-92%.
 
 A round's optimizer trains the policy in this process and each peer in a worker process of its own
 (started with spawn, one torch thread each): with a core per model, peers cost little wall-clock.
+While evolve's Ray executor is open, each peer is a Ray task instead, on any node of the cluster
+(``selfloop.core.ray_executor``).
 Peers never see anything the policy does not: the same training set, the same optimizer, only
 another seed. Selectors reach them as ``policy.peers``.
 """
@@ -115,6 +117,13 @@ class PeerTraining:
                 seed=rng.randrange(2**31), threads=self.threads, model_in=str(model_in),
                 model_out=str(self.workdir / f"peer_{k}"), examples=str(data),
                 workdir=str(self.workdir / f"peer_{k}_work")))
+        from .ray_executor import active
+
+        cluster = active()
+        if cluster is not None:  # evolve runs on a Ray cluster: so do the peers, each on any node
+            self._futures = [cluster.train_peer(job) for job in jobs]
+            self._pool = cluster
+            return self
         self._pool = ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn"))
         self._futures = [self._pool.submit(train_peer, job) for job in jobs]
         return self
@@ -136,10 +145,15 @@ class PeerTraining:
                 if isinstance(error, (SelfloopError, KeyboardInterrupt)):
                     raise
                 raise StageError("optimize", f"{part.name} (peer {k})", part.plugin, error) from error
-        self._pool.shutdown(wait=True)
+        if isinstance(self._pool, ProcessPoolExecutor):
+            self._pool.shutdown(wait=True)
         shutil.rmtree(self.workdir, ignore_errors=True)  # the peers now live in memory (and, saved, in the checkpoint)
 
     def _stop(self) -> None:
+        if not isinstance(self._pool, ProcessPoolExecutor):  # Ray tasks
+            for future in self._futures:
+                future.cancel_task()
+            return
         for process in list((getattr(self._pool, "_processes", None) or {}).values()):
             process.terminate()
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -143,22 +143,25 @@ class Validator:
         self.job_config, self.path_inputs = mount_option_paths(config.model_dump(mode="json"))
 
     def validate(self, files: dict[str, str], *, changed: Sequence[str], editable: Sequence[str],
-                 threshold: float | None, baseline: bool = False) -> Verdict:
+                 threshold: float | None, baseline: bool = False, run=None) -> Verdict:
+        """``run(files, job, inputs, timeout_s) -> SandboxResult`` runs the payload somewhere else
+        (an executor's node); by default it runs here, in ``self.sandbox``. The judging stays here."""
         start = time.perf_counter()
         problems = static_problems(changed, files, editable)
         if problems:
             return Verdict(False, [f"static: {p}" for p in problems], stages={"static": {"ok": False}},
                            seconds=time.perf_counter() - start)
-        with tempfile.TemporaryDirectory(prefix="selfloop-variant-") as tmp:
-            code = write_tree(files, Path(tmp) / "plugins")
-            job = Path(tmp) / "job.json"
-            job.write_text(json.dumps(self._job(threshold)))
-            result = self.sandbox.run(PAYLOAD, code_dir=code, timeout_s=self.timeout_s,
-                                      inputs={"job": job, "model": self.checkpoint, **self.plugins_inputs,
-                                              **self.path_inputs})
+        if run is None:
+            run = lambda *args: run_payload(self.sandbox, *args)
+        result = run(files, self._job(threshold), self.inputs(), self.timeout_s)
         verdict = self._decide(result, threshold, baseline)
         verdict.seconds = time.perf_counter() - start
         return verdict
+
+    def inputs(self) -> dict[str, Path]:
+        """The read-only host paths the payload gets besides the job: the checkpoint, the user's
+        plugin directories, paths named by component options."""
+        return {"model": self.checkpoint, **self.plugins_inputs, **self.path_inputs}
 
     def _job(self, threshold: float | None) -> dict[str, Any]:
         return {
@@ -298,6 +301,16 @@ def mount_option_paths(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str
             done = [{**item, "options": mounted(item["options"])} for item in items]
             out[section] = done if isinstance(value, list) else done[0]
     return out, inputs
+
+
+def run_payload(sandbox, files: dict[str, str], job: dict[str, Any], inputs: dict[str, Path],
+                timeout_s: float | None):
+    """The judge's payload over a variant's files in ``sandbox``: the sandbox run of one validation."""
+    with tempfile.TemporaryDirectory(prefix="selfloop-variant-") as tmp:
+        code = write_tree(files, Path(tmp) / "plugins")
+        job_path = Path(tmp) / "job.json"
+        job_path.write_text(json.dumps(job))
+        return sandbox.run(PAYLOAD, code_dir=code, timeout_s=timeout_s, inputs={"job": job_path, **inputs})
 
 
 def write_tree(files: dict[str, str], directory: Path) -> Path:

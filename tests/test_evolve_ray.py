@@ -1,0 +1,142 @@
+"""The ``ray`` executor on a real local Ray cluster (2 CPUs, loopback only): evaluations as Ray
+tasks, the nodes named in every record, a worker killed mid-evaluation retried once and, killed
+again, recorded as that variant's failure while the run goes on."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from evolve_fixtures import CopyTrainer, make_checkpoint, make_config, make_surface
+from selfloop.core.errors import ConfigError
+from selfloop.core.evolve import Evolution
+from selfloop.core.registry import load_registry
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the local cluster on loopback only
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'selfloop[ray]')")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return make_checkpoint(tmp_path_factory.mktemp("ray-ckpt") / "ckpt")
+
+
+def evolution(tmp_path, ckpt, **evolve):
+    from selfloop.core.ray_executor import RayExecutor
+
+    surface = make_surface(tmp_path / "surface")
+    config = make_config(executor="ray", **evolve)
+    registry = load_registry([surface])
+    executor = RayExecutor(config.evolve.ray, config.sandbox)
+    return Evolution(config, archive_path=tmp_path / "A", out=tmp_path / "A.run", sandbox=None,
+                     registry=registry, trainer=lambda config: CopyTrainer(ckpt),
+                     proposer=registry.create("proposer", "mutation", {}),
+                     parent_selector=registry.create("parent_selector", "dgm", {}), seed_dir=surface,
+                     executor=executor)
+
+
+def evaluation_workers() -> list[int]:
+    """Pids of Ray workers running an evaluation now (Ray titles a busy worker ``ray::<task>``)."""
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if "ray::_evaluate_on_node" in line]
+
+
+class Killer(threading.Thread):
+    """Kills (SIGKILL) the first ``times`` evaluation workers seen once the seed's baseline is
+    journalled, so that an iteration's evaluation, not the seed's, dies."""
+
+    def __init__(self, journal, times: int):
+        super().__init__(daemon=True)
+        self.journal, self.times, self.killed, self.stop = journal, times, [], False
+
+    def run(self):
+        while not self.stop and len(self.killed) < self.times:
+            if self.journal.exists() and '"baseline"' in self.journal.read_text():
+                for pid in evaluation_workers():
+                    if pid not in self.killed and len(self.killed) < self.times:
+                        os.kill(pid, signal.SIGKILL)
+                        self.killed.append(pid)
+            time.sleep(0.1)
+
+
+def test_evolve_on_ray_archives_every_variant_and_names_its_node(cluster, tmp_path, ckpt):
+    run = evolution(tmp_path, ckpt, iterations=3, workers=2)
+    run.run()
+    variants = run.archive.list()
+    assert len(variants) == 4  # the seed and three iterations
+    nodes = {n["node"] for n in run.executor.describe()["nodes"]}
+    for v in variants:
+        assert v.meta["sandbox"]["executor"] == "ray"
+        assert v.meta["sandbox"]["node"] in nodes, v.meta["sandbox"]
+        assert v.meta["sandbox"]["retries"] == 0
+    assert run.archive.get("v0").scores.get("score") is not None  # the seed was judged on the driver
+    placement = run.placement()
+    assert placement["executor"] == "ray" and sum(placement["evaluated_on"].values()) == 4
+
+
+def test_a_worker_killed_mid_evaluation_is_retried_once(cluster, tmp_path, ckpt):
+    run = evolution(tmp_path, ckpt, iterations=2, workers=1)
+    killer = Killer(tmp_path / "A.run" / "journal.jsonl", times=1)
+    killer.start()
+    run.run()
+    killer.stop = True
+    assert len(killer.killed) == 1
+    variants = run.archive.list()
+    assert len(variants) == 3
+    retried = [v for v in variants if v.meta["sandbox"].get("retries") == 1]
+    assert len(retried) == 1 and retried[0].scores.get("score") is not None  # evaluated on the retry
+    assert run.executor.retried == 1
+
+
+def test_a_worker_killed_twice_fails_that_variant_only(cluster, tmp_path, ckpt):
+    run = evolution(tmp_path, ckpt, iterations=2, workers=1)
+    killer = Killer(tmp_path / "A.run" / "journal.jsonl", times=2)
+    killer.start()
+    run.run()
+    killer.stop = True
+    assert len(killer.killed) == 2
+    variants = run.archive.list()
+    assert len(variants) == 3  # the run went on: the other iteration was evaluated
+    failed = [v for v in variants if any("died twice" in r for r in v.meta.get("reasons", []))]
+    assert len(failed) == 1 and failed[0].status == "rejected"
+    assert "WorkerCrashedError" in failed[0].meta["reasons"][0]
+    assert sum(1 for v in variants if v.scores.get("score") is not None) == 2
+
+
+def test_a_node_without_the_sandbox_it_needs_is_a_one_line_error_naming_it(cluster, tmp_path):
+    from selfloop.core.ray_executor import RayExecutor
+
+    config = make_config(executor="ray")
+    sandbox = config.sandbox.model_copy(update={"backend": "docker", "image": "selfloop-sandbox:no-such-tag"})
+    with pytest.raises(ConfigError) as caught:
+        RayExecutor(config.evolve.ray, sandbox)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("ray node 127.0.0.1")
+    if "is missing" in message:  # a Docker engine answered: the image is what is missing
+        assert "selfloop sandbox build" in message
+
+
+def test_without_ray_the_executor_is_a_one_line_error_naming_the_extra(tmp_path):
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "from selfloop.core.cli import main\n"
+            "sys.argv = ['selfloop', 'evolve', '--executor', 'ray', '--iterations', '1', '--archive', 'A']\n"
+            "main()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "selfloop[ray]" in lines[0], done.stderr
+    assert not (tmp_path / "A").exists()  # nothing was started
+
