@@ -134,15 +134,15 @@ def main():
     tokens = sum(min(budget, len(policy.tokenizer(t, add_special_tokens=False)["input_ids"]) + 1)
                  for t in ref)
     differ = {name: sum(a != b for a, b in zip(ref, out)) for name, out in outputs.items()}
-    correct = [sum(task.verify(p, a) for p, a in zip(problems, ref) if p.difficulty == d)
-               for d in range(1, args.max_digits + 1)]
-    per_digit = len(problems) / args.max_digits
+    scored = [(p.difficulty, task.verify(p, a)) for p, a in zip(problems, ref)]
+    exact = [sum(r for d, r in scored if d == digits) / max(1, sum(d == digits for d, _ in scored))
+             for digits in range(1, args.max_digits + 1)]
 
     print(f"generation throughput: {args.prompts} prompts of 1-{args.max_digits}-digit reversed "
           f"addition, greedy, budget {budget} tokens, {args.repeats} repeats, {args.threads} "
           f"thread(s), {device}, load {load:.2f} -> {os.getloadavg()[0]:.2f}")
     print(f"model: {path} (exact match by digits: "
-          f"{' '.join(f'{c / per_digit:.0%}' for c in correct)}); {tokens} tokens generated")
+          f"{' '.join(f'{e:.0%}' for e in exact)}); {tokens} tokens generated")
     print(f"{'generator':<36}{'cold s':>9}{'median s':>10}{'min s':>9}{'tokens/s':>10}{'differ':>8}")
     for name, values in seconds.items():
         warm = values[1:] or values
