@@ -1,12 +1,14 @@
 """Training throughput: the embedded rejection-sampling fine-tuning loop vs TRL's SFTTrainer.
 
 Same model (the default config: Llama, abacus positions), same labelled data (1-5 digit reversed
-addition), same batch size and learning rate, same torch threads, fp32 and no gradient
-checkpointing for both (TRL's defaults, bf16 and checkpointing, are far slower on this CPU), in one
-run; each trainer runs
-``--steps`` optimizer steps ``--repeats`` times on a fresh model. Tokens per second counts the
-prompt + completion + EOS tokens of the examples consumed (padding excluded), over the time of the
-training loop alone (TRL: ``trainer.train()``; set-up and dataset tokenization excluded).
+addition), same batch size and learning rate, same torch threads, no gradient checkpointing, in one
+run; each configuration runs ``--steps`` optimizer steps ``--repeats`` times on a fresh model,
+interleaved. TRL runs twice: fp32, and with its own ``bf16=True`` (autocast); the speed-up is
+selfloop's median over the best TRL configuration's. Tokens per second counts the prompt +
+completion + EOS tokens of the examples consumed (padding excluded), over the time of the training
+loop alone (TRL: ``trainer.train()``; set-up and dataset tokenization excluded). The share of peak
+takes 6 x parameters x tokens as the FLOPs and 2 FMA units x 16 fp32 lanes x 2 flops x the clock
+(``/proc/cpuinfo``) x threads as the fp32 peak (AVX-512).
 
     python benchmarks/lifecycle_training_throughput.py --steps 100 --repeats 3
 """
@@ -38,7 +40,7 @@ def run_selfloop(examples, settings, steps, batch):
     return metrics["tokens_per_second"]
 
 
-def run_trl(examples, settings, steps, batch):
+def run_trl(examples, settings, steps, batch, bf16=False):
     import datasets
     from datasets import Dataset
     from transformers import PrinterCallback
@@ -54,9 +56,8 @@ def run_trl(examples, settings, steps, batch):
                          learning_rate=1e-3, warmup_steps=10, logging_steps=steps,
                          save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True,
                          dataloader_num_workers=0, seed=0,
-                         # TRL's defaults are bf16 autocast and gradient checkpointing; on a CPU
-                         # without bf16 units both only slow it down: compare like with like.
-                         bf16=False, gradient_checkpointing=False)
+                         # TRL's default gradient checkpointing only slows a model this small.
+                         bf16=bf16, gradient_checkpointing=False)
         trainer = SFTTrainer(model=policy.model, args=args, train_dataset=Dataset.from_list(rows),
                              processing_class=tok)
         trainer.remove_callback(PrinterCallback)
@@ -65,6 +66,16 @@ def run_trl(examples, settings, steps, batch):
         trainer.train()
         seconds = time.perf_counter() - started
     return steps * batch * mean_tokens / seconds
+
+
+def fp32_peak_gflops(threads: int) -> float | None:
+    """2 AVX-512 FMA units x 16 fp32 lanes x 2 flops per cycle, at the clock /proc/cpuinfo gives."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            mhz = next(float(line.split(":")[1]) for line in f if line.startswith("cpu MHz"))
+    except (OSError, StopIteration, ValueError):
+        return None
+    return 2 * 16 * 2 * mhz / 1000 * threads
 
 
 def main():
@@ -76,22 +87,36 @@ def main():
     parser.add_argument("--per-difficulty", type=int, default=400, help="examples per digit count")
     args = parser.parse_args()
 
+    import os
+
     import torch
     from selfloop.plugins.model.embedded import Embedded
 
     torch.set_num_threads(args.threads)
-    settings = Embedded()  # the default model's provider
+    provider = Embedded()  # the default model's provider
     examples = data(args.per_difficulty)
-    results = {"selfloop rejection_sft": [], "TRL SFTTrainer": []}
-    for _ in range(args.repeats):  # interleaved, so a busy machine hurts both alike
-        results["selfloop rejection_sft"].append(run_selfloop(examples, settings, args.steps, args.batch))
-        results["TRL SFTTrainer"].append(run_trl(examples, settings, args.steps, args.batch))
-    print(f"training throughput: {settings.architecture} {settings.n_layer}x{settings.n_embd}, batch {args.batch}, "
-          f"{args.steps} steps x {args.repeats} repeats, {args.threads} thread(s)")
-    print(f"{'trainer':<26}{'median tokens/s':>16}{'min':>10}{'max':>10}")
+    params = sum(p.numel() for p in provider.create().model.parameters())
+    runs = {"selfloop rejection_sft": lambda: run_selfloop(examples, provider, args.steps, args.batch),
+            "TRL SFTTrainer fp32": lambda: run_trl(examples, provider, args.steps, args.batch),
+            "TRL SFTTrainer bf16": lambda: run_trl(examples, provider, args.steps, args.batch, bf16=True)}
+    results = {name: [] for name in runs}
+    for _ in range(args.repeats):  # interleaved, so a busy machine hurts all alike
+        for name, run in runs.items():
+            results[name].append(run())
+    s = provider.settings
+    print(f"training throughput: {s.architecture} {s.n_layer}x{s.n_embd} ({params / 1e6:.2f}M parameters), "
+          f"batch {args.batch}, {args.steps} steps x {args.repeats} repeats, {args.threads} thread(s), "
+          f"load average {os.getloadavg()[0]:.2f} at the end")
+    peak = fp32_peak_gflops(args.threads)
+    print(f"{'trainer':<26}{'median tokens/s':>16}{'min':>10}{'max':>10}{'GFLOP/s':>10}{'% fp32 peak':>13}")
     for name, values in results.items():
-        print(f"{name:<26}{statistics.median(values):>16.0f}{min(values):>10.0f}{max(values):>10.0f}")
-    ratio = statistics.median(results["selfloop rejection_sft"]) / statistics.median(results["TRL SFTTrainer"])
+        median = statistics.median(values)
+        gflops = 6 * params * median / 1e9
+        share = f"{100 * gflops / peak:.0f}%" if peak else "?"
+        print(f"{name:<26}{median:>16.0f}{min(values):>10.0f}{max(values):>10.0f}{gflops:>10.1f}{share:>13}")
+    best_trl = max((n for n in results if n.startswith("TRL")), key=lambda n: statistics.median(results[n]))
+    ratio = statistics.median(results["selfloop rejection_sft"]) / statistics.median(results[best_trl])
+    print(f"best TRL configuration: {best_trl}")
     print(f"speed-up (median): {ratio:.2f}x")
 
 

@@ -100,3 +100,56 @@ def test_offset_range_grows_over_the_warmup_then_is_restored():
     handle.remove()
     assert seen == [0, 1, 2, 3, 4, 4, 4, 4]
     assert policy.model.selfloop_max_offset == 4
+
+
+DDP_WORKER = """
+import json, os, sys
+sys.path.insert(0, {tests!r})
+import torch
+torch.set_num_threads(1)
+from plugin_fixtures import labelled, tiny_policy
+from test_plugins_optimize import completion_loss
+from selfloop.plugins.optimize.rejection_sft import train
+
+policy, data = tiny_policy(), labelled(64)
+before = completion_loss(policy, data)
+batches = []  # what this rank trained on: the ranks must have drawn different batches
+hook = policy.model.register_forward_pre_hook(
+    lambda module, args, kwargs: batches.append(kwargs["input_ids"].tolist()), with_kwargs=True)
+metrics = train(policy, data, steps=40, batch_size=16, lr=3e-3, warmup=5, progress=False)
+hook.remove()
+rank = int(os.environ["RANK"])
+torch.save([p.detach() for p in policy.model.parameters()], f"{{sys.argv[1]}}/weights{{rank}}.pt")
+with open(f"{{sys.argv[1]}}/rank{{rank}}.json", "w") as f:
+    json.dump({{"before": before, "after": completion_loss(policy, data), "metrics": metrics,
+               "world": int(os.environ["WORLD_SIZE"]), "batches": batches}}, f)
+"""
+
+
+@pytest.mark.slow
+def test_rejection_sft_trains_data_parallel_on_two_cpu_processes(tmp_path):
+    """torchrun, 2 processes, gloo: one run of train(), the ranks end with the same weights."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    worker = tmp_path / "worker.py"
+    worker.write_text(DDP_WORKER.format(tests=str(Path(__file__).parent)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", str(worker), str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    weights = [torch.load(tmp_path / f"weights{r}.pt") for r in (0, 1)]
+    assert all(torch.equal(a, b) for a, b in zip(*weights))
+    fresh = [p.detach() for p in tiny_policy().model.parameters()]
+    assert not all(torch.equal(a, b) for a, b in zip(fresh, weights[0]))
+    assert ranks[0]["batches"] != ranks[1]["batches"]  # different data, same weights: DDP
+    for one in ranks:
+        assert one["world"] == 2 and one["metrics"]["steps"] == 40
+        assert all(len(batch) == 8 for batch in one["batches"])  # half the batch each
+        assert one["after"] < one["before"] - 0.3
