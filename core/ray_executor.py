@@ -44,11 +44,16 @@ _DEATHS = ("WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "LocalRayl
 _ACTIVE: RayExecutor | None = None  # the open executor, for peer training in this process
 
 
-def require_ray(local: bool = False):
-    """Ray, imported; ``local``: a cluster of this machine alone, kept on the loopback interface."""
-    if local and "ray" not in sys.modules:
-        # Read once, at import: with it off, Ray takes 127.0.0.1 as this node's address (not the LAN's).
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+def require_ray(address: str | None = None):
+    """Ray, imported to join ``address`` (None: a cluster of this machine alone is started)."""
+    if "ray" not in sys.modules:  # both variables are read once, when Ray is imported
+        if _on_loopback(address):  # Ray then takes 127.0.0.1 as this node's address, not the LAN's
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        if address and address != "auto" and (os.environ.get("RAY_AUTH_TOKEN")
+                                               or (Path.home() / ".ray" / "auth_token").is_file()):
+            # `ray start` turns token authentication on when this user has a token; a driver that
+            # joins by HOST:PORT (not "auto") is not told so and must be.
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
     try:
         import ray
     except ImportError:
@@ -66,7 +71,7 @@ class RayExecutor:
 
     def __init__(self, settings, sandbox_settings, *, log=None):
         global _ACTIVE
-        ray = require_ray(local=not settings.address)
+        ray = require_ray(settings.address)
         self.ray, self.settings, self.sandbox_settings = ray, settings, sandbox_settings
         self.log = log or (lambda message: None)
         self._parcels: dict[tuple, Any] = {}
@@ -76,7 +81,7 @@ class RayExecutor:
             try:
                 local = {} if settings.address else {"num_cpus": settings.local_cpus,
                                                      "_node_ip_address": "127.0.0.1"}  # this machine alone
-                ray.init(address=settings.address, include_dashboard=False, log_to_driver=False,
+                ray.init(address=settings.address or "local", include_dashboard=False, log_to_driver=False,
                          configure_logging=False, **local)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = settings.address or "a local cluster"
@@ -264,6 +269,12 @@ def _train_peer_on_node(job, names, parcels):
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def _on_loopback(address: str | None) -> bool:
+    """A cluster of this machine alone: none named (one is started), or one at a loopback address."""
+    host = (address or "127.0.0.1").removeprefix("ray://").rsplit(":", 1)[0]
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _failed(result_type, status: str, reason: str):

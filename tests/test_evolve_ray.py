@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -49,9 +49,13 @@ def evolution(tmp_path, ckpt, **evolve):
 
 
 def evaluation_workers() -> list[int]:
-    """Pids of Ray workers running an evaluation now (Ray titles a busy worker ``ray::<task>``)."""
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines() if "ray::_evaluate_on_node" in line]
+    """Pids of this test cluster's Ray workers running an evaluation now (Ray titles a busy worker
+    ``ray::<task>``; the workers are children of the raylets of this cluster's nodes)."""
+    ours = {f"--node_id={n['NodeID']}" for n in ray.nodes()}
+    rows = [line.split(None, 2) for line in subprocess.run(
+        ["ps", "-ww", "-eo", "pid=,ppid=,args="], capture_output=True, text=True, check=False).stdout.splitlines()]
+    raylets = {pid for pid, _, args in rows if "raylet" in args and ours & set(args.split())}
+    return [int(pid) for pid, ppid, args in rows if ppid in raylets and "ray::_evaluate_on_node" in args]
 
 
 class Killer(threading.Thread):
@@ -134,9 +138,55 @@ def test_without_ray_the_executor_is_a_one_line_error_naming_the_extra(tmp_path)
             "from selfloop.core.cli import main\n"
             "sys.argv = ['selfloop', 'evolve', '--executor', 'ray', '--iterations', '1', '--archive', 'A']\n"
             "main()\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=120, check=False)
     assert done.returncode != 0
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "selfloop[ray]" in lines[0], done.stderr
     assert not (tmp_path / "A").exists()  # nothing was started
 
+
+
+def test_peers_train_as_ray_tasks_while_the_executor_is_open(cluster, tmp_path):
+    import random
+
+    import torch
+    from selfloop.core.components import build_components
+    from selfloop.core.config import load_config
+    from selfloop.core.peers import PeerTraining
+    from selfloop.core.ray_executor import RayExecutor
+    from selfloop.core.types import Example
+    from test_lifecycle_run import TINY
+
+    path = tmp_path / "peers.toml"
+    path.write_text(TINY.replace("peers = 0 ", "peers = 1 "))
+    config = load_config(path)
+    components = build_components(config, load_registry([]))
+    policy = components.model.component.create()
+    assert len(policy.peers) == 1
+    before = [p.detach().clone() for p in policy.peers[0].model.parameters()]
+    examples = [Example(p.prompt, p.answer, d, "labelled")
+                for d in (1, 2) for p in components.task.component.problems(d, 20, random.Random(d))]
+    executor = RayExecutor(config.evolve.ray, config.sandbox)
+    try:
+        with PeerTraining(policy.peers, examples, components=components, round_index=0, seed=1,
+                          workdir=tmp_path / "peers", threads=1) as peers:
+            pass  # the policy would train here
+    finally:
+        executor.close()
+    assert len(peers.policies) == 1 and peers.metrics[0]["steps"] == 30
+    assert peers.metrics[0]["node"] in {n["node"] for n in executor.nodes}  # it ran as a Ray task
+    after = list(peers.policies[0].model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))  # trained, and brought back
+
+
+def test_an_evaluation_past_its_deadline_is_cancelled_and_its_worker_killed(cluster, tmp_path, ckpt):
+    run = evolution(tmp_path, ckpt, iterations=0)
+    run.executor.settings = run.executor.settings.model_copy(update={"grace_s": 0.01})
+    run.config.sandbox.timeout_s = 1.0  # the deadline: 1.01 s, less than a worker needs to start and run
+    run.run()
+    seed = run.archive.get("v0")
+    assert seed.meta["sandbox"]["status"] == "timeout"
+    assert any("ran past 1 s on the cluster; its Ray worker was killed" in r for r in seed.meta["reasons"])
+    time.sleep(2)
+    assert evaluation_workers() == []  # force-cancelled: no worker is still running it

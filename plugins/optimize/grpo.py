@@ -4,6 +4,12 @@ The prompts of the kept examples are the training prompts; each gets ``generatio
 completions per step, scored by the run's rewarder (wrapped as a TRL reward function: TRL passes
 a flat list, grouped here by prompt), with the example's label as the problem's answer when it has
 a ground-truth one. Completions are as long as the task's budget allows (``max_new_tokens``).
+
+Rollouts come from vLLM when ``vllm`` says so (TRL's ``use_vllm``): ``"colocate"`` runs vLLM in
+the trainer's own processes on their GPUs; ``"server"`` asks a ``trl vllm-serve`` server at
+``vllm_server`` (``http://HOST:PORT``); ``"auto"`` (the default) is colocate when vLLM is installed
+and torch sees a GPU, else the trainer's own ``generate``. Under ``accelerate launch`` the trainer
+is data-parallel over the launched processes, as every TRL trainer is.
 """
 
 from __future__ import annotations
@@ -58,8 +64,13 @@ class GRPO:
     def __init__(self, steps: int = 20, batch_size: int = 16, generations: int = 4,
                  lr: float = 1e-5, beta: float = 0.0, temperature: float = 1.0,
                  max_prompts: int = 1000, fixed_positions: bool = True,
-                 target_weight: float = 0.0,
+                 target_weight: float = 0.0, vllm: str = "auto", vllm_server: str | None = None,
                  base_options: dict | None = None):
+        if vllm not in VLLM_MODES:
+            raise ValueError(f"vllm {vllm!r}: one of {', '.join(VLLM_MODES)}")
+        if vllm == "server" and not vllm_server:
+            raise ValueError("vllm = 'server' needs vllm_server (the `trl vllm-serve` URL, http://HOST:PORT)")
+        self.vllm, self.vllm_server = vllm, vllm_server
         self.base_options = dict(base_options or {})  # rejection_sft's options for round 0
         self.steps, self.batch_size, self.generations = steps, batch_size, generations
         self.lr, self.beta, self.temperature, self.max_prompts = lr, beta, temperature, max_prompts
@@ -83,7 +94,7 @@ class GRPO:
         args = trainer_args(
             GRPOConfig, workdir, steps=self.steps, batch_size=self.batch_size, lr=self.lr,
             model=policy.model, num_generations=self.generations, beta=self.beta, temperature=self.temperature,
-            max_completion_length=example_budget(examples, task))
+            max_completion_length=example_budget(examples, task), **vllm_args(self.vllm, self.vllm_server))
         with trained_in_place(policy.model, fixed_positions=self.fixed_positions):
             trainer = GRPOTrainer(
                 model=policy.model, reward_funcs=[reward_function(rewarder, task, difficulty.get,
@@ -91,6 +102,24 @@ class GRPO:
                 args=args, train_dataset=Dataset.from_list(rows), processing_class=policy.tokenizer)
             quiet(trainer).train()
         return OptimizeResult(policy, log_metrics(trainer))
+
+
+VLLM_MODES = ("auto", "off", "colocate", "server")
+
+
+def vllm_args(mode: str, server: str | None) -> dict:
+    """GRPOConfig's vLLM fields for ``mode`` (see the module's docstring)."""
+    if mode == "auto":
+        import importlib.util
+
+        import torch
+
+        mode = "colocate" if importlib.util.find_spec("vllm") and torch.cuda.is_available() else "off"
+    if mode == "off":
+        return {"use_vllm": False}
+    if mode == "server":
+        return {"use_vllm": True, "vllm_mode": "server", "vllm_server_base_url": server}
+    return {"use_vllm": True, "vllm_mode": "colocate"}
 
 
 @hookimpl(trylast=True)
