@@ -127,12 +127,13 @@ def train(policy: Policy, examples: list[Example], *, steps: int, batch_size: in
     Over the first ``offset_warmup_steps`` steps the range of random position offsets (models with
     abacus positions) grows linearly from 0 to the model's maximum.
 
-    Data-parallel: launched by ``accelerate launch`` or ``torchrun`` (``WORLD_SIZE`` > 1), or given
-    an ``accelerator``, it trains through HF accelerate (DDP; gloo on a CPU). Each of the N
-    processes draws ``batch_size / N`` examples of its own per step, so a step still learns from
-    ``batch_size`` examples; the gradients are averaged and every rank ends with the same weights
-    in ``policy.model``. The caller writes checkpoints from the main process only
-    (``is_main_process``). A single process without a launcher never imports accelerate.
+    Data-parallel: launched by ``torchrun --nproc_per_node N`` or ``accelerate launch --multi_gpu
+    --num_processes N`` (``WORLD_SIZE`` > 1; on a CPU too, where accelerate's ``--cpu`` starts one
+    process unless MPI is set up), or given an ``accelerator``, it trains through HF accelerate
+    (DDP; gloo on a CPU). Each of the N processes draws ``batch_size / N`` examples of its own per
+    step, so a step still learns from ``batch_size`` examples; the gradients are averaged and every
+    rank ends with the same weights in ``policy.model``. The caller writes checkpoints from the main
+    process only (``is_main_process``). A single process without a launcher never imports accelerate.
     """
     import torch
 
