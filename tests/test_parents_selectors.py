@@ -144,6 +144,8 @@ def test_hgm_is_deterministic_for_a_given_rng(registry):
     variants = prolific_and_barren()
     runs = [tuple(hgm.choose(variants, 6, random.Random(seed))) for seed in (7, 7, 8)]
     assert runs[0] == runs[1]
+    shuffled = list(reversed(variants))  # the order the summaries come in does not matter
+    assert tuple(hgm.choose(shuffled, 6, random.Random(7))) == runs[0]
     assert len({p for run in [hgm.choose(variants, 6, random.Random(s)) for s in range(20)] for p in run}) > 2
 
 
@@ -197,3 +199,27 @@ def test_hgm_counts_rejected_children_from_a_real_archive(registry, tmp_path):
         assert (clades["v0"].successes, clades["v0"].failures, clades["v0"].members) == (1, 2, 4)
     finally:
         archive.close()
+
+
+@pytest.mark.slow
+def test_hgm_drives_the_meta_loop(tmp_path):
+    """`selfloop evolve`'s loop with hgm: what the archive hands it is enough to choose every parent."""
+    from evolve_fixtures import CopyTrainer, make_checkpoint, make_config, make_surface
+    from selfloop.core.evolve import Evolution
+    from selfloop.sandbox import choose_backend
+
+    surface = make_surface(tmp_path / "surface")
+    ckpt = make_checkpoint(tmp_path / "ckpt")
+    loop_registry = load_registry([surface])
+    config = make_config(iterations=3, workers=1)
+    evo = Evolution(config, archive_path=tmp_path / "A", out=tmp_path / "A.run",
+                    sandbox=choose_backend(config.sandbox), registry=loop_registry,
+                    trainer=lambda config: CopyTrainer(ckpt),
+                    proposer=loop_registry.create("proposer", "mutation", {}),
+                    parent_selector=loop_registry.create("parent_selector", "hgm", {}), seed_dir=surface)
+    evo.run()
+    variants = {v.id: v for v in evo.archive.list()}
+    assert len(variants) == 4
+    for v in list(variants.values())[1:]:  # each child's parent was admitted and scored before it
+        parent = variants[v.parent]
+        assert parent.admitted and parent.scores.get("score") is not None and parent.created <= v.created
