@@ -90,6 +90,8 @@ def test_hgm_aggregates_improvements_over_each_clade(registry):
         "v0": (2, 4, 7),  # the seed has no parent to beat: only its descendants count
     }
     assert hgm.posterior(clades["v1"]) == (3.0, 3.0)
+    hgm.choose(tree(), 10, random.Random(0))
+    assert hgm.clades(tree()) == clades  # aggregating leaves every variant's own outcome as it was
 
 
 def test_hgm_score_outcome_is_a_fractional_update(registry):
