@@ -153,3 +153,22 @@ def test_rejection_sft_trains_data_parallel_on_two_cpu_processes(tmp_path):
         assert one["world"] == 2 and one["metrics"]["steps"] == 40
         assert all(len(batch) == 8 for batch in one["batches"])  # half the batch each
         assert one["after"] < one["before"] - 0.3
+
+
+@pytest.mark.slow
+def test_rejection_sft_with_processes_trains_data_parallel_and_brings_the_weights_back(tmp_path):
+    """``processes = 2``: the optimizer launches torchrun itself; the round's policy is trained in place."""
+    policy, data = tiny_policy(), labelled(64)
+    before_weights = [p.detach().clone() for p in policy.model.parameters()]
+    before = completion_loss(policy, data)
+    result = RejectionSFT(base_steps=40, batch_size=16, lr=3e-3, warmup=5, progress=False, processes=2).optimize(
+        policy, data, task=TASK, generator=BatchedGenerator(), rewarder=GroundTruthReward(),
+        rng=random.Random(0), workdir=tmp_path, round_index=0)
+    assert result.policy is policy and result.metrics["processes"] == 2 and result.metrics["steps"] == 40
+    assert not all(torch.equal(a, b) for a, b in zip(before_weights, policy.model.parameters()))
+    assert completion_loss(policy, data) < before - 0.3
+
+
+def test_rejection_sft_refuses_no_processes():
+    with pytest.raises(ValueError, match="processes must be at least 1"):
+        RejectionSFT(processes=0)

@@ -25,6 +25,11 @@ Before an update, examples that claim a ground-truth answer (``meta["answer"]``,
 problems) are checked against the task's own answer when the task can compute one
 (``answer_for(prompt)``, optional), and dropped when wrong: the rejection step for labels of
 doubtful origin. A task without ``answer_for`` is trusted.
+
+``processes = N`` (> 1) trains data-parallel: the round's policy and examples are saved, this file
+is launched N times by ``torch.distributed.run`` (DDP through accelerate; gloo on a CPU, NCCL on
+GPUs, one GPU per process), rank 0 saves the result and the weights are loaded back in place. The
+rest of the round stays in this one process, so nothing else writes twice.
 """
 
 from __future__ import annotations
@@ -59,7 +64,10 @@ class RejectionSFT:
                  round_lr: float = ROUND_LR, warmup: int = 50,
                  weight_decay: float = 0.01, max_seconds: float | None = None,
                  reject_labelled: bool = True, offset_warmup: float = OFFSET_WARMUP,
-                 batching: str = "auto", progress: bool = True):
+                 batching: str = "auto", progress: bool = True, processes: int = 1):
+        if processes < 1:
+            raise ValueError(f"processes must be at least 1, got {processes}")
+        self.processes = processes
         if batching not in BATCHING:
             raise ValueError(f"batching must be one of {', '.join(BATCHING)}, got {batching!r}")
         self.base_steps, self.steps = base_steps, steps
@@ -76,13 +84,69 @@ class RejectionSFT:
         steps = self.base_steps if round_index == 0 else self.steps
         lr = self.lr if round_index == 0 else self.round_lr
         offset_warmup_steps = int(self.offset_warmup * steps) if round_index == 0 else 0
-        metrics = train(policy, examples, steps=steps, batch_size=self.batch_size, lr=lr,
-                        warmup=self.warmup, weight_decay=self.weight_decay,
-                        offset_warmup_steps=offset_warmup_steps, batching=self.batching,
-                        max_seconds=self.max_seconds, seed=rng.randrange(2**31),
-                        progress=self.progress, label=f"round {round_index}: optimize")
+        settings = {"steps": steps, "batch_size": self.batch_size, "lr": lr, "warmup": self.warmup,
+                    "weight_decay": self.weight_decay, "offset_warmup_steps": offset_warmup_steps,
+                    "batching": self.batching, "max_seconds": self.max_seconds, "seed": rng.randrange(2**31),
+                    "progress": self.progress, "label": f"round {round_index}: optimize"}
+        if self.processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+            metrics = train_launched(policy, examples, processes=self.processes, workdir=workdir, **settings)
+        else:
+            metrics = train(policy, examples, **settings)
         metrics["rejected"] = rejected
         return OptimizeResult(policy=policy, metrics=metrics)
+
+
+def train_launched(policy: Policy, examples: list[Example], *, processes: int, workdir: Path,
+                   **settings) -> dict[str, float]:
+    """``train`` in ``processes`` processes started by torchrun; the weights come back in place."""
+    import json
+    import subprocess
+    import sys
+
+    import torch
+    from selfloop.core.errors import SelfloopError
+    from selfloop.core.models import load_policy, save_policy
+    from selfloop.core.rundir import save_examples
+
+    job_dir = Path(workdir) / "data_parallel"
+    job_dir.mkdir(parents=True, exist_ok=True)
+    job = {"model": str(save_policy(policy, job_dir / "model_in")), "examples": str(job_dir / "examples.jsonl"),
+           "out": str(job_dir / "model_out"), "metrics": str(job_dir / "metrics.json"), "settings": settings}
+    save_examples(examples, Path(job["examples"]))
+    (job_dir / "job.json").write_text(json.dumps(job))
+    threads = max(1, torch.get_num_threads() // processes)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(name, None)
+    # This file, not its installed module: an evolved variant of it trains with its own code.
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", str(processes), __file__, str(job_dir / "job.json")],
+                          env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise SelfloopError(f"data-parallel training ({processes} processes) failed: {tail[0][:300]}")
+    trained = load_policy(job["out"])
+    policy.model.load_state_dict(trained.model.state_dict())
+    return {**json.loads(Path(job["metrics"]).read_text()), "processes": float(processes)}
+
+
+def _launched_worker(job_path: str) -> None:
+    """One rank of ``train_launched``: load, train data-parallel, rank 0 saves."""
+    import json
+
+    import torch
+    from selfloop.core.models import load_policy, save_policy
+    from selfloop.core.rundir import load_examples
+
+    job = json.loads(Path(job_path).read_text())
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    policy = load_policy(job["model"])
+    rank = int(os.environ.get("RANK", "0"))
+    settings = {**job["settings"], "progress": job["settings"]["progress"] and rank == 0}
+    metrics = train(policy, load_examples(Path(job["examples"])), **settings)
+    if rank == 0:
+        save_policy(policy, job["out"])
+        Path(job["metrics"]).write_text(json.dumps(metrics))
 
 
 def _reject_wrong_labels(examples, task):
@@ -320,3 +384,9 @@ def register_optimizer(register):
     register("rejection_sft", RejectionSFT,
              description="rejection-sampling fine-tuning (ReST-EM M-step), length-bucketed or "
                          "padded batches")
+
+
+if __name__ == "__main__":  # a rank started by train_launched
+    import sys
+
+    _launched_worker(sys.argv[1])
