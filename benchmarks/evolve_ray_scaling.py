@@ -5,7 +5,7 @@ Every row is the meta loop's real one (the mutation proposer, the dgm parents, t
 surface, the process sandbox) against one checkpoint: the smoke config's base round, trained once.
 Training is taken out (each round hands out that checkpoint), so the rows time the evaluations.
 Each Ray node is its own `ray start` process tree (``--head``, then ``--address HEAD``), one CPU
-each, on the loopback interface; an evaluation asks for one CPU, so two nodes run two at once.
+each, on loopback addresses; an evaluation asks for one CPU, so two nodes run two at once.
 
     python benchmarks/evolve_ray_scaling.py [--iterations 6] [--repeats 3]
 
@@ -32,7 +32,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _base import SMOKE, base_checkpoint
 
-LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}  # Ray then takes 127.0.0.1 as the node's address
+# Every process sends the cluster's token. The nodes listen on 127.0.0.2, 127.0.0.3...: loopback
+# addresses Ray keeps (127.0.0.1 it rewrites to the LAN's address when a cluster has many nodes).
+LOOPBACK = {"RAY_AUTH_MODE": "token"}
 RAY = str(Path(sys.executable).parent / "ray")
 
 
@@ -41,7 +43,7 @@ class Cluster:
 
     def __init__(self, nodes: int, workdir: Path):
         self.port = _free_port()
-        self.address = f"127.0.0.1:{self.port}"
+        self.address = f"127.0.0.2:{self.port}"
         self.env = {**os.environ, **LOOPBACK}
         self.logs = workdir
         self.nodes = [self._start(["--head", "--port", str(self.port), "--include-dashboard", "false"], 0)]
@@ -51,12 +53,13 @@ class Cluster:
 
     def _start(self, args, k):
         with open(self.logs / f"node{k}.log", "w") as log:  # the child keeps its own descriptor
-            return subprocess.Popen([RAY, "start", "--block", "--num-cpus", "1", "--node-ip-address", "127.0.0.1",
+            return subprocess.Popen([RAY, "start", "--block", "--num-cpus", "1", "--node-ip-address", f"127.0.0.{2 + k}",
                                      "--disable-usage-stats", *args], stdout=log, stderr=subprocess.STDOUT,
                                     env=self.env, start_new_session=True)
 
     def _wait_for(self, count: int) -> None:
-        code = (f"import ray, json; ray.init(address={self.address!r}, log_to_driver=False); "
+        code = (f"import ray, json; ray.init(address={self.address!r}, _node_ip_address='127.0.0.2', "
+                "log_to_driver=False); "
                 "print(json.dumps(sum(1 for n in ray.nodes() if n['Alive'])))")
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
@@ -85,7 +88,7 @@ class Cluster:
 
 def _free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("127.0.0.2", 0))
         return s.getsockname()[1]
 
 

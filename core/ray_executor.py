@@ -47,7 +47,7 @@ _ACTIVE: RayExecutor | None = None  # the open executor, for peer training in th
 def require_ray(address: str | None = None):
     """Ray, imported to join ``address`` (None: a cluster of this machine alone is started)."""
     if "ray" not in sys.modules:  # both variables are read once, when Ray is imported
-        if _on_loopback(address):  # Ray then takes 127.0.0.1 as this node's address, not the LAN's
+        if not address:  # a cluster of one node: Ray then takes 127.0.0.1 as its address, not the LAN's
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         if address and address != "auto" and (os.environ.get("RAY_AUTH_TOKEN")
                                                or (Path.home() / ".ray" / "auth_token").is_file()):
@@ -77,10 +77,15 @@ class RayExecutor:
         self._parcels: dict[tuple, Any] = {}
         self.retried = 0
         self._owns = not ray.is_initialized()  # connected here: disconnected by close()
+        if self._owns and settings.address and settings.address != "auto":
+            _check_answers(settings.address)
         if self._owns:
             try:
-                local = {} if settings.address else {"num_cpus": settings.local_cpus,
-                                                     "_node_ip_address": "127.0.0.1"}  # this machine alone
+                local = ({"num_cpus": settings.local_cpus, "_node_ip_address": "127.0.0.1"} if not settings.address
+                         # a cluster on loopback addresses (127.0.0.2, ...: Ray rewrites 127.0.0.1 to
+                         # the LAN's address when nodes are many): this driver is on the head's
+                         else {"_node_ip_address": _host(settings.address)} if _on_loopback(settings.address)
+                         else {})
                 ray.init(address=settings.address or "local", include_dashboard=False, log_to_driver=False,
                          configure_logging=False, **local)
             except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -271,10 +276,23 @@ def _train_peer_on_node(job, names, parcels):
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _on_loopback(address: str | None) -> bool:
-    """A cluster of this machine alone: none named (one is started), or one at a loopback address."""
-    host = (address or "127.0.0.1").removeprefix("ray://").rsplit(":", 1)[0]
-    return host in ("localhost", "::1") or host.startswith("127.")
+def _check_answers(address: str) -> None:
+    """A one-line error now, rather than Ray's minutes of retries, when nothing listens there."""
+    host, port = _host(address), address.rpartition(":")[2]
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"ray: nothing answers at {address} ({exc}); start the head node there with "
+                          "`ray start --head`, or leave --ray-address out to start a cluster here") from None
+
+
+def _host(address: str) -> str:
+    return address.removeprefix("ray://").rpartition(":")[0]
+
+
+def _on_loopback(address: str) -> bool:
+    """A cluster at a loopback address (nodes of this machine alone)."""
+    return _host(address) in ("localhost", "::1") or _host(address).startswith("127.")
 
 
 def _failed(result_type, status: str, reason: str):
