@@ -190,3 +190,18 @@ def test_an_evaluation_past_its_deadline_is_cancelled_and_its_worker_killed(clus
     assert any("ran past 1 s on the cluster; its Ray worker was killed" in r for r in seed.meta["reasons"])
     time.sleep(2)
     assert evaluation_workers() == []  # force-cancelled: no worker is still running it
+
+
+@pytest.mark.docker
+def test_each_node_sandboxes_in_its_own_docker_engine(cluster, tmp_path, ckpt):
+    from selfloop.sandbox.docker_backend import DockerSandbox
+
+    usable, why = DockerSandbox.availability(make_config().sandbox)
+    if not usable:
+        pytest.skip(why)
+    run = evolution(tmp_path, ckpt, iterations=1)
+    run.executor.sandbox_settings = run.executor.sandbox_settings.model_copy(update={"backend": "docker"})
+    run.run()
+    for v in run.archive.list():
+        assert v.meta["sandbox"]["backend"] == "docker" and v.meta["sandbox"]["executor"] == "ray"
+    assert run.archive.get("v0").scores.get("score") is not None
