@@ -173,6 +173,16 @@ def editable_files(config, registry, kinds: list[str], surface: Path) -> list[st
     return sorted(out)
 
 
+def kinds_by_file(registry, surface: Path) -> dict[str, list[str]]:
+    """Each surface file -> the component kinds registered from it (what an edit of it changes)."""
+    root, out = surface.resolve(), {}
+    for registration in registry.all():
+        location = Path(registration.location).resolve()
+        if root in location.parents:
+            out.setdefault(location.relative_to(root).as_posix(), set()).add(registration.kind)
+    return {path: sorted(kinds) for path, kinds in out.items()}
+
+
 def bake_options(config, registry, files: dict[str, str], kinds: list[str], surface: Path):
     """Write the config's options of the evolved components into their files' tunables.
 
@@ -285,6 +295,7 @@ class Evolution:
         self.config, self.seed_files, self.baked = bake_options(
             config, registry, read_surface(self.seed_dir), targets, self.seed_dir)
         self.editable = editable_files(self.config, registry, targets, self.seed_dir)
+        self.file_kinds = kinds_by_file(registry, self.seed_dir)
         if not self.editable:
             raise ConfigError(f"[evolve] targets {list(self.settings.targets)}: the config's components of "
                               "these kinds are not in the editable surface; nothing to evolve")
@@ -540,6 +551,7 @@ class Evolution:
         # carried over is judged again like any variant (and, if rejected, is no incumbent).
         verdict = self._validate(validator, files, changed=[], threshold=None, baseline=role in SEED_ROLES)
         extra = {"reference": asdict(validator.reference)} if role in SEED_ROLES and validator.reference else {}
+        extra.update({"operator": "seed" if source is None else "re-evaluation", "changed_kinds": []})
         meta = self._meta(verdict, proposer="seed" if source is None else "re-evaluation", round_=r,
                           key=key, extra=extra,
                           summary=(f"seed plugins on round {r}'s checkpoint" if source is None else
@@ -671,7 +683,9 @@ class Evolution:
             verdict = Verdict(False, [failure or "proposal: nothing proposed"], stages={})
             return Attempt(key=key, iteration=i, round=r, parent=parent, files=view.files,
                            edit_summary=failure or "no edit", proposer=_proposer_name(self.proposer),
-                           verdict=verdict.to_dict(), calls=calls, meta={"proposed_at": started})
+                           verdict=verdict.to_dict(), calls=calls,
+                           meta={"proposed_at": started, "operator": _proposer_name(self.proposer),
+                                 "changed_kinds": []})
         proposed = time.time()
         files = _apply(view.files, edit)
         parent_smoke = view.scores.get("smoke")
@@ -681,10 +695,12 @@ class Evolution:
         verdict = self._validate(validator, files, changed=sorted(edit.files), threshold=threshold)
         if any(r_.startswith("static: ") and "outside" in r_ for r_ in verdict.reasons):
             files = view.files  # never archive files from beyond the surface; the edit is in the meta
+        changed_kinds = sorted({k for path in edit.files for k in self.file_kinds.get(path, ["unknown"])})
         return Attempt(key=key, iteration=i, round=r, parent=parent, files=files, edit_summary=edit.summary,
                        proposer=edit.proposer, verdict=verdict.to_dict(), calls=calls,
                        meta={"edit_paths": sorted(edit.files), "proposed_at": started,
-                             "propose_seconds": round(proposed - started, 3), **edit.meta})
+                             "propose_seconds": round(proposed - started, 3),
+                             "operator": edit.proposer, "changed_kinds": changed_kinds, **edit.meta})
 
 
 def _apply(files: dict[str, str], edit: Edit) -> dict[str, str]:

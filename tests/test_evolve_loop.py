@@ -53,9 +53,14 @@ def test_archive_holds_the_seed_and_evaluated_children(finished):
     variants = evo.archive.list()
     assert [v.id for v in variants] == ["v0", "v1", "v2"]
     assert variants[0].meta["proposer"] == "seed" and variants[0].scores["score"] is not None
+    assert variants[0].meta["operator"] == "seed" and variants[0].meta["changed_kinds"] == []
     for child in variants[1:]:
         assert child.parent in ("v0", "v1") and child.meta["proposer"] == "mutation"
         assert child.meta["decision"] in ("admitted", "rejected") and child.meta["reasons"]
+        # which operator made it, and the kinds its edit changed (test_vote.py: a refiner; test_keep.py: a selector)
+        assert child.meta["operator"] in ("mutation", "crossover")
+        kinds = {"refine/test_vote.py": "refiner", "select/test_keep.py": "selector"}
+        assert child.meta["changed_kinds"] == sorted({kinds[p] for p in child.meta["edit_paths"]})
         diff = evo.archive.diff(child.id)
         assert "tunable(" in diff and ("test_vote.py" in diff or "test_keep.py" in diff)
     assert results[0].seed_variant == "v0" and results[0].champion in {"v0", "v1", "v2"}
