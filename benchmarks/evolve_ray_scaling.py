@@ -173,7 +173,7 @@ def run_row(round_dir: Path, executor: str, workers: int, iterations: int, addre
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=6)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="0: the node-kill row alone")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "selfloop-bench-ray")
     parser.add_argument("--row", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--executor", default="local", help=argparse.SUPPRESS)
@@ -213,7 +213,8 @@ def main() -> None:
         table.add_row(executor, str(nodes), str(workers), str(runs[0]["evaluations"]),
                       f"{statistics.median(r['seconds'] for r in runs):.0f}", f"{statistics.median(rates):.2f}",
                       ", ".join(f"{k} ×{v}" for k, v in runs[-1]["evaluated_on"].items()))
-    console.print(table)
+    if args.repeats:
+        console.print(table)
 
     cluster = Cluster(2, args.out)
     try:
