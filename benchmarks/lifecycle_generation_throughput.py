@@ -50,11 +50,15 @@ def checkpoint(path: Path, steps: int, device: str):
     return policy
 
 
-def ours(policy, prompts, budget):
+def ours(policy, prompts, budget, compile=False):
     from selfloop.plugins.generate.batched import BatchedGenerator
 
-    return [g[0] for g in BatchedGenerator(progress=False).generate(
+    return [g[0] for g in BatchedGenerator(progress=False, compile=compile).generate(
         policy, prompts, n=1, temperature=0.0, max_new_tokens=budget, seed=0)]
+
+
+def ours_compiled(policy, prompts, budget):
+    return ours(policy, prompts, budget, compile=True)
 
 
 def whole_batch(policy, prompts, budget):
@@ -104,6 +108,8 @@ def main():
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="the trained model's directory (made when missing)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the generator with compile=True (its cold call compiles)")
     args = parser.parse_args()
 
     import torch
@@ -123,6 +129,8 @@ def main():
     rows = {"selfloop batched": (ours, args.repeats),
             "transformers generate, whole batch": (whole_batch, args.repeats),
             "transformers generate, 1 at a time": (one_at_a_time, args.single_repeats)}
+    if args.compile:
+        rows = {"selfloop batched, compile=True": (ours_compiled, args.repeats), **rows}
     seconds = {name: [] for name in rows}
     outputs = {}
     for repeat in range(max(args.repeats, args.single_repeats) + 1):  # +1: the cold call
@@ -155,6 +163,11 @@ def main():
           f"{median['transformers generate, whole batch'] / median['selfloop batched']:.1f}x")
     print(f"speed-up vs one-at-a-time generate (median): "
           f"{median['transformers generate, 1 at a time'] / median['selfloop batched']:.1f}x")
+    if args.compile:
+        name = "selfloop batched, compile=True"
+        print(f"compile=True: speed-up vs batched generate (median) "
+              f"{median['transformers generate, whole batch'] / median[name]:.1f}x; its cold call "
+              f"{seconds[name][0]:.1f} s, {seconds[name][0] - median[name]:.1f} s over a warm one")
 
 
 if __name__ == "__main__":

@@ -134,3 +134,26 @@ def test_sampling_is_reproducible_for_a_seed_and_n_copies_come_back_in_place(mod
     assert any(len(set(g)) > 1 for g in first)  # copies are sampled apart
     copies = generator.generate(policy, prompts, n=3, temperature=0.0, max_new_tokens=6)
     assert copies == [[g] * 3 for g in greedy(policy, prompts, 6)]
+
+
+def test_the_fixed_shape_decode_path_gives_the_same_answers(trained, monkeypatch):
+    """``compile=True`` decodes over the whole preallocated cache (unwritten columns masked);
+    run eagerly here (compiling takes minutes), it answers as the default path does."""
+    prompts = [p.prompt for p in mixed_prompts(count=40)]
+    default = greedy(trained, prompts, 8)
+    monkeypatch.setattr(batched, "compiled_step", lambda model: model)
+    assert greedy(trained, prompts, 8, compile=True) == default
+
+
+def test_a_failing_compiled_step_falls_back_without_compile(trained, monkeypatch):
+    prompts = [p.prompt for p in mixed_prompts(count=12)]
+
+    def broken(**kwargs):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(batched, "compiled_step", lambda model: broken)
+    generator = BatchedGenerator(progress=False, compile=True, top_k=5)
+    with pytest.warns(RuntimeWarning, match="no compiler here"):
+        sampled = generator.generate(trained, prompts, n=2, temperature=1.0, max_new_tokens=6, seed=3)
+    plain = BatchedGenerator(progress=False, top_k=5)
+    assert sampled == plain.generate(trained, prompts, n=2, temperature=1.0, max_new_tokens=6, seed=3)

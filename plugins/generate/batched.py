@@ -7,6 +7,14 @@ preallocated cache (``kv_cache.py``) and the whole batch decodes together, one t
 written in place. Rows that end are dropped from the batch once a quarter of it has ended.
 A model whose cache is not plain full attention decodes each prompt length on its own instead.
 
+With ``compile=True`` the decode step (the model's forward for one new token a row) runs under
+``torch.compile`` with dynamic shapes, against a cache of fixed shape (``kv_cache.FixedLayer``), so
+dropping rows does not recompile; the prefill stays eager (the embedded model's position hook
+would recompile for every prompt length). Torch keeps the compiled graphs for the process; a
+failing compile warns and the batch is decoded again without it. It is off by default: measured
+on the benchmark (CPU, 1 thread) the first call compiles for about a minute, far more than a
+round's generation or an evolve sandbox process (which would compile every time) saves.
+
 Tensors live on the model's device; a sequence ends at any of the model's end tokens (the
 tokenizer's EOS and the generation config's, e.g. a chat model's end of turn). Greedy outputs
 match transformers' ``generate`` on the left-padded batch (tests/test_plugins_generate.py);
@@ -15,6 +23,8 @@ match transformers' ``generate`` on the left-padded batch (tests/test_plugins_ge
 
 from __future__ import annotations
 
+import warnings
+import weakref
 from collections.abc import Sequence
 from itertools import groupby
 
@@ -31,10 +41,12 @@ DROP_SHARE = 0.25  # drop ended rows once this share of the batch's live rows ha
 class BatchedGenerator:
     """Samples ``n`` completions per prompt; ``temperature == 0`` is greedy decoding."""
 
-    def __init__(self, batch_size: int = BATCH_SIZE, top_k: int = 0, progress: bool = True):
+    def __init__(self, batch_size: int = BATCH_SIZE, top_k: int = 0, progress: bool = True,
+                 compile: bool = False):
         self.batch_size = batch_size
         self.top_k = top_k
         self.progress = progress
+        self.compile = compile
 
     def generate(
         self, policy: Policy, prompts: Sequence[str], *, n: int = 1, temperature: float = 0.0,
@@ -50,7 +62,8 @@ class BatchedGenerator:
         device = model_device(model)
         generator = torch.Generator(device=device).manual_seed(seed)
         decoder = _Decoder(model, end_token_ids(policy), max_new_tokens,
-                           lambda logits: self._pick(logits, temperature, generator))
+                           lambda logits: self._pick(logits, temperature, generator),
+                           compiled=self.compile)
         was_training = model.training
         model.eval()
         try:
@@ -58,8 +71,8 @@ class BatchedGenerator:
                     f"generate {len(prompts)}×{n}", len(encoded) * n, enabled=self.progress) as advance:
                 for start in range(0, len(order), per_batch):
                     batch = order[start:start + per_batch]
-                    tokens = decoder.run([encoded[i] for i in batch], n) if max_new_tokens > 0 else \
-                        [[] for _ in range(len(batch) * n)]
+                    tokens = _run(decoder, [encoded[i] for i in batch], n, generator) \
+                        if max_new_tokens > 0 else [[] for _ in range(len(batch) * n)]
                     texts = tokenizer.batch_decode(tokens, skip_special_tokens=True)
                     for row, text in enumerate(texts):
                         out[batch[row // n]][row % n] = text
@@ -84,10 +97,11 @@ class BatchedGenerator:
 class _Decoder:
     """Decodes one batch: prompts (token ids, sorted by length), ``n`` rows each."""
 
-    def __init__(self, model, stop, max_new_tokens, pick):
+    def __init__(self, model, stop, max_new_tokens, pick, compiled=False):
         import inspect
 
         self.model, self.max_new_tokens, self.pick = model, max_new_tokens, pick
+        self.step_model = compiled_step(model) if compiled else None
         self.stop = stop
         self.cache_name = _cache_keyword(model)
         try:
@@ -117,7 +131,8 @@ class _Decoder:
             groups.append((slice(start, start + rows), source, cache, length))
             start += rows
         width = len(prompts[-1])
-        cache, mask = kv_cache.assemble(groups, start, width, width + self.max_new_tokens)
+        cache, mask = kv_cache.assemble(groups, start, width, width + self.max_new_tokens,
+                                        fixed=self.step_model is not None)
         kv_cache.set_row_state(self.model, kv_cache.concat_rows(states, [g[1] for g in groups]))
         logits = torch.cat([step if source is None else step[source]
                             for step, (_, source, _, _) in zip(logits, groups)])
@@ -155,16 +170,21 @@ class _Decoder:
                 live, mask, positions, token = live[keep], mask[keep], positions[keep], token[keep]
                 ended = ended[keep]
             mask[:, width + step] = True
-            logits = self._forward(token[:, None], mask[:, :width + step + 1], cache,
-                                   (positions + step)[:, None])
+            if self.step_model is None:
+                logits = self._forward(token[:, None], mask[:, :width + step + 1], cache,
+                                       (positions + step)[:, None])
+            else:  # the same shapes every step: all columns, the unwritten ones masked
+                logits = self._forward(token[:, None], mask, cache, (positions + step)[:, None],
+                                       model=self.step_model)
         return [row[:end] for row, end in zip(produced.tolist(), ends.tolist())]
 
-    def _forward(self, input_ids, mask, cache, position_ids=None):
+    def _forward(self, input_ids, mask, cache, position_ids=None, model=None):
         extra = dict(self.extra)
         if position_ids is not None:
             extra["position_ids"] = position_ids
-        return self.model(input_ids=input_ids, attention_mask=mask, use_cache=True,
-                          **{self.cache_name: cache}, **extra).logits[:, -1]
+        model = self.model if model is None else model
+        return model(input_ids=input_ids, attention_mask=mask, use_cache=True,
+                     **{self.cache_name: cache}, **extra).logits[:, -1]
 
     def _by_length(self, prompts, n):
         """The general path: each prompt length decoded as one batch with the model's own cache."""
@@ -199,6 +219,43 @@ class _Decoder:
         rows = torch.stack(produced, dim=1).tolist()
         return [row[:next((i + 1 for i, t in enumerate(row) if t in self.stop), len(row))]
                 for row in rows]
+
+
+def _run(decoder, prompts, n, generator):
+    """``decoder.run``; when its compiled decode step fails, the batch again without compile (the
+    sampler's state rewound) and the model is not compiled again in this process."""
+    if decoder.step_model is None:
+        return decoder.run(prompts, n)
+    saved = generator.get_state()
+    try:
+        return decoder.run(prompts, n)
+    except Exception as error:  # noqa: BLE001 - any compiler failure; a real error recurs below
+        warnings.warn(f"compiled decoding failed ({type(error).__name__}: {error}); "
+                      "decoding without torch.compile", RuntimeWarning, stacklevel=3)
+        decoder.step_model = None
+        generator.set_state(saved)
+        tokens = decoder.run(prompts, n)
+        _UNCOMPILABLE.add(decoder.model)
+        return tokens
+
+
+_UNCOMPILABLE: weakref.WeakSet = weakref.WeakSet()
+
+
+def compiled_step(model):
+    """``torch.compile`` of the model for decode steps (dynamic shapes), or None where it cannot
+    be. Compiled graphs are cached by torch for the process, so later calls reuse them."""
+    if model in _UNCOMPILABLE:
+        return None
+    try:
+        import torch
+
+        return torch.compile(model, dynamic=True)
+    except Exception as error:  # noqa: BLE001 - e.g. no compiler for this platform
+        warnings.warn(f"torch.compile unavailable ({error}); decoding without it", RuntimeWarning,
+                      stacklevel=2)
+        _UNCOMPILABLE.add(model)
+        return None
 
 
 def _as_slice(indices):

@@ -17,7 +17,7 @@ linear attention) are not assembled (``plain``): the generator decodes them grou
 from __future__ import annotations
 
 import torch
-from transformers.cache_utils import Cache, DynamicLayer
+from transformers.cache_utils import Cache, DynamicLayer, StaticLayer
 
 # Where abacus.attach_positions keeps each row's position state between steps.
 POSITION_STATE = "_selfloop_position_state"
@@ -58,7 +58,25 @@ class PreallocatedLayer(DynamicLayer):
         self._view()
 
 
-def assemble(groups, rows: int, width: int, total: int):
+class FixedLayer(StaticLayer):
+    """transformers' ``StaticLayer`` over given buffers holding ``length`` columns: a step writes
+    at a position tensor and attention sees every column (the mask hides unwritten ones), so
+    shapes stay the same from step to step (what a compiled decode step needs)."""
+
+    def __init__(self, keys, values, length: int):
+        super().__init__(max_cache_len=keys.shape[2])
+        self.keys, self.values, self.device = keys, values, keys.device
+        self.batch_size, self.num_heads, _, self.k_head_dim = keys.shape
+        self.v_head_dim = values.shape[-1]
+        self.cumulative_length = torch.tensor(length, device=keys.device)
+        self.is_initialized = True
+
+    def batch_select_indices(self, indices) -> None:
+        self.keys, self.values = self.keys[indices], self.values[indices]
+        self.batch_size = self.keys.shape[0]
+
+
+def assemble(groups, rows: int, width: int, total: int, fixed: bool = False):
     """One cache for ``rows`` rows from prefilled ``groups``: ``(rows, source, cache, length)``.
 
     Group rows ``rows`` (a slice) take the cache's rows ``source`` (an index tensor, or None for
@@ -79,7 +97,7 @@ def assemble(groups, rows: int, width: int, total: int):
             pick = slice(None) if source is None else source
             keys[where, :, width - length:width] = prefilled.keys[pick]
             values[where, :, width - length:width] = prefilled.values[pick]
-        layers.append(PreallocatedLayer(keys, values, width))
+        layers.append((FixedLayer if fixed else PreallocatedLayer)(keys, values, width))
     for where, _, _, length in groups:
         mask[where, width - length:width] = True
     return Cache(layers=layers), mask
