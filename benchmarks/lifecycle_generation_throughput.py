@@ -8,6 +8,7 @@ repeat runs every generator once, interleaved; "cold" is a generator's first cal
 over the rest. Tokens/s counts generated tokens up to and including the end token (or the budget).
 The outputs of our generator and of whole-batch ``generate`` are compared prompt by prompt.
 ``generate`` one prompt at a time is a second, slower row (``--single-repeats`` calls).
+``--compile`` adds a row for the generator with ``compile=True`` (its cold call compiles).
 
 The embedded model computes abacus positions from the input ids (pads are non-digits, and their
 keys are masked), so ``generate`` on a left-padded batch answers as it does per prompt.

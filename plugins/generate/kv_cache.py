@@ -6,6 +6,8 @@ longest prompt + budget, head dim]``; decoding writes each new token in place (`
 no ``torch.cat`` of the whole cache per step, and attention sees the columns written so far) and masks each row's left padding.
 Finished rows are dropped from it (``select_rows``) so later steps work on live rows only; a
 slice of rows (prompts are sorted by length, and short ones end first) is a view, no copy.
+For a compiled decode step the same buffers are held by ``FixedLayer``s instead (transformers'
+``StaticLayer``: every step sees all columns, so shapes don't change from step to step).
 
 Some models keep per-row state between decode steps outside the cache: the embedded model's
 abacus positions (``abacus.attach_positions`` keeps the last position and digit flag of every row
@@ -81,8 +83,8 @@ def assemble(groups, rows: int, width: int, total: int, fixed: bool = False):
 
     Group rows ``rows`` (a slice) take the cache's rows ``source`` (an index tensor, or None for
     all of them in order; copies of a prompt repeat its row) at columns ``[width - length,
-    width)``; room for ``total`` columns in all. Returns the cache and the bool padding mask
-    ``[rows, total]`` (True: a real prompt token).
+    width)``; room for ``total`` columns in all; ``fixed``: ``FixedLayer``s. Returns the cache and
+    the bool padding mask ``[rows, total]`` (True: a real prompt token).
     """
     first = groups[0][2].layers
     device = first[0].keys.device
