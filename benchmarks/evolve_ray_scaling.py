@@ -208,7 +208,7 @@ def main() -> None:
     table = Table("executor", "nodes", "workers", "evaluations", "s (median)", "evaluations/min (median)",
                   "evaluated on", title=f"evolve evaluations per minute ({args.repeats} repeats, "
                   f"load {os.getloadavg()[0]:.1f} at the end)")
-    for (executor, nodes, workers), runs in results.items():
+    for (executor, nodes, workers), runs in results.items() if args.repeats else ():
         rates = [r["evaluations"] / r["seconds"] * 60 for r in runs]
         table.add_row(executor, str(nodes), str(workers), str(runs[0]["evaluations"]),
                       f"{statistics.median(r['seconds'] for r in runs):.0f}", f"{statistics.median(rates):.2f}",
