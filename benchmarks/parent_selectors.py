@@ -16,6 +16,15 @@ far (the best admitted held-out score, as `benchmarks/evolve_champion_growth.py`
 its gain over the seed plugins; then per selector the admitted variants, those that beat their
 parent, the distinct parents chosen and the champion's depth (median over seeds), and seconds per run.
 Each run is a process of its own; its result is kept in OUT/rows/ and reused unless ``--fresh``.
+
+What it printed at a small size (``--seeds 0 1 2 --iterations 6``, two cores shared with other
+jobs, load average 6-10; 155-540 s a run), too few iterations to tell the selectors apart:
+
+    iterations  dgm champion  hgm champion  dgm Δ seed  hgm Δ seed
+    0           0.706         0.706         +0.000      +0.000
+    2           0.730         0.730         +0.000      +0.000
+    4           0.730         0.730         +0.000      +0.000
+    6           0.777         0.730         +0.054      +0.000
 """
 
 from __future__ import annotations
