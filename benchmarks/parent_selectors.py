@@ -23,6 +23,7 @@ jobs, load average 6-10; 155-540 s a run), too few iterations to tell the select
     iterations  dgm champion  hgm champion  dgm Δ seed  hgm Δ seed
     0           0.706         0.706         +0.000      +0.000
     2           0.730         0.730         +0.000      +0.000
+    3           0.730         0.730         +0.000      +0.000
     4           0.730         0.730         +0.000      +0.000
     6           0.777         0.730         +0.054      +0.000
 """
