@@ -177,7 +177,11 @@ class Index:
     def variants_json(self, where: str = "", params: tuple = (), order: str = "v.seq", limit: int | None = None,
                       join_metric: str | None = None) -> list[str]:
         """The same rows as :meth:`variants`, each already a JSON object text (built by SQLite)."""
+        # operator and changed_kinds (which edit made it, which component kinds it changed) are read
+        # from the stored record: older variants, archived before evolve wrote them, give null.
         columns = ("json_object('id', v.id, 'parent', v.parent, 'status', v.status, 'created', v.created, "
+                   "'proposer', v.proposer, 'operator', json_extract(v.record, '$.meta.operator'), "
+                   "'changed_kinds', json(coalesce(json_extract(v.record, '$.meta.changed_kinds'), 'null')), "
                    "'scores', json(v.scores), 'commit', v.sha)")
         return [row[0] for row in self._select(columns, where, params, order, limit, join_metric)]
 

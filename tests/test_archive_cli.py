@@ -34,13 +34,17 @@ def test_init_two_adds_list_json_fsck_and_log(run_selfloop, tmp_path, edited_plu
     assert result.returncode == 0, result.stderr
     assert "added v1" in result.stdout
     result = run_selfloop("archive", "add", "--archive", archive, "--parent", "v1", "--from", edited_plugins,
-                          "--scores", '{"score": 0.1}', "--rejected", "--json")
+                          "--scores", '{"score": 0.1}', "--rejected", "--json",
+                          "--meta", '{"operator": "crossover", "changed_kinds": ["refiner", "selector"]}')
     assert json.loads(result.stdout)["id"] == "v2"
 
     listed = json.loads(run_selfloop("archive", "list", "--archive", archive, "--json").stdout)
     assert [(v["id"], v["parent"], v["status"]) for v in listed] == [
         ("v0", None, "admitted"), ("v1", "v0", "admitted"), ("v2", "v1", "rejected")]
     assert listed[1]["scores"] == {"score": 0.5, "held_out": 0.4}
+    # which operator made each variant and which kinds its edit changed (null where nobody said)
+    assert [(v["proposer"], v["operator"], v["changed_kinds"]) for v in listed] == [
+        ("seed", None, None), ("human", None, None), ("human", "crossover", ["refiner", "selector"])]
 
     fsck = git(archive, "fsck", "--strict")
     assert fsck.returncode == 0 and "error" not in fsck.stderr
