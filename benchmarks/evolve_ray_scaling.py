@@ -34,7 +34,8 @@ from _base import SMOKE, base_checkpoint
 
 # Every process sends the cluster's token. The nodes listen on 127.0.0.2, 127.0.0.3...: loopback
 # addresses Ray keeps (127.0.0.1 it rewrites to the LAN's address when a cluster has many nodes).
-LOOPBACK = {"RAY_AUTH_MODE": "token"}
+# Workers at nice 0, as the local executor's threads are (Ray's default, 15, starves them beside other work).
+LOOPBACK = {"RAY_AUTH_MODE": "token", "RAY_worker_niceness": "0"}
 RAY = str(Path(sys.executable).parent / "ray")
 
 

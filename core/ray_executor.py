@@ -49,6 +49,9 @@ def require_ray(address: str | None = None):
     if "ray" not in sys.modules:  # both variables are read once, when Ray is imported
         if not address:  # a cluster of one node: Ray then takes 127.0.0.1 as its address, not the LAN's
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+            # Ray runs its workers at nice 15; on the machine that also trains the round (at nice 0)
+            # evaluations would starve. The raylet started here reads this.
+            os.environ.setdefault("RAY_worker_niceness", "0")
         if address and address != "auto" and (os.environ.get("RAY_AUTH_TOKEN")
                                                or (Path.home() / ".ray" / "auth_token").is_file()):
             # `ray start` turns token authentication on when this user has a token; a driver that
