@@ -551,9 +551,9 @@ class Evolution:
         # carried over is judged again like any variant (and, if rejected, is no incumbent).
         verdict = self._validate(validator, files, changed=[], threshold=None, baseline=role in SEED_ROLES)
         extra = {"reference": asdict(validator.reference)} if role in SEED_ROLES and validator.reference else {}
-        extra.update({"operator": "seed" if source is None else "re-evaluation", "changed_kinds": []})
-        meta = self._meta(verdict, proposer="seed" if source is None else "re-evaluation", round_=r,
-                          key=key, extra=extra,
+        operator = "seed" if source is None else "re-evaluation"
+        extra.update({"operator": operator, "changed_kinds": []})
+        meta = self._meta(verdict, proposer=operator, round_=r, key=key, extra=extra,
                           summary=(f"seed plugins on round {r}'s checkpoint" if source is None else
                                    f"{source} ({role}) re-evaluated on round {r}'s checkpoint"
                                    + (", fresh held-out problems" if role.startswith("confirm") else "")))

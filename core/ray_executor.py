@@ -17,7 +17,7 @@
   out-of-memory kill...) is submitted once more, to any node; a second death is the variant's
   recorded failure with the reason. Ray's own retries are off, so the count is this module's.
 - **Peers.** While a Ray executor is open, the lifecycle's peer models train as Ray tasks too
-  (``train_peer_remotely``), each possibly on another node.
+  (``RayExecutor.train_peer``), each possibly on another node.
 
 The judging (held-out scores, the model-dependence and gaming tests) stays on the driver: a node
 returns the sandbox's result only, and the archive keeps its one writer.
@@ -95,6 +95,12 @@ class RayExecutor:
                 where = settings.address or "a local cluster"
                 raise ConfigError(f"ray: cannot connect to {where}: {str(exc).splitlines()[0]}") from None
         self.nodes = self._check_nodes()
+        self._ips = {n["node"]: n["ip"] for n in self.nodes}
+        # Made once: each remote function is exported to the cluster when it is first called.
+        self._evaluate = ray.remote(num_cpus=settings.cpus, num_gpus=settings.gpus, max_retries=0,
+                                    **({"memory": settings.memory_mb * 2**20} if settings.memory_mb else {})
+                                    )(_evaluate_on_node)
+        self._train_peer = ray.remote(max_retries=1)(_train_peer_on_node)
         _ACTIVE = self
 
     # --- the nodes ------------------------------------------------------------------------------
@@ -154,13 +160,10 @@ class RayExecutor:
     def _run(self, files, job, parcels, timeout_s, placement):
         from selfloop.sandbox.base import SandboxResult
 
-        s = self.settings
-        task = self.ray.remote(num_cpus=s.cpus, num_gpus=s.gpus, max_retries=0,
-                               **({"memory": s.memory_mb * 2**20} if s.memory_mb else {}))(_evaluate_on_node)
-        deadline = float(timeout_s or self.sandbox_settings.timeout_s) + s.grace_s
+        deadline = float(timeout_s or self.sandbox_settings.timeout_s) + self.settings.grace_s
         deaths = []
         for attempt in range(2):
-            ref = task.remote(self.sandbox_settings, files, job, list(parcels), list(parcels.values()), timeout_s)
+            ref = self._evaluate.remote(self.sandbox_settings, files, job, list(parcels), list(parcels.values()), timeout_s)
             ready, _ = self.ray.wait([ref], timeout=deadline)
             if not ready:
                 self.ray.cancel(ref, force=True)  # kills the worker, and the sandbox run with it
@@ -180,8 +183,7 @@ class RayExecutor:
                     self.retried += 1
                     self.log(f"ray: an evaluation's worker died ({deaths[-1]}); retrying it once")
                 continue
-            known = {n["node"]: n["ip"] for n in self.nodes}
-            placement.update({**where, "ip": known.get(where["node"], "a node that joined later"),
+            placement.update({**where, "ip": self._ips.get(where["node"], "a node that joined later"),
                               "retries": attempt})
             return result
         placement["retries"] = 1
@@ -207,8 +209,7 @@ class RayExecutor:
         and the trained peer is unpacked into ``job.model_out`` on this host."""
         parcels = {"model_in": self._parcel(Path(job.model_in)), "examples": self._parcel(Path(job.examples)),
                    **{f"plugins{k}": self._parcel(Path(d)) for k, d in enumerate(job.plugins_dirs)}}
-        task = self.ray.remote(num_cpus=job.threads or 1, max_retries=1)(_train_peer_on_node)
-        ref = task.remote(job, list(parcels), list(parcels.values()))
+        ref = self._train_peer.options(num_cpus=job.threads or 1).remote(job, list(parcels), list(parcels.values()))
         done: Future = Future()
 
         def unpacked(inner: Future) -> None:

@@ -65,8 +65,7 @@ class Parcel:
         cache.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".unpack-", dir=cache))
         try:
-            with tarfile.open(fileobj=io.BytesIO(self.data), mode="r:gz") as tar:
-                tar.extractall(staging, filter="data")
+            _extract(self.data, staging)
             (staging / ".complete").write_text(self.sha256)
             try:
                 staging.rename(home)  # atomic: another worker may have won the race, which is fine
@@ -81,13 +80,16 @@ class Parcel:
 def unpack_to(data: bytes, destination: Path) -> Path:
     """Unpack a parcel's bytes (e.g. a trained model sent back) into ``destination``, replacing it."""
     destination = Path(destination)
-    parcel = Parcel(destination.name, "", data)
     with tempfile.TemporaryDirectory(prefix=".unpack-", dir=destination.parent) as tmp:
-        with tarfile.open(fileobj=io.BytesIO(parcel.data), mode="r:gz") as tar:
-            names = {Path(m.name).parts[0] for m in tar.getmembers()}
-            tar.extractall(tmp, filter="data")
-        (top,) = names
+        (top,) = _extract(data, Path(tmp))
         if destination.exists():
             shutil.rmtree(destination)
         Path(tmp, top).rename(destination)
     return destination
+
+
+def _extract(data: bytes, directory: Path) -> set[str]:
+    """Unpack a parcel's bytes into ``directory``; returns the top-level names it held."""
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        tar.extractall(directory, filter="data")
+        return {Path(m.name).parts[0] for m in tar.getmembers()}

@@ -91,13 +91,19 @@ def test_evolve_on_ray_archives_every_variant_and_names_its_node(cluster, tmp_pa
     assert placement["executor"] == "ray" and sum(placement["evaluated_on"].values()) == 4
 
 
-def test_a_worker_killed_mid_evaluation_is_retried_once(cluster, tmp_path, ckpt):
+def run_killing(tmp_path, ckpt, times: int):
+    """Two iterations, one at a time, with the first ``times`` evaluation workers after the seed's killed."""
     run = evolution(tmp_path, ckpt, iterations=2, workers=1)
-    killer = Killer(tmp_path / "A.run" / "journal.jsonl", times=1)
+    killer = Killer(tmp_path / "A.run" / "journal.jsonl", times=times)
     killer.start()
     run.run()
     killer.stop = True
-    assert len(killer.killed) == 1
+    assert len(killer.killed) == times
+    return run
+
+
+def test_a_worker_killed_mid_evaluation_is_retried_once(cluster, tmp_path, ckpt):
+    run = run_killing(tmp_path, ckpt, times=1)
     variants = run.archive.list()
     assert len(variants) == 3
     retried = [v for v in variants if v.meta["sandbox"].get("retries") == 1]
@@ -106,12 +112,7 @@ def test_a_worker_killed_mid_evaluation_is_retried_once(cluster, tmp_path, ckpt)
 
 
 def test_a_worker_killed_twice_fails_that_variant_only(cluster, tmp_path, ckpt):
-    run = evolution(tmp_path, ckpt, iterations=2, workers=1)
-    killer = Killer(tmp_path / "A.run" / "journal.jsonl", times=2)
-    killer.start()
-    run.run()
-    killer.stop = True
-    assert len(killer.killed) == 2
+    run = run_killing(tmp_path, ckpt, times=2)
     variants = run.archive.list()
     assert len(variants) == 3  # the run went on: the other iteration was evaluated
     failed = [v for v in variants if any("died twice" in r for r in v.meta.get("reasons", []))]
