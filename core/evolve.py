@@ -43,6 +43,7 @@ from .validate import Reference, Validator, Verdict, write_tree
 SEED_PACKAGE = "selfloop.plugins"
 SEED_ROLES = ("seed", "confirm-seed")  # evaluations of the seed plugins: never rejected
 SELECT_AT = 0.7  # the self-label accuracy where selection has the most to decide
+CONTEXT = 6  # variants of each sort (best, ancestors, latest attempts) a proposer is shown
 
 
 class Trainer(Protocol):
@@ -608,10 +609,12 @@ class Evolution:
             raise SelfloopError(f"round {r}: the parent selector chose {len(parents)} parents for "
                                 f"{len(iterations)} iterations")
         seen = {tree_hash(self.archive.files(v)) for v in members}
-        views = {v: self._view(v) for v in set(parents) | set(members[-8:])}
+        shown = self._context(r, members, parents, state)
+        views = {v: self._view(v) for v in set(parents) | {v for ids in shown.values() for v in ids}}
         self.progress("batch", {"round": r, "iterations": iterations, "parents": parents})
         with ThreadPoolExecutor(max_workers=self.settings.workers) as pool:
-            futures = [pool.submit(self._attempt, r, i, p, views, validator, seen)
+            futures = [pool.submit(self._attempt, r, i, p, [views[v] for v in shown[p]], views[p],
+                                   validator, seen)
                        for i, p in zip(iterations, parents)]
             for future in as_completed(futures):  # journalled the moment it finishes
                 attempt = future.result()
@@ -652,14 +655,33 @@ class Evolution:
         v = self.archive.get(variant)
         visible = {k: val for k, val in v.scores.items() if k.split(".")[0] in ("smoke", "full")}
         return VariantView(id=v.id, files=self.archive.files(v.id), scores=visible,
-                           feedback=v.meta.get("feedback", ""))
+                           feedback=v.meta.get("feedback", ""), parent=v.parent,
+                           summary=v.meta.get("summary", ""), operator=v.meta.get("operator") or "",
+                           status="admitted" if v.admitted else "rejected",
+                           reasons=[x for x in v.meta.get("reasons") or [] if "held-out" not in x])
 
-    def _attempt(self, r: int, i: int, parent: str, views: dict[str, VariantView], validator: Validator,
-                 seen: set[str]) -> Attempt:
+    def _context(self, r: int, members: list[str], parents: list[str], state) -> dict[str, list[str]]:
+        """What each parent's proposer sees besides the parent: the round's best admitted variants
+        by visible score (inspirations), the parent's ancestors (its lineage), and this run's latest
+        attempts of the round, rejected ones too (what was tried and how it ended)."""
+        smoke = lambda v: self.archive.get(v).scores.get("smoke")
+        best = sorted(members, key=lambda v: -(smoke(v) if smoke(v) is not None else -1.0))[:CONTEXT]
+        tried = sorted((int(key.split("-i")[1]), v) for key, v in state["archived"].items()
+                       if key.startswith(f"r{r}-i"))
+        recent = [v for _, v in tried][-CONTEXT:]
+        out = {}
+        for parent in set(parents):
+            lineage, at = [], self.archive.get(parent).parent
+            while at is not None and len(lineage) < CONTEXT:
+                lineage.append(at)
+                at = self.archive.get(at).parent
+            out[parent] = [v for v in dict.fromkeys(best + lineage + recent) if v != parent]
+        return out
+
+    def _attempt(self, r: int, i: int, parent: str, others: list[VariantView], view: VariantView,
+                 validator: Validator, seen: set[str]) -> Attempt:
         rng = random.Random(f"{self.seed}:propose:{i}")
         started = time.time()
-        view = views[parent]
-        others = [v for vid, v in sorted(views.items()) if vid != parent]
         key = f"r{r}-i{i}"
         calls: list[dict] = []
         edit: Edit | None = None

@@ -132,7 +132,9 @@ class Proposer(Protocol):
     """Proposes an edit to the files of the editable surface (the meta-agent).
 
     ``editable`` lists the paths (relative to the surface root) it may change; ``others`` are other
-    archived variants (for crossover or inspiration). Raises ``ProposalError`` when it has nothing.
+    archived variants: the round's best admitted ones (for crossover or inspiration), the parent's
+    ancestors, and the latest attempts, rejected ones too (``VariantView.status`` and ``reasons``
+    say how each ended). Raises ``ProposalError`` when it has nothing.
     """
 
     def propose(

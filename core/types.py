@@ -137,3 +137,11 @@ class VariantView:
     files: dict[str, str]
     scores: dict[str, float] = field(default_factory=dict)
     feedback: str = ""  # the visible evaluation's results and logs, as text
+    # Its place in the search, so a proposer can learn from what was tried: its parent, what its
+    # edit did, the operator that made it, and how it ended ("admitted" or "rejected", with the
+    # reasons a proposer may read; never the held-out score).
+    parent: str | None = None
+    summary: str = ""
+    operator: str = ""
+    status: str = "admitted"
+    reasons: list[str] = field(default_factory=list)

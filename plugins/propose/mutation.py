@@ -71,7 +71,7 @@ class MutationProposer:
         if not found:
             raise ProposalError(f"variant {parent.id}: no tunable(...) values in the editable files "
                                 f"({', '.join(sorted(editable)) or 'none'}) to mutate")
-        partners = [o for o in others if o.id != parent.id]
+        partners = [o for o in others if o.id != parent.id and o.status == "admitted"]
         if partners and rng.random() < self.crossover_rate:
             other = rng.choice(partners)
             edit = self._crossover(parent, other, found, rng)
