@@ -24,8 +24,13 @@ from pydantic import (
 from .errors import ConfigError
 
 DEFAULT_CONFIG = "default.toml"
-# The kinds whose edits the held-out judge measures (selfloop.core.judge): what evolve may target.
-MEASURED_KINDS = ("refiner", "selector")
+# What evolve may target, by how an edit is judged: by the answers and kept examples the variant
+# gives on held-out problems (selfloop.core.judge), or by the model a short training round with the
+# variant's pipeline trains (the training probe, selfloop.core.probe). "pipeline" is the lifecycle's
+# composition (which components run, in which order, with which options: ``pipeline.toml``).
+ANSWER_KINDS = ("refiner", "selector", "generator")
+PROBE_KINDS = ("acquirer", "rewarder", "optimizer", "pipeline")
+MEASURED_KINDS = ANSWER_KINDS + PROBE_KINDS
 
 
 class Strict(BaseModel):
@@ -98,6 +103,25 @@ class RaySettings(Strict):
     grace_s: float = Field(120.0, gt=0)
 
 
+class ProbeSettings(Strict):
+    """The training probe that judges edits of the stages that shape training.
+
+    From the round's checkpoint the variant's pipeline trains one short self-improvement round in
+    the sandbox (``steps`` optimizer steps, ``label_problems`` problems per difficulty acquired;
+    the seed pipeline gets the same budget and seed), its weights come back through an output
+    directory of at most ``output_mb``, and the host scores that model's greedy answers on
+    ``per_difficulty`` held-out problems per difficulty at the checkpoint's frontier. A variant
+    whose short probe reaches its parent's runs again with ``long_steps``, and that score is its
+    score.
+    """
+
+    steps: int = Field(40, ge=1)
+    long_steps: int = Field(120, ge=1)
+    label_problems: int = Field(200, ge=1)
+    per_difficulty: int = Field(64, ge=8)
+    output_mb: int = Field(64, ge=1)
+
+
 class EvolveSettings(Strict):
     """The meta loop: rounds, budgets, workers, the staged evaluation and admission.
 
@@ -143,6 +167,7 @@ class EvolveSettings(Strict):
     # A challenger replaces the round's incumbent (the seed, or the champion carried over) only when
     # it scores more than this above it: a few problems' worth, so noise crowns nobody.
     champion_margin: float = Field(0.005, ge=0)
+    probe: ProbeSettings = Field(default_factory=ProbeSettings)
 
 
     @field_validator("targets")
