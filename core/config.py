@@ -28,9 +28,12 @@ DEFAULT_CONFIG = "default.toml"
 # gives on held-out problems (selfloop.core.judge), or by the model a short training round with the
 # variant's pipeline trains (the training probe, selfloop.core.probe). "pipeline" is the lifecycle's
 # composition (which components run, in which order, with which options: ``pipeline.toml``).
+# The meta-agent's own parts (the proposer, the parent selector) are judged by what their
+# descendants achieve: their clades (selfloop.core.clades).
 ANSWER_KINDS = ("refiner", "selector", "generator")
 PROBE_KINDS = ("acquirer", "rewarder", "optimizer", "pipeline")
-MEASURED_KINDS = ANSWER_KINDS + PROBE_KINDS
+META_KINDS = ("proposer", "parent_selector")
+MEASURED_KINDS = ANSWER_KINDS + PROBE_KINDS + META_KINDS
 
 
 class Strict(BaseModel):
@@ -198,13 +201,30 @@ class SandboxSettings(Strict):
 
 
 class LLMSettings(Strict):
-    """The language model behind LLM components (litellm ``provider/name``); none by default."""
+    """The language model behind LLM components (litellm ``provider/name``); none by default.
 
-    model: str | None = Field(default_factory=lambda: os.environ.get("SELFLOOP_LLM_MODEL") or None)
+    ``model`` may name several (a list, or ``SELFLOOP_LLM_MODEL`` with commas or spaces between
+    them): the llm proposer then chooses among them by gain per dollar. One reads as a string.
+    """
+
+    model: str | list[str] | None = Field(default_factory=lambda: os.environ.get("SELFLOOP_LLM_MODEL") or None,
+                                          validate_default=True)
     api_base: str | None = Field(default_factory=lambda: os.environ.get("SELFLOOP_LLM_API_BASE") or None)
     temperature: float = 0.7
     max_tokens: int = 2048
     timeout_s: float = 120
+
+    @field_validator("model", mode="after")
+    @classmethod
+    def _models(cls, value):
+        names = value.replace(",", " ").split() if isinstance(value, str) else list(value or [])
+        names = list(dict.fromkeys(n.strip() for n in names if n.strip()))
+        return None if not names else names[0] if len(names) == 1 else names
+
+    @property
+    def models(self) -> list[str]:
+        """Every model named, in order (empty when none is)."""
+        return [self.model] if isinstance(self.model, str) else list(self.model or [])
 
 
 class RunConfig(Strict):

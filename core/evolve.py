@@ -32,16 +32,30 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import ArchiveError, ConfigError, SelfloopError
+from .errors import ArchiveError, ConfigError, ProposalError, SelfloopError
 from .judge import ProblemPlan, draw_held_out, judge_secret, pinned_task
 from .significance import Noise
 from .tasks import Difficulties
 from .tunable import find_tunables, set_tunable
 from .types import Edit, VariantView
-from .validate import Reference, Validator, Verdict, write_tree
+from .config import META_KINDS, PROBE_KINDS
+from .meta import (
+    TreeParentSelector,
+    TreeProposer,
+    TreeRunner,
+    active_parent_selector,
+    check,
+    meta_paths,
+    own_copy,
+)
+from .pipeline import PIPELINE_FILE
+from .pipeline import render as render_pipeline
+from .probe import ProbeValidator
+from .validate import Reference, Validator, Verdict, static_problems, write_tree
 
 SEED_PACKAGE = "selfloop.plugins"
-SEED_ROLES = ("seed", "confirm-seed")  # evaluations of the seed plugins: never rejected
+# evaluations of the seed plugins: never rejected
+SEED_ROLES = ("seed", "confirm-seed", "seed-probe", "confirm-seed-probe")
 SELECT_AT = 0.7  # the self-label accuracy where selection has the most to decide
 CONTEXT = 6  # variants of each sort (best, ancestors, latest attempts) a proposer is shown
 
@@ -297,6 +311,14 @@ class Evolution:
             config, registry, read_surface(self.seed_dir), targets, self.seed_dir)
         self.editable = editable_files(self.config, registry, targets, self.seed_dir)
         self.file_kinds = kinds_by_file(registry, self.seed_dir)
+        if "pipeline" in targets:  # the composition itself, as a file proposers edit
+            self.seed_files[PIPELINE_FILE] = render_pipeline(self.config)
+            self.editable = sorted({*self.editable, PIPELINE_FILE})
+            self.file_kinds[PIPELINE_FILE] = ["pipeline"]
+        self.probed = any(t in PROBE_KINDS for t in targets)
+        # the meta-agent's own files, when targeted: a tree's edited copy acts for it (core/meta.py)
+        self.meta_files = {kind: meta_paths(self.file_kinds, self.editable, kind)
+                           for kind in META_KINDS if kind in targets}
         if not self.editable:
             raise ConfigError(f"[evolve] targets {list(self.settings.targets)}: the config's components of "
                               "these kinds are not in the editable surface; nothing to evolve")
@@ -307,6 +329,8 @@ class Evolution:
         self.secret = judge_secret()
         self.trainer = trainer(self.config)  # trains with the evolved components' options baked in
         self.archive = None
+        self.probes: dict[int, ProbeValidator] = {}  # each round's training probe
+        self.refs: dict[int, dict[str, float | None]] = {}  # each round's seed scores, by judge
 
     # --- state ----------------------------------------------------------------------------------
 
@@ -430,6 +454,11 @@ class Evolution:
             self.journal.append({"event": "trained", "round": r, "checkpoint": str(checkpoint)})
         validator = self._validator(r, checkpoint)
         seed_id = self._baseline(r, "seed", validator, state, "v0" if previous else None)
+        self.refs[r] = {"answers": self.archive.get(seed_id).scores.get("score")}
+        if self.probed:  # the seed pipeline's training probe: what probed edits are compared with
+            self.probes[r] = self._probe_validator(r, checkpoint)
+            seed_probe = self.archive.get(self._baseline(r, "seed-probe", self.probes[r], state, seed_id))
+            self.refs[r].update(probe=seed_probe.scores.get("score"), probe_short=seed_probe.scores.get("probe_short"))
         members = [seed_id]
         incumbent = seed_id
         if previous and previous.champion != previous.seed_variant:
@@ -467,16 +496,34 @@ class Evolution:
                            crowned=_crowned(previous) if kept else r)
 
     def _best(self, members: list[str], incumbent: str):
-        """The best admitted variant; the incumbent unless one beats it by ``champion_margin``."""
+        """The best admitted variant by its gain over the round's seed (in what it was judged by:
+        answers, the training probe, or both); the incumbent unless one beats it by
+        ``champion_margin``."""
         variants = [self.archive.get(v) for v in members]
         scored = [v for v in variants if v.admitted and v.scores.get("score") is not None]
         if not scored:
             return variants[0]
-        top = max(scored, key=lambda v: (v.scores["score"], -v.seq))
+        # A run journalled before gains were recorded ranks by its one kind of score.
+        metric = "gain" if all(v.scores.get("gain") is not None for v in scored) else "score"
+        top = max(scored, key=lambda v: (v.scores[metric], -v.seq))
         holder = next((v for v in scored if v.id == incumbent), None)
-        if holder is not None and top.scores["score"] <= holder.scores["score"] + self.settings.champion_margin:
+        if holder is not None and top.scores[metric] <= holder.scores[metric] + self.settings.champion_margin:
             return holder
         return top
+
+    def _probe_validator(self, r: int, checkpoint: Path, salt: str = "") -> ProbeValidator:
+        """The training probe on round ``r``'s checkpoint: held-out problems at its frontier and
+        one difficulty past it, from a secret seed of their own."""
+        refine, _ = self._difficulties(checkpoint)
+        beyond = self.task.difficulties.from_(max(refine) + 1, 1)
+        secret = int(hashlib.sha256(f"selfloop-probe:{self.secret}:{self.seed}:{r}{salt}".encode())
+                     .hexdigest()[:12], 16)
+        return ProbeValidator(
+            sandbox=self.sandbox, config=self.config, checkpoint=checkpoint,
+            history=checkpoint.parent / "data.jsonl", pinned_task=self.task,
+            difficulties=sorted({*refine, *beyond}), secret=secret, round_index=r,
+            settings=self.settings.probe, seed=self.seed, z=self.settings.significance_z,
+            timeout_s=self.config.sandbox.timeout_s, plugins_dirs=self.plugins_dirs)
 
     def _validator(self, r: int, checkpoint: Path, salt: str = "") -> Validator:
         s = self.settings
@@ -511,8 +558,16 @@ class Evolution:
         if last.champion != last.seed_variant:
             champion = self._baseline(r, "confirm-champion", validator, state, last.champion)
         score = lambda v: self.archive.get(v).scores.get("score")
-        return {"round": r, "seed_variant": seed, "seed_score": score(seed), "champion": last.champion,
-                "champion_variant": champion, "champion_score": score(champion)}
+        out = {"round": r, "seed_variant": seed, "seed_score": score(seed), "champion": last.champion,
+               "champion_variant": champion, "champion_score": score(champion)}
+        if self.archive.get(last.champion).meta.get("judged_by") in ("probe", "both"):
+            # Its pipeline trained the model it won with: probed again, beside the seed pipeline's.
+            probe = self._probe_validator(r, Path(results[r].checkpoint), salt=":confirm")
+            seed_probe = self._baseline(r, "confirm-seed-probe", probe, state, "v0")
+            champion_probe = self._baseline(r, "confirm-champion-probe", probe, state, last.champion)
+            out["probe"] = {"seed_variant": seed_probe, "seed_score": score(seed_probe),
+                            "champion_variant": champion_probe, "champion_score": score(champion_probe)}
+        return out
 
     def _difficulties(self, checkpoint: Path) -> tuple[list[int], int]:
         """The configured difficulties, else the checkpoint's frontier from its round report."""
@@ -539,10 +594,14 @@ class Evolution:
         from selfloop.archive import Archive
 
         key = f"r{r}-{role}"
+        probe = isinstance(validator, ProbeValidator)
         done = state["baselines"].get(r, {}).get(role) or state["archived"].get(key)
         if done:  # evaluated before a crash (or archived, then killed before the journal said so)
-            reference = self.archive.get(done).meta.get("reference")
-            if role in SEED_ROLES and reference:
+            meta = self.archive.get(done).meta
+            if role in SEED_ROLES and probe and meta.get("probe_reference"):
+                validator.reference = meta["probe_reference"]
+            elif role in SEED_ROLES and meta.get("reference"):
+                reference = meta["reference"]
                 validator.reference = Reference(held_out=reference["held_out"], visible=reference["visible"],
                                                 noise=Noise(**reference["noise"]))
             return done
@@ -551,11 +610,19 @@ class Evolution:
         # The seed plugins are the yardstick: recorded whatever happens, never rejected. A champion
         # carried over is judged again like any variant (and, if rejected, is no incumbent).
         verdict = self._validate(validator, files, changed=[], threshold=None, baseline=role in SEED_ROLES)
-        extra = {"reference": asdict(validator.reference)} if role in SEED_ROLES and validator.reference else {}
-        operator = "seed" if source is None else "re-evaluation"
-        extra.update({"operator": operator, "changed_kinds": []})
+        extra = {}
+        if role in SEED_ROLES and validator.reference:
+            extra = {"probe_reference": validator.reference} if probe else {"reference": asdict(validator.reference)}
+        if verdict.score is not None and role in ("seed", "seed-probe"):
+            verdict.scores["gain"] = 0.0
+        elif verdict.score is not None and role == "champion" and self.refs.get(r, {}).get("answers") is not None:
+            verdict.scores["gain"] = round(verdict.score - self.refs[r]["answers"], 4)
+        operator = "seed" if source is None or role in SEED_ROLES else "re-evaluation"
+        extra.update({"operator": operator, "changed_kinds": [], "judged_by": "probe" if probe else "answers"})
         meta = self._meta(verdict, proposer=operator, round_=r, key=key, extra=extra,
                           summary=(f"seed plugins on round {r}'s checkpoint" if source is None else
+                                   f"{'the seed pipeline' if role in SEED_ROLES else source}'s training "
+                                   f"probe from round {r}'s checkpoint" if probe else
                                    f"{source} ({role}) re-evaluated on round {r}'s checkpoint"
                                    + (", fresh held-out problems" if role.startswith("confirm") else "")))
         if self.archive is None:
@@ -602,14 +669,20 @@ class Evolution:
     # --- a batch of iterations -------------------------------------------------------------------
 
     def _batch(self, r: int, iterations: list[int], validator: Validator, state, members: list[str]) -> list[str]:
-        summaries = [s for s in self.archive.summaries() if s.id in set(members)]
+        # parents compare by their gain over the round's seed (older journals: by their score)
+        metric = "gain" if all(self.archive.get(v).scores.get("gain") is not None for v in members) else None
+        summaries = [s for s in self.archive.summaries(metric=metric) if s.id in set(members)]
         rng = random.Random(f"{self.seed}:parents:{iterations[0]}")
-        parents = self.parent_selector.choose(summaries, len(iterations), rng)
+        parents = self._choose_parents(r, summaries, len(iterations), rng, metric)
         if len(parents) < len(iterations):
             raise SelfloopError(f"round {r}: the parent selector chose {len(parents)} parents for "
                                 f"{len(iterations)} iterations")
         seen = {tree_hash(self.archive.files(v)) for v in members}
         shown = self._context(r, members, parents, state)
+        # the parents' scores (held-out: for thresholds and inheritance, never shown to a proposer)
+        self.batch_scores = {v: dict(self.archive.get(v).scores) for v in set(parents)}
+        self.probe_short = {v: self.batch_scores[v].get("probe_short") for v in set(parents)}
+        self.batch_summaries = summaries
         views = {v: self._view(v) for v in set(parents) | {v for ids in shown.values() for v in ids}}
         self.progress("batch", {"round": r, "iterations": iterations, "parents": parents})
         with ThreadPoolExecutor(max_workers=self.settings.workers) as pool:
@@ -660,6 +733,40 @@ class Evolution:
                            status="admitted" if v.admitted else "rejected",
                            reasons=[x for x in v.meta.get("reasons") or [] if "held-out" not in x])
 
+    def _runner(self, files: dict[str, str], variant: str) -> TreeRunner:
+        return TreeRunner(files, variant, sandbox=self.sandbox, config=self.config,
+                          timeout_s=self.config.sandbox.timeout_s, plugins_dirs=self.plugins_dirs)
+
+    def _proposer_for(self, parent: VariantView):
+        """Who proposes the parent's children: its tree's own proposer when it has an edited one
+        (in the sandbox), else the installed one."""
+        paths = self.meta_files.get("proposer")
+        if paths and own_copy(parent.files, self.seed_files, paths):
+            return TreeProposer(self._runner(parent.files, parent.id))
+        return self.proposer
+
+    def _choose_parents(self, r: int, summaries, k: int, rng, metric: str | None) -> list[str]:
+        """A batch's parents, by the parent selector whose clade leads (the seed's by default);
+        a tree's selector that fails is recorded and the seed's chooses."""
+        paths = self.meta_files.get("parent_selector")
+        if paths:
+            carriers = [v.id for v in summaries if v.admitted
+                        and own_copy(self.archive.files(v.id), self.seed_files, paths)]
+            ids = {v.id for v in summaries}
+            everyone = [v for v in self.archive.summaries(metric=metric, status=None)
+                        if v.id in ids or self.archive.get(v.id).meta.get("round") == r]
+            lead = active_parent_selector(everyone, carriers, summaries[0].id) if carriers else None
+            if lead is not None:
+                try:
+                    chosen = TreeParentSelector(self._runner(self.archive.files(lead), lead)).choose(summaries, k, rng)
+                    self.progress("parents", {"round": r, "selector": lead})
+                    return chosen
+                except SelfloopError as exc:
+                    self.progress("warning", {"message": f"{exc}; the seed parent selector chooses instead"})
+                    self.journal.append({"event": "parent_selector_fallback", "round": r, "variant": lead,
+                                         "reason": str(exc)})
+        return self.parent_selector.choose(summaries, k, rng)
+
     def _context(self, r: int, members: list[str], parents: list[str], state) -> dict[str, list[str]]:
         """What each parent's proposer sees besides the parent: the round's best admitted variants
         by visible score (inspirations), the parent's ancestors (its lineage), and this run's latest
@@ -686,9 +793,18 @@ class Evolution:
         calls: list[dict] = []
         edit: Edit | None = None
         failure = None
+        proposer, fallback = self._proposer_for(view), None
         for _ in range(self.settings.novelty_attempts):
             try:
-                edit = self.proposer.propose(view, editable=self.editable, others=others, rng=rng)
+                edit = proposer.propose(view, editable=self.editable, others=others, rng=rng)
+            except ProposalError as exc:
+                if proposer is not self.proposer:  # the tree's own proposer failed: the seed's proposes
+                    fallback, proposer = str(exc), self.proposer
+                    self.progress("warning", {"message": f"{exc}; the seed proposer proposes instead"})
+                    continue
+                calls += [_call_dict(c) for c in getattr(exc, "calls", [])]
+                failure, edit = f"proposal: {exc}", None
+                break
             except SelfloopError as exc:
                 calls += [_call_dict(c) for c in getattr(exc, "calls", [])]
                 failure, edit = f"proposal: {exc}", None
@@ -707,22 +823,78 @@ class Evolution:
                            edit_summary=failure or "no edit", proposer=_proposer_name(self.proposer),
                            verdict=verdict.to_dict(), calls=calls,
                            meta={"proposed_at": started, "operator": _proposer_name(self.proposer),
-                                 "changed_kinds": []})
+                                 "changed_kinds": [], **({"proposer_fallback": fallback} if fallback else {})})
+        if fallback:
+            edit.meta = {**edit.meta, "proposer_fallback": fallback}
         proposed = time.time()
         files = _apply(view.files, edit)
-        parent_smoke = view.scores.get("smoke")
-        threshold = (None if parent_smoke is None
-                     else self.settings.full_threshold * parent_smoke - self.settings.smoke_margin)
+        changed_kinds = sorted({k for path in edit.files for k in self.file_kinds.get(path, ["unknown"])})
         self.progress("validate", {"round": r, "iteration": i, "parent": parent, "summary": edit.summary})
-        verdict = self._validate(validator, files, changed=sorted(edit.files), threshold=threshold)
+        verdict, judged_by = self._judge(r, validator, files, sorted(edit.files), changed_kinds, view)
         if any(r_.startswith("static: ") and "outside" in r_ for r_ in verdict.reasons):
             files = view.files  # never archive files from beyond the surface; the edit is in the meta
-        changed_kinds = sorted({k for path in edit.files for k in self.file_kinds.get(path, ["unknown"])})
         return Attempt(key=key, iteration=i, round=r, parent=parent, files=files, edit_summary=edit.summary,
                        proposer=edit.proposer, verdict=verdict.to_dict(), calls=calls,
                        meta={"edit_paths": sorted(edit.files), "proposed_at": started,
-                             "propose_seconds": round(proposed - started, 3),
+                             "propose_seconds": round(proposed - started, 3), "judged_by": judged_by,
                              "operator": edit.proposer, "changed_kinds": changed_kinds, **edit.meta})
+
+    def _judge(self, r: int, validator: Validator, files: dict[str, str], changed: list[str],
+               changed_kinds: list[str], parent: VariantView) -> tuple[Verdict, str]:
+        """Validate an edit by what it changes: the answers (refiner, selector, generator, and
+        anything else), the training probe (acquirer, rewarder, optimizer, pipeline), or both; the
+        verdict carries its ``gain`` over the round's seed in what it was judged by."""
+        s, refs = self.settings, self.refs.get(r, {})
+        meta = sorted(set(changed_kinds) & set(self.meta_files))
+        if meta:
+            problems = static_problems(changed, files, self.editable) or check(
+                self._runner(files, f"the child of {parent.id}"), meta, VariantView(parent.id, files),
+                self.editable, self.batch_summaries, seed=self.seed)
+            if set(changed_kinds) <= set(self.meta_files):  # nothing the lifecycle runs changed
+                if problems:
+                    return Verdict(False, problems, stages={"meta": {"ok": False}}), "meta"
+                inherited = dict(self.batch_scores.get(parent.id) or {})
+                return Verdict(True, [f"meta: its {' and '.join(k.replace('_', ' ') for k in meta)} works; "
+                                      f"what the lifecycle runs is {parent.id}'s, whose scores it inherits"],
+                               scores={**inherited, "inherited_from": parent.id},
+                               stages={"meta": {"ok": True}}), "meta"
+            if problems:
+                return Verdict(False, problems, stages={"meta": {"ok": False}}), "meta"
+        probed = self.probed and bool(set(changed_kinds) & set(PROBE_KINDS))
+        by_answers = not probed or bool(set(changed_kinds) - set(PROBE_KINDS) - set(META_KINDS))
+        verdicts = {}
+        if by_answers:
+            smoke = parent.scores.get("smoke")
+            threshold = None if smoke is None else s.full_threshold * smoke - s.smoke_margin
+            verdicts["answers"] = self._validate(validator, files, changed=changed, threshold=threshold)
+        if probed and (not by_answers or verdicts["answers"].admitted):
+            if refs.get("probe") is None:
+                verdicts["probe"] = Verdict(False, ["probe: the seed pipeline's probe failed on this "
+                                                    "checkpoint, so no training edit can be judged"])
+            else:
+                short = self.probe_short.get(parent.id) or refs.get("probe_short")
+                threshold = None if short is None else s.full_threshold * short - s.smoke_margin
+                verdicts["probe"] = self._validate(self.probes[r], files, changed=changed, threshold=threshold)
+        judged_by = "both" if len(verdicts) == 2 else next(iter(verdicts))
+        verdict = verdicts.get("answers") or verdicts["probe"]
+        if len(verdicts) == 2:
+            verdict = _merge(verdicts["answers"], verdicts["probe"])
+        gains = [verdicts[j].score - refs[j] for j in verdicts
+                 if verdicts[j].score is not None and refs.get(j) is not None]
+        if verdict.admitted and gains:
+            verdict.scores["gain"] = round(sum(gains), 4)
+        return verdict, judged_by
+
+
+def _merge(answers: Verdict, probe: Verdict) -> Verdict:
+    """One verdict from an edit judged both ways: admitted only if both admit it; the answers'
+    scores and stages, and the probe's under ``probe``."""
+    scores = {**answers.scores, **{k: v for k, v in probe.scores.items() if k != "score"},
+              "probe": probe.score}
+    stages = {**answers.stages, **{f"probe.{k}": v for k, v in probe.stages.items()}}
+    return Verdict(answers.admitted and probe.admitted, answers.reasons + probe.reasons, scores=scores,
+                   stages=stages, sandbox=probe.sandbox or answers.sandbox,
+                   seconds=answers.seconds + probe.seconds)
 
 
 def _apply(files: dict[str, str], edit: Edit) -> dict[str, str]:

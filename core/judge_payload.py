@@ -101,8 +101,14 @@ class Payload:
         from .config import RunConfig
         from .registry import load_registry
 
-        self.config = RunConfig.model_validate(resolve_inputs(self.job["config"]))
+        from .errors import SelfloopError
+        from .pipeline import apply_tree
         from .tasks import build_task
+
+        try:  # the variant's pipeline.toml, if it has one, lays over the run config
+            self.config = apply_tree(RunConfig.model_validate(resolve_inputs(self.job["config"])), self.code)
+        except SelfloopError as exc:
+            raise StageFailed("load", str(exc)) from None
 
         user_dirs = [os.environ[f"SELFLOOP_INPUT_{name.upper()}"] for name in self.job.get("plugins_inputs", [])]
         registry = load_registry([self.code, *user_dirs])

@@ -60,11 +60,16 @@ class RoundOutcome:
 
 def run_round(components: Components, policy: Policy, round_index: int, *,
               history: list[Example], seed: int, workdir: Path, log=None,
-              trained_difficulties=()) -> RoundOutcome:
+              trained_difficulties=(), budget: dict[str, int] | None = None,
+              judge: bool = True, train_peers: bool = True) -> RoundOutcome:
     """One round: acquire, select, optimize, evaluate, and the admission gate's verdict.
 
     ``trained_difficulties``: what ``policy`` was trained on before (beyond ``history``'s). The
     policy is trained in place: a caller that rejects the round reloads the previous checkpoint.
+    ``budget`` (the training probe's: ``max_problems`` per acquired difficulty, ``max_steps``) goes
+    to the acquirers and the optimizer that take a ``budget`` keyword; ``judge=False`` skips the
+    evaluators and the admission gate (whoever asked judges the model itself); ``train_peers=False``
+    leaves the peers as they are (they still vote in selection).
     """
     import torch
 
@@ -79,7 +84,8 @@ def run_round(components: Components, policy: Policy, round_index: int, *,
     acquired, acquired_by = [], {}
     for part in c.acquirers:
         examples = call_stage("acquire", part, "acquire", task=task, policy=policy,
-                              generator=generator, round_index=round_index, rng=rng)
+                              generator=generator, round_index=round_index, rng=rng,
+                              **_budget(part, "acquire", budget))
         _check_examples(examples, "acquire", part)
         acquired_by[part.name] = len(examples)
         acquired += examples
@@ -107,28 +113,32 @@ def run_round(components: Components, policy: Policy, round_index: int, *,
             "this round trains on the previous data only. See the selection above for why")
     trained = set(trained_difficulties) | {e.difficulty for e in history}
     gate = AdmissionGate(c, trained | {e.difficulty for e in training_set}, seed, round_index)
-    if round_index > 0:
+    if round_index > 0 and judge:
         gate.measure_before(policy)  # before training: the optimizer updates the policy in place
 
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
-    peers = PeerTraining(policy.peers, training_set, components=c, round_index=round_index,
+    voters = policy.peers
+    peers = PeerTraining(policy.peers if train_peers else [], training_set, components=c,
+                         round_index=round_index,
                          seed=random.Random(f"{seed}:{round_index}:peers").randrange(2**31),
                          workdir=workdir / "peers",
                          threads=torch.get_num_threads())
     with peers:  # the peers train in their own processes while the policy trains here
         result = call_stage("optimize", c.optimizer, "optimize", policy, training_set, task=task,
                             generator=generator, rewarder=c.rewarder.component, rng=rng,
-                            workdir=workdir, round_index=round_index)
+                            workdir=workdir, round_index=round_index,
+                            **_budget(c.optimizer, "optimize", budget))
     policy = result.policy
-    policy.peers = peers.policies
+    policy.peers = peers.policies if train_peers else voters
     seconds["optimize"] = time.perf_counter() - started
 
     started = time.perf_counter()
     seen = {e.prompt for e in training_set} | {e.prompt for e in history}
-    evaluations = evaluate_policy(policy, c, seen_prompts=seen, seed=rng.randrange(2**31))
+    evaluations = evaluate_policy(policy, c, seen_prompts=seen, seed=rng.randrange(2**31)) if judge else []
     seconds["evaluate"] = time.perf_counter() - started
-    admission = gate.decide(policy) if round_index > 0 else Admission(True, BASE_ROUND)
+    admission = (gate.decide(policy) if round_index > 0 and judge else
+                 Admission(True, BASE_ROUND if judge else "not judged here"))
     seconds["admission"] = gate.seconds
     log(f"round {round_index}: {'admitted' if admission.admitted else 'REJECTED'}: "
         f"{admission.reason}")
@@ -190,6 +200,20 @@ class AdmissionGate:
                                refiner=gate.component if gate else None)
         self.seconds += time.perf_counter() - started
         return counts
+
+
+def _budget(part: Part, method: str, budget: dict[str, int] | None) -> dict[str, Any]:
+    """``{"budget": budget}`` for a component method that takes one (an optional keyword)."""
+    if not budget:
+        return {}
+    import inspect
+
+    try:
+        parameters = inspect.signature(getattr(part.component, method)).parameters
+    except (TypeError, ValueError):
+        return {}
+    takes = "budget" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    return {"budget": budget} if takes else {}
 
 
 def _check_examples(examples, stage, part) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .components import build_components
 from .models import save_policy
+from .pipeline import apply_tree
 from .registry import load_registry
 from .round import run_round, tighten_selectors, use_threads
 from .rundir import REPORT, load_examples, save_examples, write_json
@@ -39,7 +40,8 @@ class LifecycleTrainer:
               out: Path) -> Path:
         use_threads(self.config.lifecycle.threads)
         registry = load_registry([*([plugins_dir] if plugins_dir else []), *self.plugins_dirs])
-        components = build_components(self.config, registry)
+        config = apply_tree(self.config, plugins_dir)  # the champion's pipeline.toml, if it has one
+        components = build_components(config, registry)
         for _ in range(self.rejections):
             tighten_selectors(components.selectors)
         trained = ()

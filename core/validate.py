@@ -42,6 +42,8 @@ from .significance import DEFAULT_Z, Noise, compare
 from .tunable import parse_python
 
 PAYLOAD = ["python", "-m", "selfloop.core.judge_payload"]
+PROBE_PAYLOAD = ["python", "-m", "selfloop.core.probe_payload"]
+META_PAYLOAD = ["python", "-m", "selfloop.core.meta_payload"]
 LOG_TAIL_CHARS = 4000
 
 
@@ -305,12 +307,18 @@ def mount_option_paths(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str
 
 def run_payload(sandbox, files: dict[str, str], job: dict[str, Any], inputs: dict[str, Path],
                 timeout_s: float | None):
-    """The judge's payload over a variant's files in ``sandbox``: the sandbox run of one validation."""
+    """A judge's payload over a variant's files in ``sandbox``: the sandbox run of one validation.
+    A job with ``"payload": "probe"`` runs the training probe's, whose weights come back through
+    an output directory of at most ``job["output_quota_bytes"]``; ``"meta"``, the variant's own
+    proposer or parent selector (``selfloop.core.meta``)."""
+    probe = job.get("payload") == "probe"
+    command = {"probe": PROBE_PAYLOAD, "meta": META_PAYLOAD}.get(job.get("payload"), PAYLOAD)
     with tempfile.TemporaryDirectory(prefix="selfloop-variant-") as tmp:
         code = write_tree(files, Path(tmp) / "plugins")
         job_path = Path(tmp) / "job.json"
         job_path.write_text(json.dumps(job))
-        return sandbox.run(PAYLOAD, code_dir=code, timeout_s=timeout_s, inputs={"job": job_path, **inputs})
+        return sandbox.run(command, code_dir=code, timeout_s=timeout_s, inputs={"job": job_path, **inputs},
+                           **({"output_quota_bytes": int(job["output_quota_bytes"])} if probe else {}))
 
 
 def write_tree(files: dict[str, str], directory: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from .runner import parse_report
 Status = Literal["ok", "error", "timeout", "oom", "limit"]
 INPUT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 LABEL = "selfloop.sandbox"  # on every container, so a sweep finds what a crash left
+OUTPUT_DIR = "outputs"  # under the scratch: $SELFLOOP_OUTPUT
 HOST_GRACE_S = 15.0  # beyond the runner's own deadline, before the host kills the sandbox
 # There is no network inside: libraries that would try it (and retry for seconds) are told so.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
@@ -41,6 +43,7 @@ class SandboxResult:
     backend: str
     reason: str | None = None
     protections: list[str] = field(default_factory=list)
+    outputs: dict[str, bytes] = field(default_factory=dict)  # what the payload left in $SELFLOOP_OUTPUT
 
     @property
     def ok(self) -> bool:
@@ -70,10 +73,14 @@ class Sandbox(ABC):
 
     @abstractmethod
     def run(self, command: list[str], *, code_dir: Path, inputs: dict[str, Path] | None = None,
-            env: dict[str, str] | None = None, timeout_s: float | None = None) -> SandboxResult:
+            env: dict[str, str] | None = None, timeout_s: float | None = None,
+            output_quota_bytes: int | None = None) -> SandboxResult:
         """Run ``command`` with ``code_dir`` read-only at $SELFLOOP_CODE, each input read-only at
         $SELFLOOP_INPUT_<NAME>, a size-limited scratch as the working directory, and the result
-        read from the JSON file the payload writes at $SELFLOOP_RESULT."""
+        read from the JSON file the payload writes at $SELFLOOP_RESULT. With an
+        ``output_quota_bytes``, the files the payload writes under $SELFLOOP_OUTPUT (a directory of
+        the scratch, which it makes) come back in ``SandboxResult.outputs``; more bytes than the
+        quota make the run's status ``limit``."""
 
     @abstractmethod
     def sweep(self) -> int:
@@ -108,6 +115,7 @@ class Sandbox(ABC):
         out = {"PATH": path, "HOME": scratch, "TMPDIR": scratch, "LANG": "C.UTF-8",
                "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
                "SELFLOOP_CODE": code, "SELFLOOP_RESULT": result, "SELFLOOP_INPUTS": inputs_dir,
+               "SELFLOOP_OUTPUT": f"{scratch}/{OUTPUT_DIR}",
                "SELFLOOP_SANDBOX": self.name, **OFFLINE_ENV}
         for name, where in inputs.items():
             out[f"SELFLOOP_INPUT_{name.upper().replace('-', '_').replace('.', '_')}"] = where
@@ -122,7 +130,7 @@ class Sandbox(ABC):
                 "fsize_bytes": self.settings.scratch_mb << 20, "core_bytes": 0}
 
     def _spec(self, command, timeout_s, scratch, result_path, manifest, package_dirs, rlimits,
-              isolate=None, integrity_hint="", **payload) -> str:
+              isolate=None, integrity_hint="", output_quota_bytes=None, **payload) -> str:
         """The runner's spec; ``payload`` says how the payload is separated from it (``payload_uid``,
         ``readable``, ``container``, ``landlock_scope``: see ``runner.Lockdown``)."""
         return json.dumps({
@@ -130,7 +138,8 @@ class Sandbox(ABC):
             "result_path": result_path, "manifest": manifest, "rlimits": rlimits,
             "isolate": isolate, "log_limit_bytes": self.settings.log_limit_bytes,
             "output_limit_bytes": self.settings.output_limit_bytes,
-            "integrity_hint": integrity_hint, **payload,
+            "integrity_hint": integrity_hint, "output_dir": f"{scratch}/{OUTPUT_DIR}",
+            "output_quota_bytes": output_quota_bytes, **payload,
         })
 
     def _result_from_report(self, runner_stdout: str, runner_stderr: str, started: float, key: str,
@@ -152,7 +161,8 @@ class Sandbox(ABC):
             stdout=report["stdout"], stderr=report["stderr"],
             stdout_truncated=report["stdout_truncated"], stderr_truncated=report["stderr_truncated"],
             seconds=seconds, backend=self.name, reason=report["reason"],
-            protections=report.get("protections", []))
+            protections=report.get("protections", []),
+            outputs={name: base64.b64decode(data) for name, data in (report.get("outputs") or {}).items()})
 
     def _manifest_for(self, code_dir: Path, inputs: dict[str, Path], code_at: str,
                       inputs_at: dict[str, str]) -> dict[str, str]:

@@ -48,7 +48,8 @@ class DockerSandbox(Sandbox):
             return False, str(exc)
         return image_state(client, settings)
 
-    def run(self, command, *, code_dir, inputs=None, env=None, timeout_s=None) -> SandboxResult:
+    def run(self, command, *, code_dir, inputs=None, env=None, timeout_s=None,
+            output_quota_bytes=None) -> SandboxResult:
         from docker.types import LogConfig, Mount, Ulimit
 
         code_dir, inputs = self._check_arguments(command, code_dir, inputs)
@@ -60,11 +61,13 @@ class DockerSandbox(Sandbox):
         spec = self._spec(command, timeout_s, SCRATCH_AT, result_path, manifest, PACKAGE_DIRS,
                           self._rlimits(timeout_s),
                           integrity_hint=" (stale image? rebuild with `selfloop sandbox build`)",
+                          output_quota_bytes=output_quota_bytes,
                           payload_uid=DOCKER_PAYLOAD_UID, container=True, landlock_scope=True,
                           readable=[CODE_AT, *inputs_at.values()])
         mounts = [Mount(CODE_AT, str(code_dir), type="bind", read_only=True)]
         mounts += [Mount(inputs_at[name], str(path), type="bind", read_only=True) for name, path in inputs.items()]
-        log_cap = 2 * self.settings.log_limit_bytes + (8 << 20)  # the report holds both capped logs
+        # the report holds both capped logs, and the outputs in base64
+        log_cap = 2 * self.settings.log_limit_bytes + (8 << 20) + 2 * (output_quota_bytes or 0)
         s = self.settings
         started = time.monotonic()
         container = self.client.containers.create(

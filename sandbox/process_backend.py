@@ -91,16 +91,17 @@ class ProcessSandbox(Sandbox):
         """Remove the cgroups that killed runners left; return how many went."""
         return confine.sweep_cgroups()
 
-    def run(self, command, *, code_dir, inputs=None, env=None, timeout_s=None) -> SandboxResult:
+    def run(self, command, *, code_dir, inputs=None, env=None, timeout_s=None,
+            output_quota_bytes=None) -> SandboxResult:
         code_dir, inputs = self._check_arguments(command, code_dir, inputs)
         timeout_s = float(timeout_s if timeout_s is not None else self.settings.timeout_s)
         workdir = Path(tempfile.mkdtemp(prefix="selfloop-sandbox-"))
         try:
-            return self._run_in(workdir, command, code_dir, inputs, env, timeout_s)
+            return self._run_in(workdir, command, code_dir, inputs, env, timeout_s, output_quota_bytes)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def _run_in(self, workdir, command, code_dir, inputs, env, timeout_s) -> SandboxResult:
+    def _run_in(self, workdir, command, code_dir, inputs, env, timeout_s, output_quota_bytes=None) -> SandboxResult:
         workdir.chmod(0o711)  # the payload's uid may pass through to its mounts, not list the directory
         scratch = workdir / "scratch"
         code_at = workdir / "code"
@@ -139,10 +140,11 @@ class ProcessSandbox(Sandbox):
         spec = self._spec(command, timeout_s, str(scratch), str(result_path), manifest, package_dirs,
                           rlimits, isolate,
                           integrity_hint=" (a protected file changed on the host since the run began)",
+                          output_quota_bytes=output_quota_bytes,
                           payload_uid="per-run" if layers["uid separation"] else None,
                           readable=[str(code_at), *inputs_at.values()])
         runner = runner_command(sys.executable, package_dirs["selfloop.sandbox"], spec)
-        return self._execute(runner, environment, scratch, timeout_s)
+        return self._execute(runner, environment, scratch, timeout_s, READ_LIMIT_BYTES + 2 * (output_quota_bytes or 0))
 
     @staticmethod
     def _python_dirs() -> list[str]:
@@ -163,7 +165,8 @@ class ProcessSandbox(Sandbox):
     def _readable(self, code_at: Path, inputs_dir: Path) -> list[str]:
         return self._python_dirs() + SYSTEM_READ + [str(code_at), str(inputs_dir)]
 
-    def _execute(self, runner: list[str], environment: dict, scratch: Path, timeout_s: float) -> SandboxResult:
+    def _execute(self, runner: list[str], environment: dict, scratch: Path, timeout_s: float,
+                 read_limit: int = READ_LIMIT_BYTES) -> SandboxResult:
         started = time.monotonic()
         key = new_key()
         process = subprocess.Popen(runner, cwd=scratch, env=environment, stdin=subprocess.PIPE,
@@ -174,7 +177,8 @@ class ProcessSandbox(Sandbox):
         except BrokenPipeError:
             pass  # the runner died at once: its report will be missing
         out: dict[str, bytes] = {}
-        readers = [threading.Thread(target=_read_capped, args=(getattr(process, n), out, n), daemon=True)
+        readers = [threading.Thread(target=_read_capped, args=(getattr(process, n), out, n, read_limit),
+                                    daemon=True)
                    for n in ("stdout", "stderr")]
         for reader in readers:
             reader.start()
@@ -205,10 +209,10 @@ def wait_for_exit(process: subprocess.Popen, timeout_s: float) -> bool:
     return True
 
 
-def _read_capped(stream, out: dict, name: str) -> None:
+def _read_capped(stream, out: dict, name: str, limit: int = READ_LIMIT_BYTES) -> None:
     kept = bytearray()
     while chunk := stream.read1(1 << 16):
-        if len(kept) < READ_LIMIT_BYTES:
+        if len(kept) < limit:
             kept += chunk
     out[name] = bytes(kept)
 

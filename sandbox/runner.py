@@ -13,7 +13,8 @@ Both backends start this module in the sandbox instead of the payload itself. It
 5. kills every process of the payload (its PID namespace, or every process in the container) and
    waits until none is left, so nothing writes after this point;
 6. checks the protected files again, reads the payload's JSON result (no symlink, no FIFO, size
-   capped), and prints one report line, ``REPORT_MARKER <hmac-sha256> <json>``, on its own stdout.
+   capped) and, where the spec gives an output quota, the files of its output directory (regular
+   files only, within the quota, or the run's status is ``limit``), and prints one report line, ``REPORT_MARKER <hmac-sha256> <json>``, on its own stdout.
 
 The host accepts a report only with a valid MAC under the run's key and a runner that exited 0
 (``parse_report``): a payload that cannot read the key cannot forge one.
@@ -39,6 +40,7 @@ from pathlib import Path
 
 REPORT_MARKER = "@@selfloop-sandbox-report@@"
 RESULT_LIMIT_BYTES = 4 << 20
+OUTPUT_FILES = 64  # files a payload may leave in its output directory (a quota bounds their bytes)
 KEY_HEX_CHARS = 64  # a 32-byte key, hex
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -205,6 +207,12 @@ def run(spec: dict) -> dict:
         report["result"] = result
         if problem and report["status"] == "ok":
             report["reason"] = problem
+    if report["status"] == "ok" and spec.get("output_quota_bytes"):
+        outputs, problem = _read_outputs(spec["output_dir"], spec["output_quota_bytes"])
+        if problem:
+            report["status"], report["reason"] = "limit", problem
+        else:
+            report["outputs"] = outputs
     return report
 
 
@@ -677,6 +685,47 @@ def _read_result(path: str) -> tuple[dict | None, str | None]:
     if not isinstance(result, dict):
         return None, "result is not a JSON object"
     return result, None
+
+
+def _read_outputs(directory: str, quota: int) -> tuple[dict[str, str], str | None]:
+    """The files the payload left in its output directory, base64, once every payload process is
+    dead: regular files only (a symlink or anything else is refused, never followed), at most
+    ``OUTPUT_FILES`` of them and ``quota`` bytes in all."""
+    import base64
+    import stat
+
+    out: dict[str, str] = {}
+    total = 0
+    if not os.path.isdir(directory) or os.path.islink(directory):
+        return out, None
+    for root, dirs, files in os.walk(directory, followlinks=False):
+        for name in sorted(dirs):
+            if os.path.islink(os.path.join(root, name)):
+                return {}, f"output {name!r} is a symlink (refused)"
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, directory)
+            info = os.lstat(path)
+            if stat.S_ISLNK(info.st_mode):
+                return {}, f"output {rel!r} is a symlink (refused)"
+            if not stat.S_ISREG(info.st_mode):
+                return {}, f"output {rel!r} is not a regular file (refused)"
+            total += info.st_size
+            if total > quota:
+                return {}, f"output quota exceeded: more than {quota} bytes written to the output directory"
+            if len(out) >= OUTPUT_FILES:
+                return {}, f"more than {OUTPUT_FILES} output files"
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                data = b""
+                while len(data) <= info.st_size and (chunk := os.read(fd, 1 << 20)):
+                    data += chunk
+            finally:
+                os.close(fd)
+            if len(data) != info.st_size:
+                return {}, f"output {rel!r} changed while it was read"
+            out[rel] = base64.b64encode(data).decode("ascii")
+    return out, None
 
 
 def _memory_error(stderr: str) -> bool:

@@ -203,6 +203,13 @@ def test_a_challenger_must_beat_the_incumbent_by_the_margin():
     evo.settings.champion_margin = 0.005
     assert evo._best(list(scores), incumbent="v0").id == "v2"
 
+    # With gains (each over the round's seed, in what the variant was judged by) they rank: a
+    # probed variant's score is on another scale than the answers' one.
+    for vid, gain in {"v0": 0.0, "v1": 0.003, "v2": -0.01}.items():
+        variants[vid].scores["gain"] = gain
+    variants["v4"] = SimpleNamespace(id="v4", seq=4, admitted=True, scores={"score": 0.2, "gain": 0.05})
+    assert evo._best(["v0", "v1", "v2", "v4"], incumbent="v0").id == "v4"
+
     kept = RoundResult(round=1, checkpoint="c1", seed_variant="v4", seed_score=0.0, champion="v5",
                        champion_score=0.0, variants=["v4", "v5"], crowned=0)
     assert _crowned(kept) == 0  # confirmed on round 0's checkpoint, where it won

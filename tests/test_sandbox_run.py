@@ -332,3 +332,31 @@ def test_auto_says_why_it_did_not_choose_docker(monkeypatch):
     chosen = choose_backend(SandboxSettings(backend="auto"))
     assert chosen.name == "process"
     assert chosen.reason.startswith("not docker: no Docker engine answers") and "\n" not in chosen.reason
+
+
+def test_output_files_come_back_within_the_quota(kind, code):
+    """What the payload leaves in $SELFLOOP_OUTPUT returns as bytes; past the quota, or through a
+    symlink, the run is ``limit`` and nothing comes back."""
+    command = script(code, """
+        import os, sys
+        out = os.environ["SELFLOOP_OUTPUT"]
+        os.makedirs(os.path.join(out, "model"))
+        size = int(open(os.path.join(os.environ["SELFLOOP_CODE"], "size.txt")).read())
+        with open(os.path.join(out, "model", "weights.bin"), "wb") as f:
+            f.write(bytes(range(256)) * (size // 256))
+        if os.path.exists(os.path.join(os.environ["SELFLOOP_CODE"], "link.txt")):
+            os.symlink("/etc/passwd", os.path.join(out, "passwd"))
+    """)
+    sandbox = make_sandbox(kind)
+    (code / "size.txt").write_text(str(256 * 40))
+    done = sandbox.run(command, code_dir=code, output_quota_bytes=256 * 50)
+    assert done.ok, done.reason
+    assert done.outputs == {"model/weights.bin": bytes(range(256)) * 40}
+    assert sandbox.run(command, code_dir=code).outputs == {}  # no quota: nothing is read
+    (code / "size.txt").write_text(str(256 * 60))
+    over = sandbox.run(command, code_dir=code, output_quota_bytes=256 * 50)
+    assert over.status == "limit" and "output quota exceeded" in over.reason and not over.outputs
+    (code / "size.txt").write_text("256")
+    (code / "link.txt").write_text("")
+    linked = sandbox.run(command, code_dir=code, output_quota_bytes=256 * 50)
+    assert linked.status == "limit" and "symlink" in linked.reason and not linked.outputs

@@ -52,12 +52,13 @@ class SelfLabel:
         last = len(values) - 1
         return list(values[min(start + first, last):min(start + newest, last) + 1])
 
-    def acquire(self, *, task, policy, generator, round_index, rng):
+    def acquire(self, *, task, policy, generator, round_index, rng, budget=None):
         if round_index < 1:
             return []
         task = task_view(task)
+        count = min(self.count, (budget or {}).get("max_problems", self.count))  # a probe's budget
         truths = [p for d in self.difficulties(round_index, task.difficulties)
-                  for p in task.problems(d, self.count, rng, split="train")]
+                  for p in task.problems(d, count, rng, split="train")]
         if not truths:
             return []
         problems = [replace(p, answer=None) for p in truths]

@@ -32,27 +32,13 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
-
+from selfloop.core.clades import Clade, clades, improved
 from selfloop.core.hookspecs import hookimpl
 from selfloop.core.types import VariantSummary
 
 from .dgm import candidates
 
 OUTCOMES = ("improved", "score")
-
-
-@dataclass(frozen=True)
-class Clade:
-    """The aggregated outcomes of a variant and its descendants."""
-
-    successes: float = 0.0
-    failures: float = 0.0
-    members: int = 0  # archived members (itself and its descendants) plus unseen children
-
-    def __add__(self, other: Clade) -> Clade:
-        return Clade(self.successes + other.successes, self.failures + other.failures,
-                     self.members + other.members)
 
 
 class HGMSelector:
@@ -76,40 +62,11 @@ class HGMSelector:
         if self.outcome == "score":
             s = min(1.0, max(0.0, v.score))
             return Clade(s, 1.0 - s, 1)
-        if parent is None or parent.score is None:
-            return Clade(0.0, 0.0, 1)  # nothing to compare it with
-        better = v.score > parent.score + self.margin
-        return Clade(float(better), float(not better), 1)
+        return improved(v, parent, self.margin)
 
     def clades(self, variants: Sequence[VariantSummary]) -> dict[str, Clade]:
         """Every given variant's clade: its own outcome, its unseen children's, and its descendants'."""
-        by_id = {v.id: v for v in variants}
-        kids: dict[str, list[str]] = {vid: [] for vid in by_id}
-        for v in variants:
-            if v.parent in by_id and v.parent != v.id:
-                kids[v.parent].append(v.id)
-        own = {}
-        for v in variants:
-            unseen = max(0, v.children - len(kids[v.id]))  # e.g. rejected children left out
-            own[v.id] = self.own(v, by_id.get(v.parent)) + Clade(0.0, float(unseen), unseen)
-        out: dict[str, Clade] = {}
-        for root in by_id:  # post-order, iteratively (deep trees), each node once
-            if root in out:
-                continue
-            stack, entered = [root], set()
-            while stack:
-                node = stack[-1]
-                if node not in entered:
-                    entered.add(node)
-                    stack.extend(c for c in kids[node] if c not in out and c not in entered)
-                    continue
-                stack.pop()
-                if node not in out:
-                    total = own[node]
-                    for c in kids[node]:
-                        total = total + out.get(c, Clade())
-                    out[node] = total
-        return out
+        return clades(variants, self.own)
 
     def posterior(self, clade: Clade) -> tuple[float, float]:
         """The Beta parameters (α, β) of a clade's success rate."""

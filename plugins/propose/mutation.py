@@ -1,4 +1,5 @@
-"""The offline proposer: mutation of declared tunable values, and crossover of two variants.
+"""The offline proposer: mutation of declared tunable values, crossover of two variants, and
+structural edits of the pipeline (``structural.py``).
 
 Plugins declare their knobs in code (``VOTES = tunable(5, low=1, high=15)``, see
 ``selfloop.core.tunable``). A mutation rewrites one or two of those literals in the parent's source
@@ -19,8 +20,10 @@ from collections.abc import Sequence
 
 from selfloop.core.errors import ProposalError
 from selfloop.core.hookspecs import hookimpl
-from selfloop.core.tunable import Tunable, find_tunables, set_tunable
+from selfloop.core.tunable import Tunable, find_tunables, set_tunable, tunable
 from selfloop.core.types import Edit, VariantView
+
+from .structural import PIPELINE_FILE, cross_functions, edit_pipeline
 
 
 def knobs(files: dict[str, str], editable: Sequence[str]) -> list[tuple[str, Tunable]]:
@@ -58,26 +61,57 @@ def mutate_value(t: Tunable, rng: random.Random):
     return min(high, max(low, value))  # rounding may step past a bound (0.9999 -> 1.0)
 
 
-class MutationProposer:
-    """Mutates tunable literals; with probability ``crossover_rate`` recombines with another variant."""
+# The operators' weights: this file is itself editable (evolve's "proposer" target), so a run can
+# learn which operators pay.
+CROSSOVER_RATE = tunable(0.25, low=0.0, high=1.0)  # recombine with another admitted variant
+FUNCTION_CROSSOVER_SHARE = tunable(0.5, low=0.0, high=1.0)  # of crossovers: a whole function
+PIPELINE_RATE = tunable(0.4, low=0.0, high=1.0)  # a structural pipeline edit, when pipeline.toml is editable
+MAX_MUTATIONS = tunable(2, low=1, high=6)
 
-    def __init__(self, crossover_rate: float = 0.25, max_mutations: int = 2):
+
+class MutationProposer:
+    """Mutates tunable literals; recombines with another variant (tunable by tunable, or a whole
+    function) with probability ``crossover_rate``; edits ``pipeline.toml`` structurally (when it
+    is editable) with probability ``pipeline_rate``."""
+
+    def __init__(self, crossover_rate: float = CROSSOVER_RATE, max_mutations: int = MAX_MUTATIONS,
+                 pipeline_rate: float = PIPELINE_RATE,
+                 function_crossover_share: float = FUNCTION_CROSSOVER_SHARE):
         self.crossover_rate = crossover_rate
         self.max_mutations = max_mutations
+        self.pipeline_rate = pipeline_rate
+        self.function_crossover_share = function_crossover_share
 
     def propose(self, parent: VariantView, *, editable: Sequence[str], others: Sequence[VariantView],
                 rng: random.Random) -> Edit:
+        if PIPELINE_FILE in editable and PIPELINE_FILE in parent.files and rng.random() < self.pipeline_rate:
+            edited = edit_pipeline(parent.files[PIPELINE_FILE], rng)
+            if edited is not None:
+                return _edit(parent, {**parent.files, PIPELINE_FILE: edited[0]}, edited[1],
+                             {"operator": "pipeline"})
         found = knobs(parent.files, editable)
-        if not found:
-            raise ProposalError(f"variant {parent.id}: no tunable(...) values in the editable files "
-                                f"({', '.join(sorted(editable)) or 'none'}) to mutate")
         partners = [o for o in others if o.id != parent.id and o.status == "admitted"]
         if partners and rng.random() < self.crossover_rate:
             other = rng.choice(partners)
-            edit = self._crossover(parent, other, found, rng)
+            edit = None
+            if rng.random() < self.function_crossover_share:
+                edit = self._function_crossover(parent, other, editable, rng)
+            edit = edit or self._crossover(parent, other, found, rng)
             if edit is not None:
                 return edit
+        if not found:
+            raise ProposalError(f"variant {parent.id}: no tunable(...) values in the editable files "
+                                f"({', '.join(sorted(editable)) or 'none'}) to mutate")
         return self._mutate(parent, found, rng, others)
+
+    def _function_crossover(self, parent: VariantView, other: VariantView, editable, rng) -> Edit | None:
+        crossed = cross_functions(parent.files, other.files, editable, rng)
+        if crossed is None:
+            return None
+        path, text, name = crossed
+        return _edit(parent, {**parent.files, path: text}, f"function crossover with {other.id}: "
+                     f"{path}: {name} from {other.id}", {"operator": "function_crossover",
+                                                         "other_parent": other.id})
 
     def _mutate(self, parent: VariantView, found, rng, others: Sequence[VariantView] = ()) -> Edit:
         count = rng.randint(1, min(self.max_mutations, len(found)))
