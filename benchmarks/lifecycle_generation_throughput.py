@@ -1,6 +1,11 @@
 """Generation throughput: selfloop's batched generator vs transformers' ``generate`` on the whole
 batch (left-padded, with an attention mask), same trained model, same prompts, greedy, same budget.
 
+The generator's default path on this (Llama-shaped) model is its lean forward (plugins/generate/
+lean.py) over a preallocated cache, prompts prefilled by length without padding, ended rows
+dropped; ``--compile`` times the stock forward compiled instead. The headline is
+``speed-up vs batched generate (median)``, and outputs must not differ (``differ`` 0).
+
 The model is the embedded one after a short base round of rejection SFT (``--steps`` steps on 1-5
 digit reversed additions), cached in ``--checkpoint`` so repeats don't retrain; random weights
 would make near-ties that float noise breaks. Prompts mix 1 to ``--max-digits`` digits. Each

@@ -1,6 +1,7 @@
 """The batched generator: greedy outputs equal transformers' ``generate`` on the left-padded batch
 (a trained embedded model, and a pretrained-style BPE model with a chat template), on the fast
-path (ragged prefill, preallocated cache, ended rows dropped) and on the general one; sampling is
+path (ragged prefill, preallocated cache, ended rows dropped; the lean forward of lean.py, which
+tests/test_plugins_generate_lean.py checks against the stock one) and on the general one; sampling is
 reproducible for a seed, and ``n`` copies per prompt come back in place."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from selfloop.core.types import Example
-from selfloop.plugins.generate import batched, kv_cache
+from selfloop.plugins.generate import batched, kv_cache, lean
 from selfloop.plugins.generate.batched import BatchedGenerator, end_token_ids
 from selfloop.plugins.model.pretrained import Pretrained
 from selfloop.plugins.optimize.rejection_sft import train
@@ -81,7 +82,9 @@ def test_greedy_equals_whole_batch_generate_on_a_trained_model(trained, batch_si
 def test_the_general_path_gives_the_same_answers(trained, monkeypatch):
     prompts = [p.prompt for p in mixed_prompts(count=30)]
     fast = greedy(trained, prompts, 8)
-    monkeypatch.setattr(kv_cache, "plain", lambda cache: False)
+    monkeypatch.setattr(lean, "lean_step", lambda model: None)  # the stock forward's cache ...
+    assert greedy(trained, prompts, 8) == fast
+    monkeypatch.setattr(kv_cache, "plain", lambda cache: False)  # ... and its own per length
     assert greedy(trained, prompts, 8) == fast
 
 

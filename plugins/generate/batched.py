@@ -7,7 +7,12 @@ preallocated cache (``kv_cache.py``) and the whole batch decodes together, one t
 written in place. Rows that end are dropped from the batch once a quarter of it has ended.
 A model whose cache is not plain full attention decodes each prompt length on its own instead.
 
-With ``compile=True`` the decode step (the model's forward for one new token a row) runs under
+For a model ``lean.py`` recognizes (Llama, Qwen2, Mistral without sliding window, stock modules),
+prefill and decode steps run its lean forward instead of transformers': the same math over the
+model's own weights in a handful of torch ops, the prefill writing straight into the preallocated
+cache. At the embedded model's size a step is mostly per-op overhead, which this removes.
+
+With ``compile=True`` the decode step (the stock forward for one new token a row) runs under
 ``torch.compile`` with dynamic shapes, against a cache of fixed shape (``kv_cache.FixedLayer``), so
 dropping rows does not recompile; the prefill stays eager (the embedded model's position hook
 would recompile for every prompt length). Torch keeps the compiled graphs for the process; a
@@ -101,8 +106,11 @@ class _Decoder:
     def __init__(self, model, stop, max_new_tokens, pick, compiled=False):
         import inspect
 
+        from .lean import lean_step
+
         self.model, self.max_new_tokens, self.pick = model, max_new_tokens, pick
         self.step_model = compiled_step(model) if compiled else None
+        self.lean = None if compiled else lean_step(model)
         self.stop = stop
         self.cache_name = _cache_keyword(model)
         try:
@@ -113,6 +121,33 @@ class _Decoder:
 
     def run(self, prompts: list[list[int]], n: int) -> list[list[int]]:
         """Each row's new tokens, up to and including its end token."""
+        import torch
+
+        from . import kv_cache
+
+        device = model_device(self.model)
+        width = len(prompts[-1])
+        lengths = torch.tensor([len(p) for p in prompts], device=device).repeat_interleave(n)
+        if self.lean is None:
+            return self._assembled(prompts, n, lengths, width)
+        total = width + self.max_new_tokens
+        cache = self.lean.cache(len(prompts) * n, total, width)
+        logits, states, sources, start = [], [], [], 0
+        for _, same in groupby(prompts, key=len):
+            ids = torch.tensor(list(same), dtype=torch.long, device=device)
+            source = torch.arange(len(ids), device=device).repeat_interleave(n) if n > 1 else None
+            group = slice(start, start + len(ids) * n)
+            step = self.lean.prefill(ids, cache, group, source, width)
+            logits.append(step if source is None else step[source])
+            states.append(kv_cache.row_state(self.model))
+            sources.append(source)
+            start = group.stop
+        kv_cache.set_row_state(self.model, kv_cache.concat_rows(states, sources))
+        return self._decode(torch.cat(logits), cache, kv_cache.padding_mask(lengths, width, total),
+                            lengths, width)
+
+    def _assembled(self, prompts, n, lengths, width):
+        """The stock forward: each prompt length prefilled on its own, then assembled."""
         import torch
         from transformers import DynamicCache
 
@@ -131,13 +166,11 @@ class _Decoder:
                 return self._by_length(prompts, n)
             groups.append((slice(start, start + rows), source, cache, length))
             start += rows
-        width = len(prompts[-1])
         cache, mask = kv_cache.assemble(groups, start, width, width + self.max_new_tokens,
                                         fixed=self.step_model is not None)
         kv_cache.set_row_state(self.model, kv_cache.concat_rows(states, [g[1] for g in groups]))
         logits = torch.cat([step if source is None else step[source]
                             for step, (_, source, _, _) in zip(logits, groups)])
-        lengths = torch.tensor([len(p) for p in prompts], device=device).repeat_interleave(n)
         return self._decode(logits, cache, mask, lengths, width)
 
     def _decode(self, logits, cache, mask, positions, width):
@@ -171,7 +204,9 @@ class _Decoder:
                 live, mask, positions, token = live[keep], mask[keep], positions[keep], token[keep]
                 ended = ended[keep]
             mask[:, width + step] = True
-            if self.step_model is None:
+            if self.lean is not None:
+                logits = self.lean.step(token, mask[:, :width + step + 1], cache, positions + step)
+            elif self.step_model is None:
                 logits = self._forward(token[:, None], mask[:, :width + step + 1], cache,
                                        (positions + step)[:, None])
             else:  # the same shapes every step: all columns, the unwritten ones masked

@@ -105,6 +105,22 @@ def assemble(groups, rows: int, width: int, total: int, fixed: bool = False):
     return Cache(layers=layers), mask
 
 
+def preallocated(layers: int, rows: int, heads: int, total: int, head_dim: int, width: int,
+                 dtype, device):
+    """An empty cache of ``PreallocatedLayer``s ``[rows, heads, total, head_dim]`` holding ``width``
+    columns, for a prefill to write into directly (``lean.LeanStep.prefill``). Zeroed: masked
+    padding must hold finite values (a masked weight of 0 times a NaN is still NaN)."""
+    return Cache(layers=[PreallocatedLayer(torch.zeros(rows, heads, total, head_dim, dtype=dtype, device=device),
+                                           torch.zeros(rows, heads, total, head_dim, dtype=dtype, device=device),
+                                           width) for _ in range(layers)])
+
+
+def padding_mask(lengths, width: int, total: int):
+    """The bool mask ``[rows, total]`` of right-aligned prompts of ``lengths`` ending at ``width``."""
+    columns = torch.arange(total, device=lengths.device)
+    return (columns >= width - lengths[:, None]) & (columns < width)
+
+
 def select_rows(cache, keep) -> None:
     """Keep only the rows ``keep`` (a slice: no copy; or indices) of an assembled cache."""
     for layer in cache.layers:
