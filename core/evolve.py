@@ -856,8 +856,7 @@ class Evolution:
                 inherited = dict(self.batch_scores.get(parent.id) or {})
                 return Verdict(True, [f"meta: its {' and '.join(k.replace('_', ' ') for k in meta)} works; "
                                       f"what the lifecycle runs is {parent.id}'s, whose scores it inherits"],
-                               scores={**inherited, "inherited_from": parent.id},
-                               stages={"meta": {"ok": True}}), "meta"
+                               scores=inherited, stages={"meta": {"ok": True, "inherited_from": parent.id}}), "meta"
             if problems:
                 return Verdict(False, problems, stages={"meta": {"ok": False}}), "meta"
         probed = self.probed and bool(set(changed_kinds) & set(PROBE_KINDS))
