@@ -167,6 +167,9 @@ class EvolveSettings(Strict):
     significance_z: float = Field(3.0, gt=0)
     novelty_attempts: int = Field(5, ge=1)  # proposals tried per iteration to get an unseen variant
     confirm: bool = True  # at the end, seed vs champion once more on fresh held-out problems
+    # ... and, when the champion changed what training runs, the models one probe round with its
+    # pipeline and with the seed's train ([evolve.probe] budget), scored on fresh problems
+    confirm_trained: bool = True
     # A challenger replaces the round's incumbent (the seed, or the champion carried over) only when
     # it scores more than this above it: a few problems' worth, so noise crowns nobody.
     champion_margin: float = Field(0.005, ge=0)

@@ -57,6 +57,8 @@ SEED_PACKAGE = "selfloop.plugins"
 # evaluations of the seed plugins: never rejected
 SEED_ROLES = ("seed", "confirm-seed", "seed-probe", "confirm-seed-probe")
 SELECT_AT = 0.7  # the self-label accuracy where selection has the most to decide
+# the kinds a training round runs: a champion that changed one of them trains another model
+TRAINING_KINDS = {"acquirer", "selector", "generator", "rewarder", "optimizer", "pipeline", "model", "task"}
 CONTEXT = 6  # variants of each sort (best, ancestors, latest attempts) a proposer is shown
 
 
@@ -282,6 +284,7 @@ class RoundResult:
     champion_score: float | None
     variants: list[str]
     crowned: int | None = None  # the round whose checkpoint the champion first won on
+    no_signal: str | None = None  # why the round could tell no variant from another, if it could not
 
 
 class Evolution:
@@ -490,10 +493,31 @@ class Evolution:
             members += self._batch(r, batch, validator, state, members)
         best = self._best(members, incumbent)
         kept = best.id == incumbent != seed_id  # the champion carried over held its place
+        no_signal = self._no_signal(r, state, seed_id)
+        if no_signal:
+            self.progress("warning", {"message": f"round {r}: {no_signal}"})
         return RoundResult(round=r, checkpoint=str(checkpoint), seed_variant=seed_id,
                            seed_score=self.archive.get(seed_id).scores.get("score"), champion=best.id,
                            champion_score=best.scores.get("score"), variants=members,
-                           crowned=_crowned(previous) if kept else r)
+                           crowned=_crowned(previous) if kept else r, no_signal=no_signal)
+
+    def _no_signal(self, r: int, state, seed_id: str) -> str | None:
+        """A round whose every scored variant scored the same (judged the same way) gave no signal:
+        its evaluation could not tell one edit from another. That is reported, never a result."""
+        keys = [k for k in state["archived"] if k.startswith(f"r{r}-i")]
+        variants = [self.archive.get(state["archived"][k]) for k in keys]
+        by_judge: dict[str, list[float]] = {}
+        for v in [self.archive.get(seed_id), *variants]:
+            judged = v.meta.get("judged_by") or "answers"
+            if v.scores.get("score") is not None and judged != "meta":
+                by_judge.setdefault(judged, []).append(v.scores["score"])
+        flat = [(j, s) for j, s in by_judge.items() if len(s) >= 3 and max(s) - min(s) < 1e-9]
+        if not flat:
+            return None
+        judged, scores = flat[0]
+        return (f"no signal: all {len(scores)} variants judged by {judged} scored {scores[0]:.3f}; "
+                "the round's problems do not discriminate between them (a frontier all right or all "
+                "wrong): widen [evolve] refine_difficulties or the held-out sizes")
 
     def _best(self, members: list[str], incumbent: str):
         """The best admitted variant by its gain over the round's seed (in what it was judged by:
@@ -560,14 +584,22 @@ class Evolution:
         score = lambda v: self.archive.get(v).scores.get("score")
         out = {"round": r, "seed_variant": seed, "seed_score": score(seed), "champion": last.champion,
                "champion_variant": champion, "champion_score": score(champion)}
-        if self.archive.get(last.champion).meta.get("judged_by") in ("probe", "both"):
-            # Its pipeline trained the model it won with: probed again, beside the seed pipeline's.
+        if self.settings.confirm_trained and self._trains_differently(last.champion):
+            # What the evolved plugins do to the next model: one probe round with the champion's
+            # pipeline, one with the seed's, same budget and seed, scored on fresh problems.
             probe = self._probe_validator(r, Path(results[r].checkpoint), salt=":confirm")
             seed_probe = self._baseline(r, "confirm-seed-probe", probe, state, "v0")
             champion_probe = self._baseline(r, "confirm-champion-probe", probe, state, last.champion)
             out["probe"] = {"seed_variant": seed_probe, "seed_score": score(seed_probe),
                             "champion_variant": champion_probe, "champion_score": score(champion_probe)}
         return out
+
+    def _trains_differently(self, variant: str) -> bool:
+        """Whether a variant's tree differs from the seed's in a file the training round runs."""
+        files = self.archive.files(variant)
+        changed = {p for p in set(files) | set(self.seed_files) if files.get(p) != self.seed_files.get(p)}
+        kinds = {k for p in changed for k in self.file_kinds.get(p, ["unknown"])}
+        return bool(kinds & TRAINING_KINDS)
 
     def _difficulties(self, checkpoint: Path) -> tuple[list[int], int]:
         """The configured difficulties, else the checkpoint's frontier from its round report."""

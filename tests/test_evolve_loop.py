@@ -216,3 +216,20 @@ def test_a_challenger_must_beat_the_incumbent_by_the_margin():
     older = RoundResult(round=1, checkpoint="c1", seed_variant="v4", seed_score=0.0, champion="v5",
                         champion_score=0.0, variants=["v4", "v5"])
     assert _crowned(older) == 1  # a journal from before the field: its own round
+
+
+def test_a_round_whose_variants_all_score_the_same_is_reported_as_no_signal():
+    from types import SimpleNamespace
+
+    def variant(vid, score, judged="answers"):
+        return SimpleNamespace(id=vid, scores={"score": score}, meta={"judged_by": judged})
+
+    variants = {"v0": variant("v0", 0.004), "v1": variant("v1", 0.004), "v2": variant("v2", 0.004),
+                "v3": variant("v3", 0.9, "meta")}
+    evo = Evolution.__new__(Evolution)
+    evo.archive = SimpleNamespace(get=variants.__getitem__)
+    state = {"archived": {"r1-i0": "v1", "r1-i1": "v2", "r1-i2": "v3", "r0-i0": "v9"}}
+    found = evo._no_signal(1, state, "v0")
+    assert found.startswith("no signal: all 3 variants judged by answers scored 0.004")
+    variants["v2"].scores["score"] = 0.01
+    assert evo._no_signal(1, state, "v0") is None
