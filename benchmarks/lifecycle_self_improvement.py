@@ -1,6 +1,7 @@
 """Self-improvement: `selfloop run` with the default config, labels of 1-5 digits only, within a
 wall-clock budget; prints for every round accuracy by length, the share of kept self-labels that
-are right, and the admission gate's verdict; then time per round and peak memory.
+are right, and the admission gate's verdict; then time per round, how busy the machine's cores were
+in each phase of a round, and peak memory.
 
 The run is the real command in a subprocess (``lifecycle.max_seconds`` stops it from starting a
 new round once the budget is spent; the round in progress finishes). Peak resident memory is the
@@ -101,6 +102,14 @@ def print_table(out: Path, wall: float | None, peak_mib: float | None, args) -> 
             by = r["admission"].get("by_difficulty", {})
             print("   " + "  ".join(f"{d}: {v['before'] * 100:.1f}->{v['after'] * 100:.1f} (±{v['margin'] * 100:.1f})"
                                     for d, v in sorted(by.items(), key=lambda kv: int(kv[0]))))
+    phases = ["acquire", "select", "optimize", "evaluate"]
+    if any(r.get("cpu_busy") for r in rounds):
+        print("CPU busy per phase (share of all cores, the whole machine), and seconds:")
+        print(f"{'round':>5} " + " ".join(f"{p:>16}" for p in phases))
+        for r in rounds:
+            busy, seconds = r.get("cpu_busy") or {}, r["seconds"]
+            print(f"{r['round']:>5} " + " ".join(
+                f"{(f'{busy[p]:.0%}' if p in busy else '-'):>6} {seconds.get(p, 0):>7.0f} s " for p in phases))
     kept = [r for r in rounds if admitted(r)]  # the model a run ends with: the last admitted
     last = accuracy(kept[-1]) if kept else {}
     reached = [d for d in digits if d >= args.target_digits and last.get(str(d), 0) >= 0.95]

@@ -78,9 +78,11 @@ def run_round(components: Components, policy: Policy, round_index: int, *,
     torch.manual_seed(rng.randrange(2**31))
     c = components
     seconds: dict[str, float] = {}
+    cpu = CpuMeter()  # how busy the machine's cores are in each phase
     task, generator = c.task.component, c.generator.component
 
     started = time.perf_counter()
+    cpu.start()
     acquired, acquired_by = [], {}
     for part in c.acquirers:
         examples = call_stage("acquire", part, "acquire", task=task, policy=policy,
@@ -90,9 +92,11 @@ def run_round(components: Components, policy: Policy, round_index: int, *,
         acquired_by[part.name] = len(examples)
         acquired += examples
     seconds["acquire"] = time.perf_counter() - started
+    cpu.mark("acquire")
     log(f"round {round_index}: acquired {len(acquired)} examples {acquired_by}")
 
     started = time.perf_counter()
+    cpu.start()
     kept, selection = list(acquired), []
     for part in c.selectors:
         result = call_stage("select", part, "select", kept, task=task, policy=policy,
@@ -103,6 +107,7 @@ def run_round(components: Components, policy: Policy, round_index: int, *,
         log(f"round {round_index}: {part.name} kept {result.report.kept}, dropped "
             f"{result.report.dropped or 'none'}")
     seconds["select"] = time.perf_counter() - started
+    cpu.mark("select")
     old_keys = {(e.prompt, e.completion) for e in history}
     new_kept = [e for e in kept if (e.prompt, e.completion) not in old_keys]
     training_set = kept
@@ -117,6 +122,7 @@ def run_round(components: Components, policy: Policy, round_index: int, *,
         gate.measure_before(policy)  # before training: the optimizer updates the policy in place
 
     started = time.perf_counter()
+    cpu.start()
     workdir.mkdir(parents=True, exist_ok=True)
     voters = policy.peers
     peers = PeerTraining(policy.peers if train_peers else [], training_set, components=c,
@@ -132,11 +138,14 @@ def run_round(components: Components, policy: Policy, round_index: int, *,
     policy = result.policy
     policy.peers = peers.policies if train_peers else voters
     seconds["optimize"] = time.perf_counter() - started
+    cpu.mark("optimize")
 
     started = time.perf_counter()
+    cpu.start()
     seen = {e.prompt for e in training_set} | {e.prompt for e in history}
     evaluations = evaluate_policy(policy, c, seen_prompts=seen, seed=rng.randrange(2**31)) if judge else []
     seconds["evaluate"] = time.perf_counter() - started
+    cpu.mark("evaluate")
     admission = (gate.decide(policy) if round_index > 0 and judge else
                  Admission(True, BASE_ROUND if judge else "not judged here"))
     seconds["admission"] = gate.seconds
@@ -159,6 +168,7 @@ def run_round(components: Components, policy: Policy, round_index: int, *,
         # what the checkpoint has been trained on, for the next round's gate
         "trained_difficulties": sorted(gate.difficulties),
         "seconds": seconds,
+        "cpu_busy": cpu.shares,  # the share of all cores busy (the whole machine) per phase
         "peak_rss_mib": peak_rss_mib(),
     }
     return RoundOutcome(policy, report, training_set)
@@ -333,6 +343,34 @@ def refine(part: Part, policy: Policy, problems: list[Problem], *, components: C
                          TypeError(f"expected {len(problems)} answers, got "
                                    f"{len(answers) if isinstance(answers, list) else type(answers).__name__}"))
     return answers
+
+
+class CpuMeter:
+    """The share of the machine's cores busy between ``start()`` and ``mark(phase)``, from
+    ``/proc/stat`` (every process: the peers training beside the policy count, and so does anything
+    else running on the machine). Empty where there is no ``/proc/stat``."""
+
+    def __init__(self):
+        self.shares: dict[str, float] = {}
+        self._at = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]) - idle, sum(fields[:8])
+
+    def start(self) -> None:
+        self._at = self._read()
+
+    def mark(self, phase: str) -> None:
+        now = self._read()
+        if now is not None and self._at is not None and now[1] > self._at[1]:
+            self.shares[phase] = round((now[0] - self._at[0]) / (now[1] - self._at[1]), 3)
 
 
 def peak_rss_mib() -> float:
