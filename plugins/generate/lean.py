@@ -1,19 +1,19 @@
-"""A lean decode step for Llama-family models (Llama, Qwen2, Mistral without sliding window).
+"""A lean forward for Llama-family models (Llama, Qwen2, Mistral without sliding window).
 
-For a small model a decode step is mostly Python: transformers' forward builds masks and rotary
-tables, calls dozens of modules and checks its arguments, each time. ``LeanStep`` runs the same
-step, one new token a row, as a short list of torch ops over the model's own weights (no copies)
-and the preallocated cache (``kv_cache.PreallocatedLayer``), mirroring transformers' code op for
-op (RMSNorm in float32, rotary as ``cat(freqs, freqs)``, SDPA with the boolean padding mask, and
-for grouped-query attention the query packed onto the key/value heads as transformers does), so
-its logits equal the stock forward's (tests/test_plugins_generate.py). ``lean_step`` returns it
-only for a model it recognizes exactly (architecture, SDPA attention, SiLU MLP, static rotary,
-plain modules without hooks); anything else (GPT-2, sliding windows, adapters, quantized layers,
-other attention kernels) decodes with the stock forward.
+At the embedded model's size (0.8M parameters) a forward is mostly per-op overhead: transformers
+builds masks and rotary tables, calls dozens of modules and checks its arguments on every call,
+and SDPA's CPU kernels are slow on one-query shapes. ``LeanStep`` computes the same math over the
+model's own weights (no copies) in a short list of torch ops, writing keys and values straight
+into a preallocated cache (``kv_cache.preallocated``): a prefill of one prompt length, then decode
+steps of one token a row. Its logits equal the stock forward's up to float rounding
+(tests/test_plugins_generate_lean.py). ``lean_step`` returns one only for a model it recognizes
+exactly (architecture, SDPA attention, SiLU MLP, static rotary, stock modules, no hooks but the
+abacus one); anything else (GPT-2, sliding windows, adapters, quantized or offloaded layers,
+other attention kernels) keeps the stock forward.
 
-The embedded model's abacus positions come from its own forward pre-hook (``abacus.attach_positions``,
-which calls ``abacus_positions`` with the per-row state it keeps on the model), called as the
-model's forward would call it, so positions and their checks cannot drift from the stock path.
+The embedded model's abacus positions come from its own forward pre-hook (``abacus.attach_positions``:
+``abacus_positions`` with the per-row state it keeps on the model), called as the model's forward
+calls it, so positions and their checks cannot drift from the stock path.
 """
 
 from __future__ import annotations
@@ -43,10 +43,9 @@ def _recognized(model) -> bool:
         return False
     if getattr(config, "_attn_implementation", None) != "sdpa" or config.hidden_act != "silu":
         return False
-    if getattr(config, "sliding_window", None) is not None and \
-            (type(model).__name__ == "MistralForCausalLM" or getattr(config, "use_sliding_window", False)):
-        return False
-    if any(t != "full_attention" for t in getattr(config, "layer_types", None) or ()):
+    # Sliding windows: Qwen2 marks them in layer_types, Mistral by a window size.
+    if any(t != "full_attention" for t in getattr(config, "layer_types", None) or ()) or \
+            (type(model).__name__ == "MistralForCausalLM" and config.sliding_window is not None):
         return False
     rotary = model.model.rotary_emb
     if getattr(rotary, "rope_type", "default") not in STATIC_ROPE:
@@ -92,6 +91,7 @@ class LeanStep:
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.inv_freq = inner.rotary_emb.inv_freq.float()
         self.rope_scaling = inner.rotary_emb.attention_scaling
+        self.dtype = self.embed.weight.dtype
         # The embedded model's abacus positions: its own pre-hook computes them (and keeps the
         # rows' state on the model), called as the model's forward would call it.
         self.positions_hook = getattr(model, "_selfloop_positions_hook", None) and \
@@ -109,13 +109,14 @@ class LeanStep:
         which prompt each row copies, or None for one row each) at columns ending at ``width``."""
         positions = self._positions(ids, None, torch.arange(ids.shape[1], device=ids.device)[None])
 
+        causal = torch.full((ids.shape[1],) * 2, float("-inf"), dtype=self.dtype, device=ids.device).triu(1)
+
         def attend(index, q, k, v):
             keys, values = cache.layers[index].buffers
             pick = slice(None) if source is None else source
             keys[rows, :, width - k.shape[2]:width] = k[pick]
             values[rows, :, width - v.shape[2]:width] = v[pick]
-            return F.scaled_dot_product_attention(q, k, v, is_causal=q.shape[2] > 1, scale=self.scaling,
-                                                  enable_gqa=self.heads != self.kv_heads)
+            return self._attention(q, k, v, causal if q.shape[2] > 1 else None)
 
         return self._forward(ids, positions, attend)
 
@@ -123,20 +124,30 @@ class LeanStep:
         """One token a row: ``tokens [rows]`` at ``positions [rows]``; ``mask [rows, columns]``
         (bool) covers the columns written so far and this one."""
         positions = self._positions(tokens[:, None], cache, positions[:, None])
-        bias = torch.zeros(mask.shape, dtype=self.embed.weight.dtype, device=mask.device)
+        bias = torch.zeros(mask.shape, dtype=self.dtype, device=mask.device)
         bias = bias.masked_fill_(~mask, float("-inf"))[:, None, None]  # [rows, 1, 1, columns]
-        groups = self.heads // self.kv_heads
 
         def attend(index, q, k, v):
             keys, values = cache.layers[index].update(k, v, index)
-            rows = q.shape[0]
-            # One query: matmuls beat SDPA's CPU kernels on tiny shapes; for grouped-query
-            # attention the query heads are packed onto their key/value head, as transformers does.
-            q = q.reshape(rows, self.kv_heads, groups, self.head_dim)
-            weights = torch.softmax(torch.matmul(q, keys.transpose(-1, -2)) * self.scaling + bias, dim=-1)
-            return torch.matmul(weights, values).reshape(rows, self.heads, 1, self.head_dim)
+            return self._attention(q, keys, values, bias)
 
         return self._forward(tokens[:, None], positions, attend)
+
+    def _attention(self, q, keys, values, bias):
+        """Softmax attention as two matmuls: on the small shapes here they beat SDPA's CPU kernels
+        (which transformers uses; equal up to float rounding). For grouped-query attention the
+        query heads are packed onto their key/value head (as transformers does for one query)."""
+        rows, _, length, _ = q.shape
+        groups = self.heads // self.kv_heads
+        q = q.reshape(rows, self.kv_heads, groups * length, self.head_dim)
+        if bias is not None and groups > 1 and length > 1:
+            bias = bias.repeat(1, 1, groups, 1) if bias.dim() == 4 else bias.repeat(groups, 1)
+        scores = torch.matmul(q, keys.transpose(-1, -2)).mul_(self.scaling)
+        if bias is not None:
+            scores += bias
+        weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype)  # as eager does
+        out = torch.matmul(weights, values)
+        return out.view(rows, self.heads, length, self.head_dim)
 
     def _positions(self, ids, cache, default):
         if self.positions_hook is None:
@@ -145,13 +156,15 @@ class LeanStep:
         return kwargs["position_ids"]
 
     def _forward(self, ids, positions, attend):
-        """transformers' forward, op for op; the last layer past its keys and values only for the
-        last position (the only logits kept)."""
+        """The model's forward (``attend`` writes the cache and attends); the last layer goes on
+        past its keys and values for the last position only (the only logits kept)."""
         x = self.embed(ids)  # [rows, length, hidden]
         freqs = positions[..., None].float() * self.inv_freq
         emb = torch.cat((freqs, freqs), dim=-1)
         cos = (emb.cos() * self.rope_scaling).to(x.dtype)[:, None]  # [rows, 1, length, head dim]
         sin = (emb.sin() * self.rope_scaling).to(x.dtype)[:, None]
+        half = self.head_dim // 2
+        sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)  # rotate_half's sign, see _rope
         rows, length = ids.shape
         for index, layer in enumerate(self.layers):
             attention = layer.self_attn
@@ -165,7 +178,8 @@ class LeanStep:
             x = x + attention.o_proj(out)
             h = _rms(layer.post_attention_layernorm, x)
             mlp = layer.mlp
-            x = x + mlp.down_proj(F.silu(mlp.gate_proj(h)) * mlp.up_proj(h))
+            gate = F.silu(mlp.gate_proj(h), inplace=True)
+            x += mlp.down_proj(gate.mul_(mlp.up_proj(h)))
         return self.head(_rms(self.norm, x[:, -1]))
 
 
@@ -175,7 +189,10 @@ def _heads(x, head_dim):
 
 
 def _rms(norm, x):
-    """transformers' ``LlamaRMSNorm`` (Qwen2's and Mistral's are the same)."""
+    """transformers' ``LlamaRMSNorm`` (Qwen2's and Mistral's are the same); in float32 torch's
+    fused ``rms_norm`` computes the same."""
+    if x.dtype == torch.float32 and norm.weight.dtype == torch.float32:
+        return F.rms_norm(x, x.shape[-1:], norm.weight, norm.variance_epsilon)
     dtype = x.dtype
     x = x.float()
     x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
@@ -183,5 +200,6 @@ def _rms(norm, x):
 
 
 def _rope(x, cos, sin):
-    half = x.shape[-1] // 2
-    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+    """``x * cos + rotate_half(x) * sin`` with rotate_half's negation moved into ``sin`` (exact):
+    one roll instead of two slices, a negation and a cat."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin
