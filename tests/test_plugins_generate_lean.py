@@ -11,8 +11,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from transformers import DynamicCache
-
 from selfloop.core.types import Example
 from selfloop.plugins.generate import kv_cache, lean
 from selfloop.plugins.generate.batched import BatchedGenerator
@@ -20,6 +18,7 @@ from selfloop.plugins.model.pretrained import Pretrained
 from selfloop.plugins.optimize.rejection_sft import train
 from selfloop.plugins.tasks.reversed_addition import ReversedAddition
 from selfloop.testing import tiny_bpe_model_dir, tiny_embedded_policy
+from transformers import DynamicCache
 
 TASK = ReversedAddition()
 
@@ -55,7 +54,7 @@ def llama(tmp_path_factory):
 def same_length_prompts(policy, count=5):
     """Token ids of ``count`` prompts of one length (the lean prefill takes one length at a time)."""
     rng = random.Random(3)
-    encode = lambda text: policy.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    encode = lambda text: policy.tokenizer(text, add_special_tokens=False)["input_ids"]
     texts = [p.prompt for p in TASK.problems(3, 50, rng)] + \
         [f"What is {a} plus {b}?" for a, b in zip(range(100, 150), range(300, 350))]
     by_length = {}
@@ -125,12 +124,17 @@ def test_greedy_outputs_are_the_same_without_the_lean_path(model, request, monke
 
 
 def test_models_it_does_not_mirror_fall_back(qwen2, monkeypatch):
-    from transformers import GPT2Config, GPT2LMHeadModel, MistralConfig, MistralForCausalLM
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        MistralConfig,
+        MistralForCausalLM,
+    )
 
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50)).eval()
     assert lean.lean_step(gpt2) is None
-    shape = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                 num_key_value_heads=2, vocab_size=50)
+    shape = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+             "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 50}
     assert lean.lean_step(MistralForCausalLM(MistralConfig(**shape, sliding_window=None))) is not None
     assert lean.lean_step(MistralForCausalLM(MistralConfig(**shape, sliding_window=16))) is None
     net = qwen2.model

@@ -16,10 +16,11 @@ With ``compile=True`` the decode step (the stock forward for one new token a row
 ``torch.compile`` with dynamic shapes, against a cache of fixed shape (``kv_cache.FixedLayer``), so
 dropping rows does not recompile; the prefill stays eager (the embedded model's position hook
 would recompile for every prompt length). Torch keeps the compiled graphs for the process; a
-failing compile warns and the batch is decoded again without it. It is off by default: measured
-on the benchmark (CPU, 1 thread, loaded machine) warm calls were 6-10% faster, but the first one
-compiled for 33-56 s, far more than a round's generation or an evolve sandbox process (which
-would compile every time) saves. Untried on a GPU, where per-step overhead weighs more.
+failing compile warns and the batch is decoded again without it. It is off by default: the first
+call compiles for 25-56 s, far more than a round's generation or an evolve sandbox process (which
+would compile every time) saves, and on the benchmark (CPU, 1 thread, loaded machine) its warm
+calls are no faster than the lean forward (min 0.36 s vs 0.29 s), which it replaces. Untried on
+a GPU, where per-step overhead weighs more.
 
 Tensors live on the model's device; a sequence ends at any of the model's end tokens (the
 tokenizer's EOS and the generation config's, e.g. a chat model's end of turn). Greedy outputs
