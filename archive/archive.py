@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Self
 
+from selfloop.core.clades import Clade, clades
 from selfloop.core.errors import ArchiveError
 from selfloop.core.types import VariantSummary
 
@@ -50,6 +51,13 @@ def _synchronized(method):
                                    f"with `selfloop archive reindex --archive {self.path}`") from None
 
     return wrapper
+
+
+def _clade_json(clade: Clade) -> str:
+    """``Clade.to_dict()`` as compact JSON, made by hand: thousands per listing (json.dumps is slower)."""
+    d = clade.to_dict()
+    return (f'{{"successes":{float(d["successes"])!r},"failures":{float(d["failures"])!r},'
+            f'"members":{int(d["members"])},"rate":{float(d["rate"])!r}}}')
 
 
 class Archive:
@@ -237,9 +245,13 @@ class Archive:
 
     @_synchronized
     def list_json(self, status: str | None = None, *, sort: str | None = None, limit: int | None = None) -> list[str]:
-        """What :meth:`list` selects, as JSON object texts (id, parent, status, created, scores,
-        commit) made by SQLite: the fast path for `selfloop archive list --json`."""
-        return self._index.variants_json(**self._query(status, sort, limit))
+        """What :meth:`list` selects, as JSON object texts (id, parent, status, created, proposer,
+        operator, changed_kinds, judged_by, scores, commit) made by SQLite, each with its
+        ``clade`` (see :meth:`clades`, over the whole archive) spliced in: the fast path for
+        `selfloop archive list --json`."""
+        rows = self._index.variants_json(**self._query(status, sort, limit))
+        of = self.clades() if rows else {}
+        return [f'{text[:-1]},"clade":{_clade_json(of.get(vid, Clade()))}}}' for vid, text in rows]
 
     @_synchronized
     def list_table(self, metrics: list[str], status: str | None = None, *, sort: str | None = None,
@@ -305,6 +317,21 @@ class Archive:
                            children=counts.get(v.id, 0), created=v.created, admitted=v.admitted)
             for v in self.list(status)
         ]
+
+    @_synchronized
+    def clades(self) -> dict[str, Clade]:
+        """Every variant's HGM clade (itself and all its descendants, ``selfloop.core.clades``)
+        over :meth:`summaries` of every variant: a success is an admitted variant scoring above
+        its parent, by ``gain`` (over its round's seed) when every admitted variant has one, else
+        by the main metric (older archives).
+
+        Only admitted variants decide the metric: evolve records no gain for a rejected variant,
+        which is a failure whatever its score (as evolve's own clades count it)."""
+        index = self._index
+        metric = "gain" if index.all_admitted_have("gain") else self.main_metric
+        return clades([VariantSummary(id=vid, parent=parent, score=score, children=children, created=created,
+                                      admitted=status == "admitted")
+                       for vid, parent, created, status, score, children in index.summary_rows(metric)])
 
     # --- files -------------------------------------------------------------------------------
 

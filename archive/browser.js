@@ -29,6 +29,15 @@ function fill(el, ...kids) {
   el.replaceChildren(...kids.flat(Infinity).filter((k) => k !== null && k !== undefined && k !== false));
 }
 const link = (id) => h("a", { href: `#/v/${id}`, "data-variant": id }, id);
+// How a variant was made and judged (evolve records it; older records have none): small badges.
+const JUDGED = { answers: "the held-out judge of its answers", probe: "a training probe: the model a short training round of its pipeline trains",
+  both: "its answers and a training probe", meta: "an edit of the meta-agent (proposer or parent selector): it inherits its parent's scores and is scored by its clade" };
+const opBadge = (op) => (op ? h("span", { class: "badge op" }, String(op)) : "–");
+const kindBadges = (kinds) => (Array.isArray(kinds) ? (kinds.length ? kinds.map((k) => h("span", { class: "badge kind" }, String(k))) : h("span", { class: "dim" }, "none")) : "–");
+const judgedText = (j) => (typeof j === "string" && Object.hasOwn(JUDGED, j) ? JUDGED[j] : null);
+const judgedBadge = (j) => (j ? h("span", { class: `badge judged judged-${String(j).replace(/[^a-z]/g, "")}`, title: judgedText(j) }, String(j)) : "–");
+const signed = (x) => (typeof x === "number" ? (x > 0 ? "+" : "") + fmt(x) : "–");
+const trend = (x) => (x > 0 ? "up" : x < 0 ? "down" : "");
 
 async function getJSON(url) {
   const response = await fetch(url, { cache: "no-store" });
@@ -41,10 +50,12 @@ async function getJSON(url) {
 async function loadVariants() {
   const data = await getJSON("/api/variants");
   const idx = Object.fromEntries(data.fields.map((f, i) => [f, i]));
-  data.variants = data.rows.map((r) => ({
-    seq: r[idx.seq], id: r[idx.id], parent: r[idx.parent], status: r[idx.status],
-    created: r[idx.created], proposer: r[idx.proposer], scores: r[idx.scores] || {},
-  })).sort((a, b) => a.seq - b.seq);
+  data.variants = data.rows.map((r) => {
+    const [operator, changedKinds, judgedBy] = Array.isArray(r[idx.edit]) ? r[idx.edit] : [];
+    return { seq: r[idx.seq], id: r[idx.id], parent: r[idx.parent], status: r[idx.status],
+      created: r[idx.created], proposer: r[idx.proposer], scores: r[idx.scores] || {},
+      operator: operator ?? null, changedKinds: changedKinds ?? null, judgedBy: judgedBy ?? null };
+  }).sort((a, b) => a.seq - b.seq);
   state.data = data;
   state.version = data.version + "#" + data.count;
   state.byId = new Map(data.variants.map((v) => [v.id, v]));
@@ -100,6 +111,7 @@ function renderHome(view) {
       h("div", { class: "card" }, h("div", { class: "n" }, variants.length - admitted), h("div", { class: "k" }, "rejected")),
       h("div", { class: "card" }, h("div", { class: "n" }, top ? fmt(top.scores[metric]) : "–"),
         h("div", { class: "k" }, "best ", metric, top ? [" (", link(top.id), ")"] : ""))),
+    operatorsPanel(),
     h("h2", {}, "Lineage"),
     h("div", { class: "toolbar" }, h("label", {}, "colour by ", metricSelect),
       h("label", {}, rejectedBox, " show rejected"),
@@ -119,6 +131,30 @@ function renderHome(view) {
     const panel = document.getElementById("chart-panel");
     if (panel && state.metric === metric) panel.replaceChildren(scoreChart(metric, range));
   });
+}
+
+// Which operators pay: per edit operator, the variants it made, how many were admitted, and the
+// best gain (over its round's seed, in what judged it) among those admitted.
+function operatorsPanel() {
+  const by = new Map();
+  for (const v of state.data.variants) {
+    if (!v.operator) continue;
+    const key = String(v.operator), o = by.get(key) || by.set(key, { made: 0, admitted: 0, best: null }).get(key);
+    o.made++;
+    if (v.status !== "admitted") continue;
+    o.admitted++;
+    const g = v.scores.gain;
+    if (typeof g === "number" && (o.best === null || g > o.best)) o.best = g;
+  }
+  if (!by.size) return null;
+  const rows = [...by].sort((a, b) => b[1].made - a[1].made || a[0].localeCompare(b[0]));
+  return [h("h2", {}, "Operators"),
+    h("table", { class: "grid compact", id: "operators" },
+      h("tr", {}, h("th", {}, "operator"), h("th", { title: "variants it made, admitted or rejected" }, "made"), h("th", {}, "admitted"),
+        h("th", {}, "share admitted"), h("th", { title: "the best gain over its round's seed among those admitted" }, "best gain")),
+      rows.map(([name, o]) => h("tr", { "data-operator": name }, h("td", {}, opBadge(name)), h("td", { class: "num" }, o.made),
+        h("td", { class: "num" }, o.admitted), h("td", { class: "num" }, Math.round((100 * o.admitted) / o.made) + "%"),
+        h("td", { class: "num " + trend(o.best) }, signed(o.best)))))];
 }
 
 function layoutTree(variants) {
@@ -178,7 +214,7 @@ function lineageTree(metric, range, top) {
   if (labels) for (const m of marks) { const t = s("text", { x: m.x + r + 3, y: m.y + 3.5, class: "label" }); t.textContent = m.id; svg.append(t); }
   svg.dataset.nodes = variants.length;
   svg.addEventListener("click", (e) => { const id = markAt(svg, e, marks, r); if (id) location.hash = `#/v/${id}`; });
-  hoverTips(svg, marks, r, (id) => { const v = state.byId.get(id); return `${v.id} · ${v.status} · ${metric} ${fmt(v.scores[metric])}${v.proposer ? " · " + v.proposer : ""}`; });
+  hoverTips(svg, marks, r, (id) => { const v = state.byId.get(id); return `${v.id} · ${v.status} · ${metric} ${fmt(v.scores[metric])}${v.operator ? " · " + v.operator : v.proposer ? " · " + v.proposer : ""}`; });
   return svg;
 }
 
@@ -270,10 +306,12 @@ function scoreChart(metric, range) {
 function recentTable(metric) {
   const rows = state.data.variants.slice(-30).reverse();
   return h("table", { class: "grid", id: "recent" },
-    h("tr", {}, h("th", {}, "id"), h("th", {}, "parent"), h("th", {}, "status"), h("th", {}, metric), h("th", {}, "proposer"), h("th", {}, "created (UTC)")),
-    rows.map((v) => h("tr", {}, h("td", {}, link(v.id)), h("td", {}, v.parent ? link(v.parent) : "–"),
+    h("tr", {}, h("th", {}, "id"), h("th", {}, "parent"), h("th", {}, "status"), h("th", {}, metric), h("th", {}, "operator"),
+      h("th", {}, "changed"), h("th", {}, "judged by"), h("th", {}, "proposer"), h("th", {}, "created (UTC)")),
+    rows.map((v) => h("tr", { "data-variant": v.id }, h("td", {}, link(v.id)), h("td", {}, v.parent ? link(v.parent) : "–"),
       h("td", {}, h("span", { class: `badge ${v.status}` }, v.status)), h("td", { class: "num" }, fmt(v.scores[metric])),
-      h("td", {}, v.proposer || "–"), h("td", { class: "dim" }, when(v.created)))));
+      h("td", { class: "operator" }, opBadge(v.operator)), h("td", { class: "changed" }, kindBadges(v.changedKinds)),
+      h("td", { class: "judged" }, judgedBadge(v.judgedBy)), h("td", {}, v.proposer || "–"), h("td", { class: "dim" }, when(v.created)))));
 }
 
 // ---- diff rendering with light Python highlighting ----
@@ -356,15 +394,53 @@ function dependencePanel(scores) {
       row("held-out, without the model", without),
       row("visible, without the model", scores["without_model.visible"]))];
 }
+// The clade: the variant and all its descendants in the archive (what the hgm parent selector
+// samples by, and what scores an edit of the meta-agent itself).
+function cladePanel(clade, meta) {
+  if (!clade) return null;
+  return [h("h2", {}, "Clade"),
+    h("div", { class: "panel" },
+      h("div", { class: "kv", id: "clade" },
+        h("span", { class: "k" }, "rate"), h("span", { class: "num" }, fmt(clade.rate)),
+        h("span", { class: "k" }, "members"), h("span", { class: "num" }, clade.members),
+        h("span", { class: "k" }, "successes"), h("span", { class: "num" }, fmt(clade.successes)),
+        h("span", { class: "k" }, "failures"), h("span", { class: "num" }, fmt(clade.failures))),
+      h("p", { class: "dim note" }, "itself and its descendants: an admitted variant above its parent is a success; ",
+        "one not above it, or rejected, a failure; rate = (successes + 1) / (successes + failures + 2)",
+        meta ? ". A meta edit is scored by its clade." : ""))];
+}
+// A training probe: the model a short training round of the variant's pipeline trains, scored on
+// held-out problems of each difficulty (the short probe first, then the full one).
+function probePanel(scores, parentScores) {
+  const prefix = "probe_by_difficulty.", shortPrefix = "probe_short_by_difficulty.";
+  const levels = [...new Set(Object.keys(scores).filter((k) => k.startsWith(prefix) || k.startsWith(shortPrefix))
+    .map((k) => k.slice(k.startsWith(prefix) ? prefix.length : shortPrefix.length)))]
+    .sort((a, b) => (isNaN(a) || isNaN(b) ? a.localeCompare(b) : a - b));
+  if (!levels.length && typeof scores.probe !== "number") return null;
+  const parent = parentScores || {};
+  const row = (label, key, shortKey) => {
+    const delta = typeof scores[key] === "number" && typeof parent[key] === "number" ? scores[key] - parent[key] : null;
+    return h("tr", {}, h("td", {}, label), h("td", { class: "num" }, fmt(scores[key])), h("td", { class: "num" }, fmt(scores[shortKey])),
+      h("td", { class: "num" }, fmt(parent[key])), h("td", { class: "num " + trend(delta) }, signed(delta)));
+  };
+  return [h("h2", {}, "Training probe by difficulty"),
+    h("table", { class: "grid", id: "probe-difficulty" },
+      h("tr", {}, h("th", {}, "difficulty"), h("th", {}, "probe"), h("th", {}, "short probe"), h("th", {}, "parent's probe"), h("th", {}, "change")),
+      levels.map((d) => row(d, prefix + d, shortPrefix + d)),
+      row("all", "probe", "probe_short"))];
+}
 async function renderVariant(view, id) {
   const v = await getJSON(`/api/variant/${encodeURIComponent(id)}`);
   const m = v.meta || {}, calls = Array.isArray(m.calls) ? m.calls : [];
   const tokens = calls.reduce((a, c) => a + (c.prompt_tokens || 0) + (c.completion_tokens || 0), 0);
   const costs = calls.map((c) => c.cost_usd);
-  const known = new Set(["scores", "calls", "sandbox", "summary", "proposer", "model", "decision", "reasons", "seconds"]);
+  const known = new Set(["scores", "calls", "sandbox", "summary", "proposer", "model", "decision", "reasons", "seconds",
+    "operator", "changed_kinds", "judged_by"]);
   const extra = Object.fromEntries(Object.entries(m).filter(([k]) => !known.has(k)));
   const reasons = Array.isArray(m.reasons) ? m.reasons : m.reasons ? [m.reasons] : [];
   const sandbox = m.sandbox === undefined || m.sandbox === null ? null : sandboxSection(m.sandbox);
+  const stages = m.stages && typeof m.stages === "object" ? m.stages : {};
+  const inherited = stages.meta && typeof stages.meta === "object" && typeof stages.meta.inherited_from === "string" ? stages.meta.inherited_from : null;
   fill(view, 
     h("div", { class: "crumbs" }, v.lineage.map((a, i) => [i ? " → " : "", a === v.id ? h("b", {}, a) : link(a)])),
     h("h1", {}, `Variant ${v.id}`, h("span", { class: `badge ${v.status}`, id: "status" }, v.status)),
@@ -379,6 +455,10 @@ async function renderVariant(view, id) {
           h("span", { class: "k" }, "parent"), h("span", {}, v.parent ? link(v.parent) : "none (root)"),
           h("span", { class: "k" }, "children"), h("span", {}, v.children.length ? v.children.map((c, i) => [i ? ", " : "", link(c)]) : "none"),
           h("span", { class: "k" }, "proposer"), h("span", {}, m.proposer || "–"),
+          h("span", { class: "k" }, "operator"), h("span", { id: "operator" }, opBadge(m.operator)),
+          h("span", { class: "k" }, "changed kinds"), h("span", { id: "changed-kinds" }, kindBadges(m.changed_kinds)),
+          h("span", { class: "k" }, "judged by"), h("span", { id: "judged-by" }, judgedBadge(m.judged_by),
+            judgedText(m.judged_by) ? h("div", { class: "dim note" }, judgedText(m.judged_by)) : null),
           h("span", { class: "k" }, "model"), h("span", {}, m.model || "–"),
           h("span", { class: "k" }, "created"), h("span", {}, when(v.created), " UTC"),
           h("span", { class: "k" }, "seconds"), h("span", {}, m.seconds !== undefined ? fmt(m.seconds) : "–"),
@@ -386,7 +466,11 @@ async function renderVariant(view, id) {
           h("span", { class: "k" }, "commit"), h("span", { class: "dim" }, h("code", {}, v.commit.slice(0, 12)))),
         dependencePanel(v.scores),
         h("h2", {}, "Scores"),
+        inherited ? h("p", { id: "inherited" }, "inherited from ", link(inherited),
+          h("span", { class: "dim" }, ": a meta edit, the lifecycle it runs is its parent's")) : null,
         scoresTable(v.scores, v.parent ? v.parent_scores : null, v.parent || ""),
+        probePanel(v.scores, v.parent ? v.parent_scores : null),
+        cladePanel(v.clade, m.judged_by === "meta" || inherited),
         h("h2", {}, "Decision"),
         h("div", { class: "panel", id: "decision" }, h("b", {}, m.decision || v.status),
           reasons.length ? h("ul", { class: "reasons" }, reasons.map((r) => h("li", {}, typeof r === "string" ? r : JSON.stringify(r)))) : null),

@@ -145,11 +145,16 @@ def add_command(archive_path, parent, from_dir, scores, meta, summary, proposer,
 @click.option("--limit", type=click.IntRange(min=0), default=0, help="At most this many rows (0: all).")
 @json_option
 def list_command(archive_path, sort_metric, status, limit, as_json):
-    """List variants: id, parent, status, scores (oldest first, or best first with --sort)."""
+    """List variants: id, parent, status, scores (oldest first, or best first with --sort).
+
+    --json also gives each variant's operator, changed_kinds and judged_by (null where its record
+    has none) and its clade: itself and all its descendants, {successes, failures, members, rate}.
+    """
     with open_archive(archive_path) as store:
         total = len(store)
         if as_json:
-            # one line per variant, built by SQLite: 10,000 of them stay fast to write and read back
+            # one line per variant, built by SQLite (the clades, computed once, spliced in): 10,000
+            # of them stay fast to write and read back
             click.echo("[\n" + ",\n".join(store.list_json(status, sort=sort_metric, limit=limit or None)) + "\n]")
             return
         metrics = store.metrics()

@@ -175,15 +175,17 @@ class Index:
         ]
 
     def variants_json(self, where: str = "", params: tuple = (), order: str = "v.seq", limit: int | None = None,
-                      join_metric: str | None = None) -> list[str]:
-        """The same rows as :meth:`variants`, each already a JSON object text (built by SQLite)."""
-        # operator and changed_kinds (which edit made it, which component kinds it changed) are read
-        # from the stored record: older variants, archived before evolve wrote them, give null.
-        columns = ("json_object('id', v.id, 'parent', v.parent, 'status', v.status, 'created', v.created, "
+                      join_metric: str | None = None) -> list[tuple[str, str]]:
+        """The same rows as :meth:`variants`, as (id, JSON object text built by SQLite)."""
+        # operator, changed_kinds and judged_by (which edit made it, which component kinds it
+        # changed, what judged it) are read from the stored record: older variants, archived before
+        # evolve wrote them, give null.
+        columns = ("v.id, json_object('id', v.id, 'parent', v.parent, 'status', v.status, 'created', v.created, "
                    "'proposer', v.proposer, 'operator', json_extract(v.record, '$.meta.operator'), "
                    "'changed_kinds', json(coalesce(json_extract(v.record, '$.meta.changed_kinds'), 'null')), "
+                   "'judged_by', json_extract(v.record, '$.meta.judged_by'), "
                    "'scores', json(v.scores), 'commit', v.sha)")
-        return [row[0] for row in self._select(columns, where, params, order, limit, join_metric)]
+        return self._select(columns, where, params, order, limit, join_metric).fetchall()
 
     def table_rows(self, metrics: list[str], where: str = "", params: tuple = (), order: str = "v.seq",
                    limit: int | None = None, join_metric: str | None = None) -> list[tuple]:
@@ -215,6 +217,21 @@ class Index:
             args.append(limit)
         return self.db.execute(sql, args)
 
+    def summary_rows(self, metric: str) -> list[tuple]:
+        """Every variant, oldest first, as (id, parent, created, status, metric value or None,
+        number of children): what :meth:`Archive.summaries` gives, without decoding any scores."""
+        return self.db.execute(
+            "SELECT v.id, v.parent, v.created, v.status, s.value, coalesce(c.n, 0) FROM variants v "
+            "LEFT JOIN scores s ON s.id = v.id AND s.metric = ? "
+            "LEFT JOIN (SELECT parent, count(*) AS n FROM variants WHERE parent IS NOT NULL GROUP BY parent) c "
+            "ON c.parent = v.id ORDER BY v.seq", (metric,)).fetchall()
+
+    def all_admitted_have(self, metric: str) -> bool:
+        """Whether every admitted variant has a value of ``metric``."""
+        return self.db.execute(
+            "SELECT NOT EXISTS (SELECT 1 FROM variants v LEFT JOIN scores s ON s.id = v.id AND s.metric = ? "
+            "WHERE v.status = 'admitted' AND s.value IS NULL)", (metric,)).fetchone()[0] == 1
+
     def child_counts(self) -> dict[str, int]:
         return dict(self.db.execute("SELECT parent, count(*) FROM variants WHERE parent IS NOT NULL GROUP BY parent"))
 
@@ -222,9 +239,13 @@ class Index:
         return [r[0] for r in self.db.execute("SELECT DISTINCT metric FROM scores ORDER BY metric")]
 
     def compact_json(self) -> str:
-        """Every variant as [seq, id, parent, status, created, proposer, scores], one JSON array
-        text built by SQLite (10,000 variants in tens of milliseconds, no Python objects)."""
+        """Every variant as [seq, id, parent, status, created, proposer, scores, edit], one JSON
+        array text built by SQLite (10,000 variants in tens of milliseconds, no Python objects).
+
+        ``edit`` is [operator, changed_kinds, judged_by] from the record (nulls for older ones),
+        read with one parse of the record per row."""
         return self.db.execute(
             "SELECT json_group_array(json_array(seq, id, parent, status, round(created, 3), proposer, "
-            "json(scores))) FROM (SELECT * FROM variants ORDER BY seq)"
+            "json(scores), json(json_extract(record, '$.meta.operator', '$.meta.changed_kinds', "
+            "'$.meta.judged_by')))) FROM (SELECT * FROM variants ORDER BY seq)"
         ).fetchone()[0]

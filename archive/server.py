@@ -35,6 +35,7 @@ class ArchiveServer(ThreadingHTTPServer):
     def __init__(self, address, archive: Archive):
         self.archive = archive
         self.variants_cache: tuple | None = None  # ((version, count), body) of /api/variants
+        self.clades_cache: tuple | None = None  # ((version, count), {id: clade dict}) for /api/variant/ID
         self.static = {route: resources.files("selfloop.archive").joinpath(name).read_bytes()
                        for route, (name, _) in STATIC.items()}
         super().__init__(address, Handler)
@@ -83,15 +84,28 @@ class Handler(BaseHTTPRequestHandler):
                 "version": refs_fingerprint(archive.path), "metrics": archive.metrics()}
 
     def _variants(self) -> bytes:
-        """Every variant in compact rows (10,000 of them are about 1 MB), cached per archive state."""
+        """Every variant in compact rows (10,000 of them are about 1 MB), cached per archive state.
+
+        A row's ``edit`` is [operator, changed_kinds, judged_by] (nulls for older records)."""
         state = self._state()
         key = (state["version"], state["count"])
         cached = self.server.variants_cache
         if cached is None or cached[0] != key:
             rows = self.server.archive.compact_json()  # JSON text made by SQLite, spliced in as is
-            head = json.dumps(state | {"fields": ["seq", "id", "parent", "status", "created", "proposer", "scores"]})
+            head = json.dumps(state | {"fields": ["seq", "id", "parent", "status", "created", "proposer", "scores",
+                                                  "edit"]})
             cached = self.server.variants_cache = (key, f'{head[:-1]}, "rows": {rows}}}'.encode())
         return cached[1]
+
+    def _clade(self, variant_id: str) -> dict | None:
+        """The variant's clade (itself and its descendants), all of them computed once per archive state."""
+        archive = self.server.archive
+        count = len(archive)  # syncs the index first when another process added variants
+        key = (refs_fingerprint(archive.path), count)
+        cached = self.server.clades_cache
+        if cached is None or cached[0] != key:
+            cached = self.server.clades_cache = (key, {vid: c.to_dict() for vid, c in archive.clades().items()})
+        return cached[1].get(variant_id)
 
     def _variant(self, variant_id: str) -> dict:
         archive = self.server.archive
@@ -101,6 +115,7 @@ class Handler(BaseHTTPRequestHandler):
             "children": [c.id for c in archive.children(variant_id)],
             "lineage": [a.id for a in archive.lineage(variant_id)],
             "parent_scores": parent.scores if parent else {},
+            "clade": self._clade(variant_id),
             "diff": archive.diff(variant_id),
         }
 

@@ -201,3 +201,116 @@ def test_browser_draws_a_large_archive_densely_and_clicks_by_position(tmp_path):
         server.shutdown()
         server.server_close()
         archive.close()
+
+
+@pytest.fixture
+def evolved(tmp_path) -> Archive:
+    """An archive as evolve writes one: operators, changed kinds, what judged each, gains.
+
+        v0 seed ── v1 mutation +0.1 ── v3 pipeline (probe) +0.05 ── v6 (old record) rejected
+           │          └─ v4 llm edit of the proposer (meta, inherits v1's scores) ── v5 mutation +0.3
+           │                                                                       └─ v7 mutation rejected
+           └─ v2 crossover rejected
+    """
+    def edit(operator, kinds, judged, scores, **more):
+        return {"proposer": "evolve", "operator": operator, "changed_kinds": kinds, "judged_by": judged,
+                "scores": scores, **more}
+
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    (seed / "plugin.py").write_text("LIMIT = 0\n")
+    archive = Archive.init(tmp_path / "E", seed, meta=edit("seed", [], "answers", {"score": 0.5, "gain": 0.0}))
+    add = lambda parent, limit, meta, status="admitted": archive.add(
+        parent=parent, files={"plugin.py": f"LIMIT = {limit}\n"}, meta=meta, status=status)
+    add("v0", 1, edit("mutation", ["refiner"], "answers", {"score": 0.6, "gain": 0.1}))
+    add("v0", 2, edit("crossover", ["selector"], "answers", {"score": 0.2}), "rejected")
+    add("v1", 3, edit("pipeline", ["pipeline"], "probe", {
+        "score": 0.9, "probe": 0.9, "probe_short": 0.7, "gain": 0.05,
+        "probe_by_difficulty": {"1": 0.95, "2": 0.85}, "probe_short_by_difficulty": {"1": 0.8, "2": 0.6}}))
+    add("v1", 4, edit("llm", ["proposer"], "meta", {"score": 0.6, "gain": 0.1},
+                      stages={"meta": {"ok": True, "inherited_from": "v1"}}))
+    add("v4", 5, edit("mutation", ["optimizer"], "probe", {"score": 0.7, "probe": 0.7, "gain": 0.3}))
+    add("v3", 6, {"proposer": "mutation", "scores": {"score": 0.1}}, "rejected")
+    add("v5", 7, edit("mutation", ["refiner", "selector"], "both", {"score": 0.3}), "rejected")
+    yield archive
+    archive.close()
+
+
+def test_api_gives_each_variants_edit_and_clade(evolved):
+    server = serve_in_thread(evolved.path)
+    try:
+        variants = json.loads(get(server.url + "api/variants")[2])
+        edits = {row[1]: dict(zip(variants["fields"], row))["edit"] for row in variants["rows"]}
+        assert edits["v4"] == ["llm", ["proposer"], "meta"] and edits["v6"] == [None, None, None]
+        assert edits["v7"] == ["mutation", ["refiner", "selector"], "both"]
+        # by gain: v5 rises above v4 (a success); v4's inherited scores are no rise; v7 is rejected
+        assert json.loads(get(server.url + "api/variant/v4")[2])["clade"] == {
+            "successes": 1.0, "failures": 2.0, "members": 3, "rate": 0.4}
+        assert json.loads(get(server.url + "api/variant/v0")[2])["clade"]["members"] == 8
+        evolved.add(parent="v5", files={"plugin.py": "LIMIT = 8\n"}, meta={"scores": {"score": 0.9, "gain": 0.5}})
+        assert json.loads(get(server.url + "api/variant/v4")[2])["clade"] == {  # not a stale cache
+            "successes": 2.0, "failures": 2.0, "members": 4, "rate": 0.5}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.browser
+def test_browser_shows_operators_edits_clades_and_probes(evolved, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (/usr/bin/chromium); run .ci/setup-browser.sh")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    server = serve_in_thread(evolved.path)
+    try:
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1300, "height": 900})
+            errors = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+            page.goto(server.url)
+            page.wait_for_selector("#operators")
+
+            # which operators pay: made, admitted, share admitted, best gain among the admitted
+            cells = lambda row: [c.strip() for c in page.locator(f"{row} td").all_inner_texts()]
+            assert cells("#operators tr[data-operator='mutation']") == ["mutation", "3", "2", "67%", "+0.3"]
+            assert cells("#operators tr[data-operator='crossover']") == ["crossover", "1", "0", "0%", "–"]
+            assert cells("#operators tr[data-operator='pipeline']") == ["pipeline", "1", "1", "100%", "+0.05"]
+            assert cells("#operators tr[data-operator='llm']") == ["llm", "1", "1", "100%", "+0.1"]
+            assert page.locator("#operators tr[data-operator]").count() == 5  # v6 has no operator recorded
+
+            # the variant list: operator, changed kinds and judged_by as badges
+            assert page.inner_text("#recent tr[data-variant='v4'] td.operator .badge.op") == "llm"
+            assert page.inner_text("#recent tr[data-variant='v4'] td.changed .badge.kind") == "proposer"
+            assert page.inner_text("#recent tr[data-variant='v4'] td.judged .badge.judged-meta") == "meta"
+            assert page.locator("#recent tr[data-variant='v7'] td.changed .badge.kind").all_inner_texts() == [
+                "refiner", "selector"]
+            assert page.inner_text("#recent tr[data-variant='v6'] td.judged") == "–"
+            page.screenshot(path=str(tmp_path / "operators.png"), full_page=True)
+
+            # a meta edit: its badges, the variant it inherited its scores from, its clade
+            page.click("#recent tr[data-variant='v4'] a[data-variant='v4']")
+            page.wait_for_selector("#clade")
+            assert page.inner_text("#operator") == "llm"
+            assert page.inner_text("#changed-kinds") == "proposer"
+            assert page.inner_text("#judged-by .badge.judged-meta") == "meta"
+            assert page.get_attribute("#inherited a", "data-variant") == "v1"
+            clade = page.inner_text("#clade")
+            assert re.search(r"rate\s+0\.4\b", clade) and re.search(r"members\s+3\b", clade), clade
+            assert re.search(r"successes\s+1\b", clade) and re.search(r"failures\s+2\b", clade), clade
+            page.screenshot(path=str(tmp_path / "meta-variant.png"), full_page=True)
+
+            # a probed variant: its training probe by difficulty (full and short), against its parent's
+            page.goto(server.url + "#/v/v3")
+            page.wait_for_selector("#probe-difficulty")
+            rows = [r.split("\t") for r in page.locator("#probe-difficulty tr").all_inner_texts()[1:]]
+            assert [[c.strip() for c in r] for r in rows] == [
+                ["1", "0.95", "0.8", "–", "–"], ["2", "0.85", "0.6", "–", "–"], ["all", "0.9", "0.7", "–", "–"]]
+            assert page.inner_text("#judged-by .badge.judged-probe") == "probe"
+            assert page.locator("#inherited").count() == 0
+            assert re.search(r"members\s+2\b", page.inner_text("#clade"))  # v3 and the rejected v6
+            assert errors == []
+            browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()

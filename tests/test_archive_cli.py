@@ -45,6 +45,13 @@ def test_init_two_adds_list_json_fsck_and_log(run_selfloop, tmp_path, edited_plu
     # which operator made each variant and which kinds its edit changed (null where nobody said)
     assert [(v["proposer"], v["operator"], v["changed_kinds"]) for v in listed] == [
         ("seed", None, None), ("human", None, None), ("human", "crossover", ["refiner", "selector"])]
+    assert [v["judged_by"] for v in listed] == [None, None, None]  # older records: nobody said
+    # no gains here, so clades go by score: the unscored v0 and the rejected v2 are failures, and
+    # v1, whose parent has no score, has no outcome of its own
+    assert [v["clade"] for v in listed] == [
+        {"successes": 0.0, "failures": 2.0, "members": 3, "rate": 0.25},
+        {"successes": 0.0, "failures": 1.0, "members": 2, "rate": 0.3333},
+        {"successes": 0.0, "failures": 1.0, "members": 1, "rate": 0.3333}]
 
     fsck = git(archive, "fsck", "--strict")
     assert fsck.returncode == 0 and "error" not in fsck.stderr
@@ -78,6 +85,62 @@ def test_init_two_adds_list_json_fsck_and_log(run_selfloop, tmp_path, edited_plu
     assert not list((archive / "objects").glob("??/*"))  # everything packed
     assert git(archive, "fsck", "--strict").returncode == 0
     assert json.loads(run_selfloop("archive", "list", "--archive", archive, "--json").stdout) == listed
+
+
+def evolved_archive(path: Path):
+    """A small archive as evolve writes one: operators, changed kinds, what judged each, gains.
+
+        v0 seed ── v1 mutation +0.1 ── v3 pipeline (probe) +0.05 ── v6 (old record) rejected
+           │          └─ v4 llm edit of the proposer (meta, inherits v1's scores) ── v5 +0.3
+           └─ v2 crossover rejected
+
+    By gain: v1 and v5 rise above their parents (successes); v3 (below v1), v4 (equal to v1) and
+    the rejected v2 and v6 are failures. v3's score (its probe's, 0.9) beats v1's 0.6: by score it
+    would be a success, so the numbers below say which metric was used."""
+    from selfloop.archive import Archive
+
+    def edit(kind, operator, kinds, judged, scores, **more):
+        return {"proposer": kind, "operator": operator, "changed_kinds": kinds, "judged_by": judged,
+                "scores": scores, **more}
+
+    archive = Archive.init(path, PLUGINS, meta=edit("seed", "seed", [], "answers", {"score": 0.5, "gain": 0.0}))
+    tree = {"plugin.py": "X = 1\n"}
+    archive.add(parent="v0", files=tree, meta=edit("mutation", "mutation", ["refiner"], "answers",
+                                                   {"score": 0.6, "gain": 0.1}))
+    archive.add(parent="v0", files=tree, status="rejected",
+                meta=edit("crossover", "crossover", ["selector"], "answers", {"score": 0.2}))
+    archive.add(parent="v1", files=tree, meta=edit("pipeline", "pipeline", ["pipeline"], "probe", {
+        "score": 0.9, "probe": 0.9, "probe_short": 0.7, "gain": 0.05,
+        "probe_by_difficulty": {"1": 0.95, "2": 0.85}, "probe_short_by_difficulty": {"1": 0.8, "2": 0.6}}))
+    archive.add(parent="v1", files=tree, meta=edit("llm_edit", "llm", ["proposer"], "meta", {"score": 0.6, "gain": 0.1},
+                                                   stages={"meta": {"ok": True, "inherited_from": "v1"}}))
+    archive.add(parent="v4", files=tree, meta=edit("mutation", "mutation", ["optimizer"], "probe",
+                                                   {"score": 0.7, "probe": 0.7, "gain": 0.3}))
+    archive.add(parent="v3", files=tree, status="rejected", meta={"proposer": "mutation", "scores": {"score": 0.1}})
+    return archive
+
+
+def test_list_json_shows_how_each_variant_was_judged_and_its_clade(run_selfloop, tmp_path):
+    evolved_archive(tmp_path / "A").close()
+    listed = json.loads(run_selfloop("archive", "list", "--archive", tmp_path / "A", "--json").stdout)
+    assert [(v["id"], v["operator"], v["changed_kinds"], v["judged_by"]) for v in listed] == [
+        ("v0", "seed", [], "answers"), ("v1", "mutation", ["refiner"], "answers"),
+        ("v2", "crossover", ["selector"], "answers"), ("v3", "pipeline", ["pipeline"], "probe"),
+        ("v4", "llm", ["proposer"], "meta"), ("v5", "mutation", ["optimizer"], "probe"), ("v6", None, None, None)]
+    clade = {v["id"]: (v["clade"]["successes"], v["clade"]["failures"], v["clade"]["members"], v["clade"]["rate"])
+             for v in listed}
+    assert clade == {  # rate = (successes + 1) / (successes + failures + 2)
+        "v0": (2, 4, 7, 0.375),   # its own outcome (a seed: none) and every descendant's
+        "v1": (2, 3, 5, 0.4286),  # itself, v3 + v6, v4 + v5
+        "v2": (0, 1, 1, 0.3333),
+        "v3": (0, 2, 2, 0.25),    # by gain 0.05 < v1's 0.1: a failure (by score it would succeed)
+        "v4": (1, 1, 2, 0.5),     # the meta edit: its own inherited scores are no rise; v5's is
+        "v5": (1, 0, 1, 0.6667),
+        "v6": (0, 1, 1, 0.3333)}
+    # a filtered, sorted, limited listing keeps the whole archive's clades (rejected members too)
+    best = json.loads(run_selfloop("archive", "list", "--archive", tmp_path / "A", "--json", "--status", "admitted",
+                                   "--sort", "gain", "--limit", "2").stdout)
+    assert [(v["id"], v["clade"]["members"], v["clade"]["failures"]) for v in best] == [("v5", 1, 0), ("v1", 5, 3)]
 
 
 def test_archive_path_from_environment_and_materialize(run_selfloop, tmp_path, edited_plugins):
