@@ -41,6 +41,7 @@ def test_rejection_sft_lowers_the_loss_and_rejects_wrong_labels(tmp_path):
         rewarder=GroundTruthReward(), rng=random.Random(0), workdir=tmp_path, round_index=0)
     assert result.metrics["rejected"] == 1 and result.metrics["steps"] == 60
     assert result.metrics["tokens_per_second"] > 0
+    assert result.metrics["compile_seconds"] == 0  # "auto": too few steps to compile for
     assert completion_loss(policy, data) < before - 0.3
     assert not policy.model.training
 
@@ -172,3 +173,55 @@ def test_rejection_sft_with_processes_trains_data_parallel_and_brings_the_weight
 def test_rejection_sft_refuses_no_processes():
     with pytest.raises(ValueError, match="processes must be at least 1"):
         RejectionSFT(processes=0)
+
+
+def test_rejection_sft_refuses_an_unknown_compile_option():
+    with pytest.raises(ValueError, match="compile must be"):
+        RejectionSFT(compile="yes")
+
+
+def test_a_failing_compile_warns_and_trains_eagerly(monkeypatch):
+    """No C compiler (as in a bare sandbox image): one warning, every step still trained."""
+    import torch._dynamo
+    import torch._functorch.config
+    import torch._inductor.config
+    from selfloop.plugins.optimize.rejection_sft import train
+
+    monkeypatch.setattr(torch._inductor.config.cpp, "cxx", ("/nonexistent/c++",))
+    monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", False)  # a cached graph needs no compiler
+    monkeypatch.setattr(torch._functorch.config, "enable_autograd_cache", False)
+    policy, data = tiny_policy(), labelled()
+    before = completion_loss(policy, data)
+    torch._dynamo.reset()
+    try:
+        with pytest.warns(RuntimeWarning, match="torch.compile failed"):
+            metrics = train(policy, data, steps=30, batch_size=16, lr=3e-3, progress=False, compile=True)
+    finally:
+        torch._dynamo.reset()
+    assert metrics["steps"] == 30
+    assert completion_loss(policy, data) < before - 0.3
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager_and_the_model_stays_plain(tmp_path):
+    """compile=True trains the same weights as eager (up to float rounding), and the policy's
+    model is still the plain HF model: it saves and loads as a standard checkpoint."""
+    from selfloop.core.models import load_policy, save_policy
+    from selfloop.plugins.optimize.rejection_sft import train
+
+    trained = []
+    for compile in (False, True):
+        policy = tiny_policy()
+        metrics = train(policy, labelled(), steps=20, batch_size=16, lr=3e-3, progress=False,
+                        offset_warmup_steps=10, compile=compile)
+        trained.append((policy, metrics))
+    (eager, eager_metrics), (compiled, compiled_metrics) = trained
+    assert eager_metrics["compile_seconds"] == 0 < compiled_metrics["compile_seconds"]
+    assert abs(eager_metrics["loss"] - compiled_metrics["loss"]) < 1e-3
+    for a, b in zip(eager.model.parameters(), compiled.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-4)
+    assert type(compiled.model).__name__ == "LlamaForCausalLM"
+    loaded = load_policy(save_policy(compiled, tmp_path / "model"))
+    ids = torch.tensor([loaded.tokenizer("12+34=", add_special_tokens=False)["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(input_ids=ids).logits, compiled.model(input_ids=ids).logits)

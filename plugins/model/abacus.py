@@ -36,7 +36,7 @@ def digit_mask(input_ids, tokenizer=None) -> Any:
 
 
 def abacus_positions(input_ids, offset, start=None):
-    """Position ids: each digit's 1-based index in its number, plus ``offset``; others ``offset``.
+    """Position ids: each digit's 1-based index in its number, plus ``offset``; others 0.
 
     ``start`` continues a sequence (under a KV cache): the position and digit flag of the token
     before ``input_ids``. Returns the ids and the state to continue from.
@@ -44,20 +44,15 @@ def abacus_positions(input_ids, offset, start=None):
     import torch
 
     is_digit = digit_mask(input_ids, None)
-    batch, length = input_ids.shape
-    positions = torch.empty_like(input_ids)
-    if start is None:
-        prev_pos = offset.clone()
-        prev_digit = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
-    else:
+    columns = torch.arange(input_ids.shape[1], device=input_ids.device)
+    # A digit's index in its number is its distance to the last non-digit before it (-1: none).
+    last_break = torch.where(is_digit, -1, columns).cummax(dim=1).values
+    base = offset[:, None].expand_as(input_ids)
+    if start is not None:  # the number the previous token was in goes on in the first columns
         prev_pos, prev_digit = start
-    other = torch.zeros_like(offset)
-    for col in range(length):  # sequences are short: a column loop is cheaper than cumsum tricks
-        digit = is_digit[:, col]
-        pos = torch.where(digit, torch.where(prev_digit, prev_pos + 1, offset + 1), other)
-        positions[:, col] = pos
-        prev_pos, prev_digit = pos, digit
-    return positions, (prev_pos, prev_digit)
+        base = torch.where((last_break < 0) & prev_digit[:, None], prev_pos[:, None], base)
+    positions = torch.where(is_digit, base + (columns - last_break), 0)
+    return positions, (positions[:, -1], is_digit[:, -1])
 
 
 def attach_positions(model) -> None:
@@ -109,7 +104,12 @@ def attach_positions(model) -> None:
             args = args[1:]
         return args, kwargs
 
-    model._selfloop_positions_hook = model.register_forward_pre_hook(hook, with_kwargs=True)
+    # Computed eagerly even inside a compiled forward: its data-dependent checks would break the
+    # graph, and its shapes would recompile it per length.
+    import torch
+
+    model._selfloop_positions_hook = model.register_forward_pre_hook(torch.compiler.disable(hook),
+                                                                     with_kwargs=True)
 
 
 def has_position_offsets(policy) -> bool:

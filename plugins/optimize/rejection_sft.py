@@ -26,6 +26,15 @@ problems) are checked against the task's own answer when the task can compute on
 (``answer_for(prompt)``, optional), and dropped when wrong: the rejection step for labels of
 doubtful origin. A task without ``answer_for`` is trusted.
 
+``compile`` (default ``"auto"``): the forward and the loss run under ``torch.compile`` (dynamic
+shapes, so the buckets' lengths share one graph; the backward is compiled with them), when the
+budget is at least ``COMPILE_MIN_STEPS`` steps: compiling costs about 25-45 s once per process and
+model (less with inductor's on-disk cache), and fusing the model's small element-wise operations
+saves about a third of a step on the embedded model (``benchmarks/lifecycle_training_throughput.py``).
+``True`` compiles for any budget, ``False`` never. A failing compile (no C compiler, say) warns once
+and the step is redone eagerly; data-parallel training stays eager. Only a function is compiled:
+``policy.model`` stays the plain model, so it saves, loads and generates as before.
+
 ``processes = N`` (> 1) trains data-parallel: the round's policy and examples are saved, this file
 is launched N times by ``torch.distributed.run`` (DDP through accelerate; gloo on a CPU, NCCL on
 GPUs, one GPU per process), rank 0 saves the result and the weights are loaded back in place. The
@@ -38,6 +47,7 @@ import math
 import os
 import random
 import time
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -54,6 +64,7 @@ LR = tunable(1e-3, low=1e-5, high=1e-2)
 ROUND_LR = tunable(5e-4, low=1e-5, high=1e-2)
 OFFSET_WARMUP = tunable(0.4, low=0.0, high=1.0)  # share of the base round the offset range grows over
 BATCHING = ("auto", "length", "padded")
+COMPILE_MIN_STEPS = 300  # "auto" compiles from this budget on: below it the compile costs more than it saves
 
 
 class RejectionSFT:
@@ -64,7 +75,8 @@ class RejectionSFT:
                  round_lr: float = ROUND_LR, warmup: int = 50,
                  weight_decay: float = 0.01, max_seconds: float | None = None,
                  reject_labelled: bool = True, offset_warmup: float = OFFSET_WARMUP,
-                 batching: str = "auto", progress: bool = True, processes: int = 1):
+                 batching: str = "auto", progress: bool = True, processes: int = 1,
+                 compile: bool | str = "auto"):
         if processes < 1:
             raise ValueError(f"processes must be at least 1, got {processes}")
         self.processes = processes
@@ -75,6 +87,9 @@ class RejectionSFT:
         self.warmup, self.weight_decay, self.max_seconds = warmup, weight_decay, max_seconds
         self.reject_labelled, self.progress = reject_labelled, progress
         self.offset_warmup, self.batching = offset_warmup, batching
+        if compile not in (True, False, "auto"):
+            raise ValueError(f"compile must be true, false or \"auto\", got {compile!r}")
+        self.compile = compile
 
     def optimize(self, policy: Policy, examples: list[Example], *, task, generator, rewarder, rng,
                  workdir: Path, round_index: int = 0) -> OptimizeResult:
@@ -87,7 +102,8 @@ class RejectionSFT:
         settings = {"steps": steps, "batch_size": self.batch_size, "lr": lr, "warmup": self.warmup,
                     "weight_decay": self.weight_decay, "offset_warmup_steps": offset_warmup_steps,
                     "batching": self.batching, "max_seconds": self.max_seconds, "seed": rng.randrange(2**31),
-                    "progress": self.progress, "label": f"round {round_index}: optimize"}
+                    "progress": self.progress, "compile": self.compile,
+                    "label": f"round {round_index}: optimize"}
         if self.processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
             metrics = train_launched(policy, examples, processes=self.processes, workdir=workdir, **settings)
         else:
@@ -185,8 +201,13 @@ def tokenize_examples(tokenizer, examples: list[Example]):
 def train(policy: Policy, examples: list[Example], *, steps: int, batch_size: int, lr: float,
           warmup: int = 50, weight_decay: float = 0.01, max_seconds: float | None = None,
           offset_warmup_steps: int = 0, batching: str = "auto", seed: int = 0,
-          progress: bool = True, label: str = "train", accelerator=None) -> dict[str, float]:
+          progress: bool = True, label: str = "train", accelerator=None,
+          compile: bool | str = False) -> dict[str, float]:
     """Train for ``steps`` steps (or ``max_seconds``); returns loss, tokens/s and steps done.
+
+    ``compile``: True, False or ``"auto"`` (``COMPILE_MIN_STEPS`` steps or more), as the module
+    docstring says; never under data-parallel training. ``compile_seconds`` in the result is the
+    time of the first compiled step (it compiles), counted in ``seconds`` too.
 
     Over the first ``offset_warmup_steps`` steps the range of random position offsets (models with
     abacus positions) grows linearly from 0 to the model's maximum.
@@ -236,6 +257,9 @@ def train(policy: Policy, examples: list[Example], *, steps: int, batch_size: in
     if accelerator is not None:
         forward, optimizer = accelerator.prepare(model, optimizer)  # DDP: forward syncs gradients
         backward = accelerator.backward
+    loss_of = completion_loss
+    if accelerator is None and (compile is True or (compile == "auto" and steps >= COMPILE_MIN_STEPS)):
+        loss_of = _compiled(completion_loss)
     # Rank 0 draws what a single process draws; other ranks draw other examples and offsets.
     rng = random.Random(seed + 7919 * rank)
     torch.manual_seed(seed + 7919 * rank)
@@ -244,6 +268,7 @@ def train(policy: Policy, examples: list[Example], *, steps: int, batch_size: in
     tokens = 0
     losses = []
     done = 0
+    compile_seconds = 0.0
     max_offset = getattr(model, "selfloop_max_offset", None)
     try:
         with progress_bar(label, steps, enabled=progress and rank == 0) as advance:
@@ -253,8 +278,11 @@ def train(policy: Policy, examples: list[Example], *, steps: int, batch_size: in
                                                  max_offset * step // offset_warmup_steps)
                 if _out_of_time(started, max_seconds, accelerator):
                     break
-                loss, count = _step(forward, backward, optimizer, batches.draw(rng, local_batch, device),
+                began = time.perf_counter()
+                loss, count = _step(loss_of, forward, backward, optimizer, batches.draw(rng, local_batch, device),
                                     _schedule(step, steps, warmup, lr))
+                if step == 0 and loss_of is not completion_loss:
+                    compile_seconds = time.perf_counter() - began  # the first call compiles
                 tokens += count
                 losses.append(loss)
                 done += 1
@@ -271,7 +299,8 @@ def train(policy: Policy, examples: list[Example], *, steps: int, batch_size: in
         tokens, loss = total[0].item(), total[1].item() / ranks
         accelerator.free_memory()  # drop accelerate's references to the DDP wrapper and optimizer
     return {"steps": done, "loss": loss, "tokens_per_second": tokens / seconds,
-            "seconds": seconds, "examples": len(examples), "padded_batches": float(batching == "padded")}
+            "seconds": seconds, "examples": len(examples), "padded_batches": float(batching == "padded"),
+            "compile_seconds": compile_seconds}
 
 
 def _out_of_time(started, max_seconds, accelerator) -> bool:
@@ -350,25 +379,54 @@ class PaddedBatches:
         return ids.to(device), loss_mask.to(device), attention.to(device)
 
 
-def _step(forward, backward, optimizer, batch, lr):
+def completion_loss(forward, ids, loss_mask, attention):
+    """The mean next-token loss on completion tokens (``loss_mask``) of a batch; ``forward`` is
+    the model or its DDP wrapper, ``attention`` the padding mask or None."""
+    import torch
+
+    inputs = {"input_ids": ids} if attention is None else {"input_ids": ids, "attention_mask": attention}
+    logits = forward(**inputs).logits[:, :-1]
+    targets = ids[:, 1:].masked_fill(~loss_mask[:, 1:], -100)
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+
+
+def _step(loss_of, forward, backward, optimizer, batch, lr):
     """One update on a batch (ids, loss mask, attention mask or None); returns the loss and the
-    tokens seen. ``forward`` is the model or its DDP wrapper, ``backward(loss)`` accelerate's or
-    torch's."""
+    tokens seen. ``loss_of`` is ``completion_loss`` or its compiled form, ``forward`` the model or
+    its DDP wrapper, ``backward(loss)`` accelerate's or torch's."""
     import torch
 
     ids, loss_mask, attention = batch
     for group in optimizer.param_groups:
         group["lr"] = lr
-    inputs = {"input_ids": ids} if attention is None else {"input_ids": ids, "attention_mask": attention}
-    logits = forward(**inputs).logits[:, :-1]
-    targets = ids[:, 1:].masked_fill(~loss_mask[:, 1:], -100)
-    loss = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+    loss = loss_of(forward, ids, loss_mask, attention)
     optimizer.zero_grad(set_to_none=True)
     backward(loss)
     torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]], 1.0)
     optimizer.step()
     return loss.item(), int(ids.numel() if attention is None else attention.sum())
+
+
+def _compiled(function):
+    """``function`` under ``torch.compile`` with dynamic shapes (one graph for every bucket length),
+    or, once compiling fails (no C compiler, say), ``function`` itself, after a warning."""
+    import torch
+
+    compiled = torch.compile(function, dynamic=True)
+
+    def call(*args):
+        nonlocal compiled
+        if compiled is not None:
+            try:
+                return compiled(*args)
+            except torch._dynamo.exc.TorchDynamoException as error:
+                warnings.warn(f"torch.compile failed ({type(error).__name__}: {str(error)[:200]}); "
+                              "training without it", RuntimeWarning, stacklevel=2)
+                compiled = None
+        return function(*args)
+
+    return call
 
 
 def _schedule(step: int, steps: int, warmup: int, lr: float) -> float:
