@@ -92,11 +92,12 @@ class RejectionSFT:
         self.compile = compile
 
     def optimize(self, policy: Policy, examples: list[Example], *, task, generator, rewarder, rng,
-                 workdir: Path, round_index: int = 0) -> OptimizeResult:
+                 workdir: Path, round_index: int = 0, budget: dict | None = None) -> OptimizeResult:
         rejected = 0
         if self.reject_labelled:
             examples, rejected = _reject_wrong_labels(examples, task)
         steps = self.base_steps if round_index == 0 else self.steps
+        steps = min(steps, (budget or {}).get("max_steps", steps))  # a training probe's budget
         lr = self.lr if round_index == 0 else self.round_lr
         offset_warmup_steps = int(self.offset_warmup * steps) if round_index == 0 else 0
         settings = {"steps": steps, "batch_size": self.batch_size, "lr": lr, "warmup": self.warmup,
