@@ -41,14 +41,16 @@ EVOLVE_LOG_WIDTH = 1000
 @click.option("--fresh", is_flag=True,
               help="Start afresh: move an existing archive and its run directory aside (ARCHIVE.old-TIME).")
 @click.option("--seed", type=int, help="Seed of the run (offline runs with one seed are reproducible).")
-@click.option("--model", envvar="SELFLOOP_LLM_MODEL", help="LLM for the proposer, litellm provider/name.")
+@click.option("--model", "models", envvar="SELFLOOP_LLM_MODEL", multiple=True,
+              help="LLM for the proposer, litellm provider/name; give it more than once for several, "
+                   "chosen per proposal by gain per dollar.")
 @click.option("--api-base", envvar="SELFLOOP_LLM_API_BASE", help="API base URL of the LLM (local servers).")
 @click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), help="Wall-clock budget.")
 @click.option("--max-tokens", type=click.IntRange(min=1), help="LLM token budget.")
 @click.option("--max-usd", type=click.FloatRange(min=0, min_open=True), help="LLM cost budget in US dollars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def evolve(config_path, plugins_dirs, iterations, rounds, workers, executor, ray_address, archive_path, out,
-           resume, fresh, seed, model, api_base, max_seconds, max_tokens, max_usd, as_json):
+           resume, fresh, seed, models, api_base, max_seconds, max_tokens, max_usd, as_json):
     """Evolve the lifecycle's plugins while the GRO loop trains the model (the main job)."""
     from rich.console import Console
 
@@ -65,8 +67,8 @@ def evolve(config_path, plugins_dirs, iterations, rounds, workers, executor, ray
         overrides["evolve"]["ray"] = {"address": ray_address}
     if seed is not None:
         overrides["seed"] = seed
-    if model:
-        overrides["llm"]["model"] = model
+    if models:  # several, or one (SELFLOOP_LLM_MODEL may hold several, split at spaces or commas)
+        overrides["llm"]["model"] = list(models)
     if api_base:
         overrides["llm"]["api_base"] = api_base
     config = load_config(config_path, overrides)
@@ -137,13 +139,7 @@ def build_evolution(config, registry, archive: Path, run_dir: Path, console, see
     from .executor import make_executor
     from .trainer import LifecycleTrainer
 
-    options = dict(config.proposer.options)
-    if config.proposer.name == "llm":
-        llm = config.llm
-        for key, value in {"model": llm.model, "api_base": llm.api_base, "temperature": llm.temperature,
-                           "max_tokens": llm.max_tokens, "timeout_s": llm.timeout_s}.items():
-            options.setdefault(key, value)
-    proposer = registry.create("proposer", config.proposer.name, options)
+    proposer = registry.create("proposer", config.proposer.name, proposer_options(config))
     parent_selector = registry.create("parent_selector", config.parent_selector.name,
                                       config.parent_selector.options)
     log = lambda message: console.print(f"  [dim]{message}[/]" if console.is_terminal else f"{stamp()}   {message}",
@@ -160,12 +156,24 @@ def build_evolution(config, registry, archive: Path, run_dir: Path, console, see
     why = getattr(sandbox, "reason", None)
     console.print(f"sandbox: [bold]{sandbox.name if sandbox else 'per node'}[/]" + (f" ({why})" if why else "")
                   + f"; proposer: [bold]{config.proposer.name}[/]"
-                  + (f" ({config.llm.model})" if config.proposer.name == "llm" else "")
+                  + (f" ({', '.join(config.llm.models)})" if config.proposer.name == "llm" else "")
                   + f"; parents: {config.parent_selector.name}; archive: {archive}", soft_wrap=True)
     return Evolution(config, archive_path=archive, out=run_dir, sandbox=sandbox, registry=registry,
                      trainer=lambda baked: LifecycleTrainer(baked, plugins_dirs=user_dirs, log=log),
                      proposer=proposer, parent_selector=parent_selector, seed_dir=seed_dir,
                      plugins_dirs=user_dirs, executor=executor)
+
+
+def proposer_options(config) -> dict:
+    """The proposer's options: the run config's, and for the llm proposer the ``[llm]`` settings
+    (``model`` a list when several models are named)."""
+    options = dict(config.proposer.options)
+    if config.proposer.name == "llm":
+        llm = config.llm
+        for key, value in {"model": llm.model, "api_base": llm.api_base, "temperature": llm.temperature,
+                           "max_tokens": llm.max_tokens, "timeout_s": llm.timeout_s}.items():
+            options.setdefault(key, value)
+    return options
 
 
 class EvolveProgress:

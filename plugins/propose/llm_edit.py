@@ -6,6 +6,12 @@ then it writes the change as SEARCH/REPLACE blocks (see ``search_replace``). A r
 not apply, or leave a file that no longer parses, goes back to the model with the reasons, at most
 ``fix_attempts`` times. Every prompt, response, token count and cost is kept on the ``Edit``.
 
+Besides the parent it is shown what its peers show theirs: inspirations (the best and some diverse
+variants, as diffs), the lineage and the latest attempts with how they ended (``llm_context``), and
+a running summary of insights (``insights``). A change nearly the same as an attempt in view goes
+back to the model once, then is refused before evaluation (``novelty``). With several models, a
+bandit picks each proposal's model by gain per dollar or per token (``model_bandit``).
+
 Any litellm provider works (``openai/…``, ``anthropic/…``, ``hosted_vllm/…`` with ``api_base`` of a
 local vLLM server, ``ollama_chat/…``); see ``selfloop.core.llm`` for running against a real one.
 """
@@ -20,6 +26,10 @@ from selfloop.core.hookspecs import hookimpl
 from selfloop.core.llm import LLM, LLMError
 from selfloop.core.types import Edit, VariantView
 
+from . import llm_context
+from .insights import Scratchpad
+from .model_bandit import ModelBandit, operator_for
+from .novelty import closest
 from .search_replace import apply_blocks, parse_blocks
 
 SYSTEM = """You improve the plugins of selfloop, a system in which a small language model improves \
@@ -33,9 +43,11 @@ DIAGNOSE = """Here are the editable files of plugin variant {id} and its visible
 
 ## Visible evaluation results and logs
 {feedback}
-
+{context}
 Diagnose: what limits this variant's score, and what one focused change to the editable files \
-would most likely raise it? Answer with a short problem statement (at most 200 words), no code."""
+would most likely raise it? Learn from what was tried: build on what worked and do not repeat a \
+change that was already made or rejected. Answer with a short problem statement (at most 200 \
+words), no code."""
 
 IMPLEMENT = """Problem statement:
 {problem}
@@ -51,6 +63,10 @@ the new lines
 
 The SEARCH part must match the file exactly and occur once. Keep each file valid Python, keep every \
 component's methods and signatures, and keep the files' relative imports."""
+
+NOVELTY = """Your change is nearly the same as that of {other} (similarity {similarity:.2f}), which \
+was already tried: {outcome}. Make a substantially different change: write new SEARCH/REPLACE blocks \
+against the files as they were shown (none of your previous blocks were applied)."""
 
 RETRY = """Your edit could not be applied:
 {errors}
@@ -76,62 +92,133 @@ def render_files(files: dict[str, str], editable: Sequence[str], max_chars: int)
 class LLMProposer:
     """Diagnose, then edit; failed blocks go back to the model up to ``fix_attempts`` times."""
 
-    def __init__(self, model: str | None = None, api_base: str | None = None, temperature: float = 0.7,
-                 max_tokens: int = 2048, timeout_s: float = 120, fix_attempts: int = 2,
-                 max_file_chars: int = 60_000, mock_response=None, retries: int = 4,
-                 backoff_s: float = 2.0):
-        if not model:
-            raise ProposalError("the llm proposer needs a model: --model PROVIDER/NAME, "
-                                "SELFLOOP_LLM_MODEL, or [llm] model in the run config")
-        self.llm_options = {"model": model, "api_base": api_base, "temperature": temperature,
-                            "max_tokens": max_tokens, "timeout_s": timeout_s, "retries": retries,
-                            "backoff_s": backoff_s}
+    name = "llm"  # the operator evolve records for a proposal that failed (a success names its model)
+
+    def __init__(self, model: str | Sequence[str] | None = None, api_base: str | None = None,
+                 temperature: float = 0.7, max_tokens: int = 2048, timeout_s: float = 120,
+                 fix_attempts: int = 2, max_file_chars: int = 60_000, mock_response=None, retries: int = 4,
+                 backoff_s: float = 2.0, inspirations: int = 2, diverse: int = 2, max_diff_chars: int = 2500,
+                 history_lines: int = 16, insights_every: int = 5, insights_model: str | None = None,
+                 novelty_threshold: float = 0.95, exploration: float = 1.0):
+        models = [model] if isinstance(model, str) else list(dict.fromkeys(model or []))
+        if not models or not all(isinstance(m, str) and m for m in models):
+            raise ProposalError("the llm proposer needs a model: --model PROVIDER/NAME (more than once for "
+                                "several), SELFLOOP_LLM_MODEL, or [llm] model in the run config")
+        self.llm_options = {"api_base": api_base, "temperature": temperature, "max_tokens": max_tokens,
+                            "timeout_s": timeout_s, "retries": retries, "backoff_s": backoff_s}
         self.mock_response = list(mock_response) if isinstance(mock_response, list) else mock_response
-        LLM(**self.llm_options)  # a bad model string fails here, before any work
+        self.insights_model = insights_model or models[0]
+        for m in [*models, self.insights_model]:
+            LLM(model=m, **self.llm_options)  # a bad model string fails here, before any work
+        self.models = models
         self.fix_attempts = fix_attempts
         self.max_file_chars = max_file_chars
+        self.inspirations, self.diverse, self.max_diff_chars = inspirations, diverse, max_diff_chars
+        self.history_lines = history_lines
+        self.novelty_threshold = novelty_threshold
+        self.bandit = ModelBandit(models, exploration=exploration)
+        self.scratchpad = Scratchpad(every=insights_every)
+
+    def _llm(self, model: str, **options) -> LLM:
+        # One LLM (and call log) per proposal: proposals may run in parallel workers. A list of mock
+        # responses is shared, so that consecutive calls consume it in turn.
+        return LLM(model=model, **{**self.llm_options, **options}, mock_response=self.mock_response)
 
     def propose(self, parent: VariantView, *, editable: Sequence[str], others: Sequence[VariantView],
                 rng: random.Random) -> Edit:
-        # One LLM (and call log) per proposal: proposals may run in parallel workers. A list of mock
-        # responses is shared, so that consecutive proposals consume it in turn.
-        llm = LLM(**self.llm_options, mock_response=self.mock_response)
-        if isinstance(self.mock_response, list):
-            llm.mock_response = self.mock_response
+        self.bandit.observe(parent, others)
+        model = self.bandit.choose(rng)
+        history = llm_context.history(parent, others, self.history_lines)
+        insight_calls, insights_error = self._refresh_insights(history, has_history=bool(others))
+        insights = self.scratchpad.current()  # as this proposal sees them (another thread may refresh)
+        llm = self._llm(model)
         try:
-            return self._propose(llm, parent, editable)
+            edit = self._propose(llm, parent, editable, others, history, insights)
         except (LLMError, ProposalError) as exc:
+            self.bandit.spent(model, llm.calls)
             failure = ProposalError(str(exc))
-            failure.calls = list(llm.calls)  # spent tokens count even when nothing came of them
+            failure.calls = insight_calls + list(llm.calls)  # spent tokens count even when nothing came of them
             raise failure from None
+        self.bandit.spent(model, llm.calls)
+        edit.calls = insight_calls + edit.calls
+        edit.meta.update({"operator": operator_for(model), "model": model, "bandit": self.bandit.state()})
+        if insights:
+            edit.meta["insights"] = insights
+        if insights_error:
+            edit.meta["insights_error"] = insights_error
+        return edit
 
-    def _propose(self, llm: LLM, parent: VariantView, editable: Sequence[str]) -> Edit:
+    def _refresh_insights(self, history: str, has_history: bool) -> tuple[list, str | None]:
+        """One cheap call rewriting the running insights, when this proposal's turn has come."""
+        if not self.scratchpad.claim(has_history):
+            return [], None
+        llm = self._llm(self.insights_model, max_tokens=min(400, self.llm_options["max_tokens"]))
+        try:
+            text = llm.complete(self.scratchpad.messages(history))
+        except LLMError as exc:  # the proposal goes on with the insights it has
+            self.scratchpad.done(None)
+            return list(llm.calls), str(exc)
+        self.scratchpad.done(text)
+        return list(llm.calls), None
+
+    def _context(self, parent: VariantView, others: Sequence[VariantView], history: str,
+                 insights: str) -> tuple[str, list[str]]:
+        shown = llm_context.inspirations(parent, others, self.inspirations, self.diverse)
+        parts = []
+        if insights:
+            parts.append("## Insights from the search so far\n" + insights)
+        if shown:
+            parts.append(f"## Other variants, as diffs against {parent.id}\n"
+                         + llm_context.render_inspirations(parent, shown, self.max_diff_chars))
+        if others:
+            parts.append("## History: the lineage and the latest attempts\n" + history)
+        return "".join(f"\n{p}\n" for p in parts), [v.id for v in shown]
+
+    def _propose(self, llm: LLM, parent: VariantView, editable: Sequence[str], others: Sequence[VariantView],
+                 history: str, insights: str) -> Edit:
         shown = render_files(parent.files, editable, self.max_file_chars)
+        context, inspirations = self._context(parent, others, history, insights)
         messages = [
             {"role": "system", "content": SYSTEM},
-            {"role": "user", "content": DIAGNOSE.format(id=parent.id, files=shown,
+            {"role": "user", "content": DIAGNOSE.format(id=parent.id, files=shown, context=context,
                                                         feedback=parent.feedback or "(none)")},
         ]
         problem = llm.complete(messages).strip()
         messages += [{"role": "assistant", "content": problem},
                      {"role": "user", "content": IMPLEMENT.format(problem=problem)}]
-        errors: list[str] = []
-        for attempt in range(self.fix_attempts + 1):
+        fixes, novelty_retried = 0, False
+        while True:
             reply = llm.complete(messages)
             changed, errors = apply_blocks(parse_blocks(reply), parent.files, editable)
             if not errors and changed:
                 changed = {p: t for p, t in changed.items() if parent.files.get(p) != t}
             if not errors and changed:
-                return Edit(files=changed, summary=_first_line(problem), proposer="llm",
-                            calls=list(llm.calls),
-                            meta={"problem": problem, "fix_attempts": attempt})
+                near, similarity, duplicate = closest(parent, {**parent.files, **changed}, others,
+                                                      self.novelty_threshold)
+                novelty = {"closest": near.id if near else None, "similarity": round(similarity, 4),
+                           "retried": novelty_retried}
+                if not duplicate:
+                    return Edit(files=changed, summary=_first_line(problem), proposer="llm",
+                                calls=list(llm.calls),
+                                meta={"problem": problem, "fix_attempts": fixes, "novelty": novelty,
+                                      "inspirations": inspirations})
+                ended = " ".join(llm_context.outcome(near).split())[:200]
+                if novelty_retried:
+                    raise ProposalError(f"{llm.model}: near-duplicate of {near.id} (similarity {similarity:.2f}; "
+                                        f"{near.id} was {ended}), refused before evaluation")
+                novelty_retried = True
+                messages += [{"role": "assistant", "content": reply},
+                             {"role": "user", "content": NOVELTY.format(other=near.id, similarity=similarity,
+                                                                        outcome=ended)}]
+                continue
             if not errors:
                 errors = ["the blocks change nothing"]
+            if fixes == self.fix_attempts:
+                raise ProposalError(
+                    f"{llm.model}: no applicable edit after {self.fix_attempts + 1} attempts: {errors[0]}")
+            fixes += 1
             messages += [{"role": "assistant", "content": reply},
                          {"role": "user", "content": RETRY.format(errors="\n".join(f"- {e}" for e in errors))}]
-        raise ProposalError(
-            f"{llm.model}: no applicable edit after {self.fix_attempts + 1} attempts: {errors[0]}",
-        )
 
 
 def _first_line(text: str) -> str:
