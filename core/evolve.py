@@ -669,7 +669,8 @@ class Evolution:
         self.journal.append({"event": "baseline", "round": r, "role": role, "variant": variant})
         state["baselines"].setdefault(r, {})[role] = variant
         self._announce(variant)
-        self.progress("variant", {"round": r, "variant": variant, "verdict": verdict, "summary": meta["summary"]})
+        self.progress("variant", {"round": r, "variant": variant, "verdict": verdict, "summary": meta["summary"],
+                                  "judged_by": extra["judged_by"]})
         return variant
 
     def _validate(self, validator: Validator, files: dict[str, str], *, changed: list[str],
@@ -744,7 +745,8 @@ class Evolution:
         state["archived"][attempt.key] = variant
         self._announce(variant)
         self.progress("variant", {"round": attempt.round, "variant": variant, "verdict": verdict,
-                                  "summary": attempt.edit_summary, "parent": attempt.parent})
+                                  "summary": attempt.edit_summary, "parent": attempt.parent,
+                                  "judged_by": attempt.meta.get("judged_by")})
         return variant
 
     def _announce(self, variant: str) -> None:

@@ -238,7 +238,12 @@ class EvolveProgress:
             score = verdict.scores.get("score")
             mark = "[green]admitted[/]" if verdict.admitted else "[red]rejected[/]"
             shown = f"{score:.3f}" if isinstance(score, float) else "-"
-            line = f"  {data['variant']:>5} {mark} held-out {shown}  {data['summary']}"
+            judged = data.get("judged_by") or "answers"
+            if judged == "both":
+                probe = verdict.scores.get("probe")
+                shown += f", probe {probe:.3f}" if isinstance(probe, float) else ", probe -"
+            label = {"probe": "probe", "meta": "inherited"}.get(judged, "held-out")
+            line = f"  {data['variant']:>5} {mark} {label} {shown}  {data['summary']}"
             notes = [r for r in verdict.reasons if r.startswith("note")]
             if not verdict.admitted and verdict.reasons:
                 line += f"  [dim]({verdict.reasons[0]})[/]"
@@ -302,6 +307,17 @@ def print_report(console, evolution, report: dict) -> None:
                       f"{_fmt(confirm['seed_score'])} ({confirm['seed_variant']}), champion {confirm['champion']} "
                       f"{_fmt(confirm['champion_score'])} ({confirm['champion_variant']}), Δ {_fmt(delta, signed=True)}",
                       soft_wrap=True)
+        probe = confirm.get("probe")
+        if probe:
+            delta = (probe["champion_score"] - probe["seed_score"]
+                     if None not in (probe["champion_score"], probe["seed_score"]) else None)
+            console.print(f"The model one probe round trains from that checkpoint, on fresh problems: with the "
+                          f"seed pipeline {_fmt(probe['seed_score'])} ({probe['seed_variant']}), with the "
+                          f"champion's {_fmt(probe['champion_score'])} ({probe['champion_variant']}), "
+                          f"Δ {_fmt(delta, signed=True)}", soft_wrap=True)
+    for r in report["rounds"]:
+        if r.get("no_signal"):
+            console.print(f"[yellow]round {r['round']}: {r['no_signal']}[/]", soft_wrap=True)
     placed = report["executor"]
     if placed["executor"] != "local" or len(placed["evaluated_on"]) > 1:
         console.print(f"evaluated by the {placed['executor']} executor on: "
