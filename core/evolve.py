@@ -47,6 +47,8 @@ from .meta import (
     check,
     meta_paths,
     own_copy,
+    prompt_problems,
+    with_tree_prompts,
 )
 from .pipeline import PIPELINE_FILE
 from .pipeline import render as render_pipeline
@@ -517,7 +519,7 @@ class Evolution:
         judged, scores = flat[0]
         return (f"no signal: all {len(scores)} variants judged by {judged} scored {scores[0]:.3f}; "
                 "the round's problems do not discriminate between them (a frontier all right or all "
-                "wrong): widen [evolve] refine_difficulties or the held-out sizes")
+                "wrong): widen evolve.refine_difficulties or the held-out sizes")
 
     def _best(self, members: list[str], incumbent: str):
         """The best admitted variant by its gain over the round's seed (in what it was judged by:
@@ -776,7 +778,8 @@ class Evolution:
         (in the sandbox), else the installed one."""
         paths = self.meta_files.get("proposer")
         if paths and own_copy(parent.files, self.seed_files, paths):
-            return TreeProposer(self._runner(parent.files, parent.id))
+            prompted = with_tree_prompts(self.proposer, parent.files, self.seed_files, paths, parent.id)
+            return prompted or TreeProposer(self._runner(parent.files, parent.id))
         return self.proposer
 
     def _choose_parents(self, r: int, summaries, k: int, rng, metric: str | None) -> list[str]:
@@ -881,9 +884,17 @@ class Evolution:
         s, refs = self.settings, self.refs.get(r, {})
         meta = sorted(set(changed_kinds) & set(self.meta_files))
         if meta:
-            problems = static_problems(changed, files, self.editable) or check(
-                self._runner(files, f"the child of {parent.id}"), meta, VariantView(parent.id, files),
-                self.editable, self.batch_summaries, seed=self.seed)
+            prompted = ("proposer" in meta and with_tree_prompts(
+                self.proposer, files, self.seed_files, self.meta_files["proposer"], parent.id))
+            problems = static_problems(changed, files, self.editable)
+            if not problems and prompted:  # only its prompts changed: they must fill in
+                problems = prompt_problems(prompted, self.proposer.prompts)
+                meta = [k for k in meta if k != "proposer"]
+            if not problems and meta:
+                problems = check(self._runner(files, f"the child of {parent.id}"), meta,
+                                 VariantView(parent.id, files), self.editable, self.batch_summaries,
+                                 seed=self.seed)
+            meta = sorted(set(changed_kinds) & set(self.meta_files))
             if set(changed_kinds) <= set(self.meta_files):  # nothing the lifecycle runs changed
                 if problems:
                     return Verdict(False, problems, stages={"meta": {"ok": False}}), "meta"

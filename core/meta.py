@@ -5,7 +5,9 @@ tree, and the loop edits them like any plugin. Who then acts:
 
 - **Proposals.** A variant's children are proposed by the proposer in its own tree (as in the
   Darwin Gödel Machine, where each agent builds its own children): the installed one when the
-  tree's copy is the seed's, else the tree's copy, in the sandbox (``meta_payload``). So an edited
+  tree's copy is the seed's; the installed one with the tree's prompt templates when those are all
+  it changed (an LLM proposer's prompts are data: read, never run, and the LLM stays reachable);
+  else the tree's copy, in the sandbox (``meta_payload``). So an edited
   proposer's worth is what its descendants achieve, its clade (``selfloop.core.clades``), and the
   ``hgm`` parent selector, which samples parents by their clades, hands the next iterations to the
   proposers whose clades do well.
@@ -43,6 +45,79 @@ def meta_paths(file_kinds: dict[str, list[str]], editable: Sequence[str], kind: 
 def own_copy(files: dict[str, str], seed_files: dict[str, str], paths: Sequence[str]) -> bool:
     """Whether a tree's copy of ``paths`` differs from the seed's."""
     return any(files.get(p) != seed_files.get(p) for p in paths)
+
+
+def prompt_edits(tree: str, seed: str, names) -> dict[str, str] | None:
+    """The prompt templates (module-level string constants named in ``names``) a tree's copy of a
+    proposer file sets, when they are all it changed from the seed's; None when anything else
+    differs (or it does not parse). Read as data: nothing of the tree's runs."""
+    import ast
+
+    def split(text):
+        module = ast.parse(text)
+        prompts, rest = {}, []
+        for node in module.body:
+            target = node.targets[0].id if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                                            and isinstance(node.targets[0], ast.Name)) else None
+            if target in names and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+                prompts[target] = node.value.value
+            else:
+                rest.append(ast.dump(node))
+        return prompts, rest
+
+    try:
+        (mine, my_rest), (theirs, their_rest) = split(tree), split(seed)
+    except SyntaxError:
+        return None
+    if my_rest != their_rest or set(mine) != set(theirs):
+        return None
+    return {k: v for k, v in mine.items() if theirs.get(k) != v}
+
+
+def with_tree_prompts(proposer, files: dict[str, str], seed_files: dict[str, str], paths: Sequence[str],
+                      variant: str):
+    """The installed proposer with a tree's edited prompts (a copy sharing its state), when prompts
+    are all the tree changed in ``paths`` and the proposer has ``prompts``; else None."""
+    import copy
+
+    base = getattr(proposer, "prompts", None)
+    if not isinstance(base, dict):
+        return None
+    edited: dict[str, str] = {}
+    for path in paths:
+        if files.get(path) == seed_files.get(path):
+            continue
+        if files.get(path) is None or seed_files.get(path) is None:
+            return None
+        found = prompt_edits(files[path], seed_files[path], set(base))
+        if found is None:
+            return None
+        edited.update(found)
+    clone = copy.copy(proposer)
+    clone.prompts = {**base, **edited}
+    clone.prompts_from = variant
+    return clone
+
+
+def prompt_problems(prompted, seed_prompts: dict[str, str]) -> list[str]:
+    """Why a tree's edited prompts would not fill in: a field the seed's template does not have
+    (the proposer fills only those), or a template that does not parse."""
+    from string import Formatter
+
+    def fields(text):
+        return {name.split(".")[0].split("[")[0] for _, name, _, _ in Formatter().parse(text) if name is not None}
+
+    problems = []
+    for name, text in prompted.prompts.items():
+        try:
+            extra = fields(text) - fields(seed_prompts.get(name, ""))
+        except ValueError as exc:
+            problems.append(f"meta: prompt {name} does not parse as a template: {exc}")
+            continue
+        if extra:
+            problems.append(f"meta: prompt {name} uses {', '.join(sorted(extra))}, which the proposer "
+                            "does not fill in")
+    return problems
 
 
 class TreeRunner:

@@ -105,3 +105,25 @@ def test_parse_and_apply_blocks_several_files():
     assert apply_blocks([], files, ["a.py"])[1][0].startswith("no SEARCH/REPLACE blocks")
     _, errors = apply_blocks(parse_blocks(block("a.py", "x\n", "y\n")), {"a.py": "x\nx\n"}, ["a.py"])
     assert "occurs 2 times" in errors[0]
+
+
+def test_a_trees_edited_prompts_reach_the_model_and_nothing_else_of_it_runs():
+    """Evolve's "proposer" target: an LLM proposer's prompts are data a variant may edit."""
+    from selfloop.core.evolve import read_surface, surface_dir
+    from selfloop.core.meta import prompt_edits, prompt_problems, with_tree_prompts
+
+    path = "propose/llm_edit.py"
+    seed = read_surface(surface_dir())[path]
+    careful = seed.replace("You improve the plugins of selfloop", "You carefully improve the plugins of selfloop")
+    names = {"SYSTEM", "DIAGNOSE", "IMPLEMENT", "NOVELTY", "RETRY"}
+    assert set(prompt_edits(careful, seed, names)) == {"SYSTEM"}
+    assert prompt_edits(careful.replace("fix_attempts: int = 2", "fix_attempts: int = 3"), seed, names) is None
+    base = proposer([DIAGNOSIS, GOOD])
+    edited = with_tree_prompts(base, {path: careful}, {path: seed}, [path], "v7")
+    assert edited.prompts_from == "v7" and base.prompts["SYSTEM"].startswith("You improve")
+    assert prompt_problems(edited, base.prompts) == []
+    edit = propose(edited)
+    assert edit.calls[0].messages[0]["content"].startswith("You carefully improve")
+    bad = with_tree_prompts(base, {path: seed.replace("Problem statement:\n{problem}", "Problem: {problem} {secret}")},
+                            {path: seed}, [path], "v8")
+    assert prompt_problems(bad, base.prompts) == ["meta: prompt IMPLEMENT uses secret, which the proposer does not fill in"]

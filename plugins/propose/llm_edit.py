@@ -73,6 +73,8 @@ RETRY = """Your edit could not be applied:
 
 Write the corrected SEARCH/REPLACE blocks against the files as they were shown (none of your \
 previous blocks were applied)."""
+PROMPTS = ("SYSTEM", "DIAGNOSE", "IMPLEMENT", "NOVELTY", "RETRY")  # templates a variant may edit
+
 
 
 def render_files(files: dict[str, str], editable: Sequence[str], max_chars: int) -> str:
@@ -99,7 +101,8 @@ class LLMProposer:
                  fix_attempts: int = 2, max_file_chars: int = 60_000, mock_response=None, retries: int = 4,
                  backoff_s: float = 2.0, inspirations: int = 2, diverse: int = 2, max_diff_chars: int = 2500,
                  history_lines: int = 16, insights_every: int = 5, insights_model: str | None = None,
-                 novelty_threshold: float = 0.95, exploration: float = 1.0):
+                 novelty_threshold: float = 0.95, exploration: float = 1.0,
+                 prompts: dict[str, str] | None = None):
         models = [model] if isinstance(model, str) else list(dict.fromkeys(model or []))
         if not models or not all(isinstance(m, str) and m for m in models):
             raise ProposalError("the llm proposer needs a model: --model PROVIDER/NAME (more than once for "
@@ -118,6 +121,19 @@ class LLMProposer:
         self.novelty_threshold = novelty_threshold
         self.bandit = ModelBandit(models, exploration=exploration)
         self.scratchpad = Scratchpad(every=insights_every)
+        # The prompt templates: this file's, or a variant's edited copies (evolve's "proposer"
+        # target reads them from the variant's tree as data, never running its code).
+        unknown = sorted(set(prompts or {}) - set(PROMPTS))
+        if unknown:
+            raise ProposalError(f"unknown prompt(s) {', '.join(unknown)}; the prompts are {', '.join(PROMPTS)}")
+        self.prompts = {name: globals()[name] for name in PROMPTS} | dict(prompts or {})
+
+    def _prompt(self, name: str, **fields) -> str:
+        """A prompt template filled in; an edited template that does not fit is a ProposalError."""
+        try:
+            return self.prompts[name].format(**fields)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ProposalError(f"prompt {name} does not fill in: {type(exc).__name__}: {exc}") from None
 
     def _llm(self, model: str, **options) -> LLM:
         # One LLM (and call log) per proposal: proposals may run in parallel workers. A list of mock
@@ -179,13 +195,13 @@ class LLMProposer:
         shown = render_files(parent.files, editable, self.max_file_chars)
         context, inspirations = self._context(parent, others, history, insights)
         messages = [
-            {"role": "system", "content": SYSTEM},
-            {"role": "user", "content": DIAGNOSE.format(id=parent.id, files=shown, context=context,
+            {"role": "system", "content": self.prompts["SYSTEM"]},
+            {"role": "user", "content": self._prompt("DIAGNOSE", id=parent.id, files=shown, context=context,
                                                         feedback=parent.feedback or "(none)")},
         ]
         problem = llm.complete(messages).strip()
         messages += [{"role": "assistant", "content": problem},
-                     {"role": "user", "content": IMPLEMENT.format(problem=problem)}]
+                     {"role": "user", "content": self._prompt("IMPLEMENT", problem=problem)}]
         fixes, novelty_retried = 0, False
         while True:
             reply = llm.complete(messages)
@@ -208,7 +224,7 @@ class LLMProposer:
                                         f"{near.id} was {ended}), refused before evaluation")
                 novelty_retried = True
                 messages += [{"role": "assistant", "content": reply},
-                             {"role": "user", "content": NOVELTY.format(other=near.id, similarity=similarity,
+                             {"role": "user", "content": self._prompt("NOVELTY", other=near.id, similarity=similarity,
                                                                         outcome=ended)}]
                 continue
             if not errors:
@@ -218,7 +234,7 @@ class LLMProposer:
                     f"{llm.model}: no applicable edit after {self.fix_attempts + 1} attempts: {errors[0]}")
             fixes += 1
             messages += [{"role": "assistant", "content": reply},
-                         {"role": "user", "content": RETRY.format(errors="\n".join(f"- {e}" for e in errors))}]
+                         {"role": "user", "content": self._prompt("RETRY", errors="\n".join(f"- {e}" for e in errors))}]
 
 
 def _first_line(text: str) -> str:
