@@ -30,8 +30,10 @@ DEFAULT_CONFIG = "default.toml"
 # composition (which components run, in which order, with which options: ``pipeline.toml``).
 # The meta-agent's own parts (the proposer, the parent selector) are judged by what their
 # descendants achieve: their clades (selfloop.core.clades).
+# Selectors are judged both ways: what they keep of the judge's self-labels (cheap), and what the
+# data they keep trains (when probes are on).
 ANSWER_KINDS = ("refiner", "selector", "generator")
-PROBE_KINDS = ("acquirer", "rewarder", "optimizer", "pipeline")
+PROBE_KINDS = ("acquirer", "selector", "rewarder", "optimizer", "pipeline")
 META_KINDS = ("proposer", "parent_selector")
 MEASURED_KINDS = ANSWER_KINDS + PROBE_KINDS + META_KINDS
 
@@ -118,6 +120,9 @@ class ProbeSettings(Strict):
     score.
     """
 
+    # "auto": probes run when the targets name a kind only a probe can judge (acquirer, rewarder,
+    # optimizer, pipeline); then a selector edit is probed too. true / false: always / never.
+    enabled: bool | Literal["auto"] = "auto"
     steps: int = Field(40, ge=1)
     long_steps: int = Field(120, ge=1)
     label_problems: int = Field(200, ge=1)
@@ -175,6 +180,14 @@ class EvolveSettings(Strict):
     champion_margin: float = Field(0.005, ge=0)
     probe: ProbeSettings = Field(default_factory=ProbeSettings)
 
+
+    @model_validator(mode="after")
+    def _probes_for_probe_only_kinds(self):
+        only = set(PROBE_KINDS) - set(ANSWER_KINDS)
+        if self.probe.enabled is False and only & set(self.targets):
+            raise ValueError(f"[evolve.probe] enabled = false, but the targets name "
+                             f"{', '.join(sorted(only & set(self.targets)))}, which only a training probe judges")
+        return self
 
     @field_validator("targets")
     @classmethod

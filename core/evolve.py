@@ -38,7 +38,7 @@ from .significance import Noise
 from .tasks import Difficulties
 from .tunable import find_tunables, set_tunable
 from .types import Edit, VariantView
-from .config import META_KINDS, PROBE_KINDS
+from .config import ANSWER_KINDS, META_KINDS, PROBE_KINDS
 from .meta import (
     TreeParentSelector,
     TreeProposer,
@@ -320,7 +320,9 @@ class Evolution:
             self.seed_files[PIPELINE_FILE] = render_pipeline(self.config)
             self.editable = sorted({*self.editable, PIPELINE_FILE})
             self.file_kinds[PIPELINE_FILE] = ["pipeline"]
-        self.probed = any(t in PROBE_KINDS for t in targets)
+        probe_only = set(PROBE_KINDS) - set(ANSWER_KINDS)
+        enabled = self.settings.probe.enabled
+        self.probed = any(t in probe_only for t in targets) if enabled == "auto" else bool(enabled)
         # the meta-agent's own files, when targeted: a tree's edited copy acts for it (core/meta.py)
         self.meta_files = {kind: meta_paths(self.file_kinds, self.editable, kind)
                            for kind in META_KINDS if kind in targets}
@@ -904,8 +906,9 @@ class Evolution:
                                scores=inherited, stages={"meta": {"ok": True, "inherited_from": parent.id}}), "meta"
             if problems:
                 return Verdict(False, problems, stages={"meta": {"ok": False}}), "meta"
-        probed = self.probed and bool(set(changed_kinds) & set(PROBE_KINDS))
-        by_answers = not probed or bool(set(changed_kinds) - set(PROBE_KINDS) - set(META_KINDS))
+        kinds = set(changed_kinds) - set(META_KINDS)
+        probed = self.probed and bool(kinds & set(PROBE_KINDS))
+        by_answers = not probed or bool(kinds - (set(PROBE_KINDS) - set(ANSWER_KINDS)))
         verdicts = {}
         if by_answers:
             smoke = parent.scores.get("smoke")
