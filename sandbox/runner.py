@@ -208,7 +208,7 @@ def run(spec: dict) -> dict:
         if problem and report["status"] == "ok":
             report["reason"] = problem
     if report["status"] == "ok" and spec.get("output_quota_bytes"):
-        outputs, problem = _read_outputs(spec["output_dir"], spec["output_quota_bytes"])
+        outputs, problem = _read_outputs_as(lockdown.uid, spec["output_dir"], spec["output_quota_bytes"])
         if problem:
             report["status"], report["reason"] = "limit", problem
         else:
@@ -687,10 +687,32 @@ def _read_result(path: str) -> tuple[dict | None, str | None]:
     return result, None
 
 
+def _read_outputs_as(uid: int | None, directory: str, quota: int) -> tuple[dict[str, str], str | None]:
+    """``_read_outputs`` with the payload's uid as the effective one: a runner that dropped every
+    capability but CAP_SETUID (in a container) reads the payload's files as their owner. Every
+    payload process is dead by now, so nothing can act under that uid meanwhile."""
+    if uid is None or os.geteuid() != 0:
+        return _read_outputs(directory, quota)
+    os.setresgid(-1, uid, -1)
+    os.setresuid(-1, uid, -1)
+    try:
+        return _read_outputs(directory, quota)
+    finally:
+        os.setresuid(-1, 0, -1)
+        os.setresgid(-1, 0, -1)
+
+
 def _read_outputs(directory: str, quota: int) -> tuple[dict[str, str], str | None]:
     """The files the payload left in its output directory, base64, once every payload process is
     dead: regular files only (a symlink or anything else is refused, never followed), at most
     ``OUTPUT_FILES`` of them and ``quota`` bytes in all."""
+    try:
+        return _walk_outputs(directory, quota)
+    except OSError as exc:  # a file the payload made unreadable, even to itself
+        return {}, f"output unreadable: {exc.strerror}: {os.path.relpath(exc.filename or directory, directory)}"
+
+
+def _walk_outputs(directory: str, quota: int) -> tuple[dict[str, str], str | None]:
     import base64
     import stat
 
@@ -698,7 +720,7 @@ def _read_outputs(directory: str, quota: int) -> tuple[dict[str, str], str | Non
     total = 0
     if not os.path.isdir(directory) or os.path.islink(directory):
         return out, None
-    for root, dirs, files in os.walk(directory, followlinks=False):
+    for root, dirs, files in os.walk(directory, followlinks=False, onerror=_raise):
         for name in sorted(dirs):
             if os.path.islink(os.path.join(root, name)):
                 return {}, f"output {name!r} is a symlink (refused)"
@@ -726,6 +748,10 @@ def _read_outputs(directory: str, quota: int) -> tuple[dict[str, str], str | Non
                 return {}, f"output {rel!r} changed while it was read"
             out[rel] = base64.b64encode(data).decode("ascii")
     return out, None
+
+
+def _raise(error: OSError) -> None:
+    raise error
 
 
 def _memory_error(stderr: str) -> bool:

@@ -346,6 +346,8 @@ def test_output_files_come_back_within_the_quota(kind, code):
             f.write(bytes(range(256)) * (size // 256))
         if os.path.exists(os.path.join(os.environ["SELFLOOP_CODE"], "link.txt")):
             os.symlink("/etc/passwd", os.path.join(out, "passwd"))
+        if os.path.exists(os.path.join(os.environ["SELFLOOP_CODE"], "locked.txt")):
+            os.chmod(os.path.join(out, "model", "weights.bin"), 0)
     """)
     sandbox = make_sandbox(kind)
     (code / "size.txt").write_text(str(256 * 40))
@@ -360,3 +362,8 @@ def test_output_files_come_back_within_the_quota(kind, code):
     (code / "link.txt").write_text("")
     linked = sandbox.run(command, code_dir=code, output_quota_bytes=256 * 50)
     assert linked.status == "limit" and "symlink" in linked.reason and not linked.outputs
+    (code / "link.txt").unlink()
+    (code / "locked.txt").write_text("")  # read as the payload's uid: a file it locked stays locked
+    locked = sandbox.run(command, code_dir=code, output_quota_bytes=256 * 50)
+    if os.geteuid() == 0 or kind == "docker":
+        assert locked.status == "limit" and "output unreadable" in locked.reason and not locked.outputs
