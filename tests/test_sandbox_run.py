@@ -95,8 +95,8 @@ def test_environment_is_scrubbed_except_what_is_named(kind, code, monkeypatch):
     assert env["SELFLOOP_TEST_PASSED"] == "named-in-settings" and env["SEED"] == "7"
     assert "SELFLOOP_TEST_HIDDEN" not in env
     allowed = {"PATH", "HOME", "TMPDIR", "LANG", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "SEED",
-               "SELFLOOP_CODE", "SELFLOOP_RESULT", "SELFLOOP_INPUTS", "SELFLOOP_SANDBOX", "SELFLOOP_SANDBOXED",
-               "SELFLOOP_TEST_PASSED", "HOSTNAME", *OFFLINE_ENV}  # Docker sets HOSTNAME itself
+               "SELFLOOP_CODE", "SELFLOOP_RESULT", "SELFLOOP_INPUTS", "SELFLOOP_OUTPUT", "SELFLOOP_SANDBOX",
+               "SELFLOOP_SANDBOXED", "SELFLOOP_TEST_PASSED", "HOSTNAME", *OFFLINE_ENV}  # Docker sets HOSTNAME itself
     assert set(env) <= allowed
 
 
