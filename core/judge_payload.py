@@ -50,12 +50,14 @@ class StageFailed(Exception):
         self.stage, self.message = stage, message
 
 
-class Payload:
-    def __init__(self, job: dict[str, Any], code: Path, model_dir: Path, result_path: Path):
-        self.job, self.code, self.model_dir, self.result_path = job, code, model_dir, result_path
-        self.result: dict[str, Any] = {"stages": {}, "failed": None, "held_out_outputs": None,
-                                       "null_outputs": None}
-        self.labels: dict[str, str] = {}
+class StagedPayload:
+    """A payload's stages: each one's output recorded in the result file (rewritten after every
+    stage) and printed, except those in ``QUIET``; whatever the variant's code raises is that
+    stage's failure."""
+
+    QUIET: tuple[str, ...] = ()
+    result_path: Path
+    result: dict[str, Any]
 
     def save(self) -> None:
         tmp = self.result_path.with_suffix(".tmp")
@@ -74,9 +76,19 @@ class Payload:
             raise StageFailed(name, f"{type(exc).__name__}: {exc}") from None
         self.result["stages"][name] = {**(out or {}), "seconds": round(time.perf_counter() - start, 3)}
         self.save()
-        if name != "held_out":  # the logs are shown to proposers; the held-out part is not theirs
+        if name not in self.QUIET:
             print(f"stage {name}: {json.dumps(out)[:500]}", flush=True)
         return out
+
+
+class Payload(StagedPayload):
+    QUIET = ("held_out",)  # the logs are shown to proposers; the held-out part is not theirs
+
+    def __init__(self, job: dict[str, Any], code: Path, model_dir: Path, result_path: Path):
+        self.job, self.code, self.model_dir, self.result_path = job, code, model_dir, result_path
+        self.result: dict[str, Any] = {"stages": {}, "failed": None, "held_out_outputs": None,
+                                       "null_outputs": None}
+        self.labels: dict[str, str] = {}
 
     def run(self) -> None:
         try:
@@ -99,10 +111,9 @@ class Payload:
 
     def load(self) -> dict[str, Any]:
         from .config import RunConfig
-        from .registry import load_registry
-
         from .errors import SelfloopError
         from .pipeline import apply_tree
+        from .registry import load_registry
         from .tasks import build_task
 
         try:  # the variant's pipeline.toml, if it has one, lays over the run config

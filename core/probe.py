@@ -39,7 +39,13 @@ from typing import Any
 from .errors import SelfloopError
 from .judge import verify_all
 from .pipeline import PIPELINE_FILE, parse
-from .validate import LOG_TAIL_CHARS, Verdict, mount_option_paths, run_payload, static_problems
+from .validate import (
+    Verdict,
+    mount_option_paths,
+    run_payload,
+    sandbox_record,
+    static_problems,
+)
 
 WEIGHTS = "model.safetensors"
 
@@ -118,10 +124,7 @@ class ProbeValidator:
         """One probe run of ``steps`` steps; its score (recorded in the verdict), or None on failure."""
         job = self._job(steps, null)
         result = run(files, job, self.inputs(), self.timeout_s)
-        log = (result.stdout or "") + ("\n" + result.stderr if result.stderr else "")
-        verdict.sandbox = {"backend": result.backend, "status": result.status, "exit_code": result.exit_code,
-                           "seconds": round(result.seconds, 3), "reason": result.reason,
-                           "protections": result.protections, "log_tail": log[-LOG_TAIL_CHARS:]}
+        verdict.sandbox = sandbox_record(result)
         payload = result.result if isinstance(result.result, dict) else {}
         for stage, value in (payload.get("stages") or {}).items():
             verdict.stages[stage if stage in ("load", "contract", "null") else f"{name}.{stage}"] = value

@@ -26,43 +26,22 @@ import json
 import os
 import random
 import sys
-import time
-import traceback
 from pathlib import Path
 from typing import Any
 
-from .judge_payload import StageFailed, resolve_inputs
 from .judge import verify_all
+from .judge_payload import StagedPayload, StageFailed, resolve_inputs
 
 WEIGHTS = "model.safetensors"
 NULL_KEPT_LIMIT = 4000  # examples returned from the null stage, at most
 
 
-class ProbePayload:
+class ProbePayload(StagedPayload):
     def __init__(self, job: dict[str, Any], code: Path, model_dir: Path, result_path: Path,
                  output_dir: Path, history: Path | None):
         self.job, self.code, self.model_dir, self.result_path = job, code, model_dir, result_path
         self.output_dir, self.history = output_dir, history
         self.result: dict[str, Any] = {"stages": {}, "failed": None, "null_kept": None}
-
-    def save(self) -> None:
-        tmp = self.result_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.result))
-        os.replace(tmp, self.result_path)
-
-    def stage(self, name: str, fn):
-        start = time.perf_counter()
-        try:
-            out = fn()
-        except StageFailed:
-            raise
-        except Exception as exc:  # the variant's code raised: that is this stage's verdict
-            print(traceback.format_exc(limit=-3), file=sys.stderr)
-            raise StageFailed(name, f"{type(exc).__name__}: {exc}") from None
-        self.result["stages"][name] = {**(out or {}), "seconds": round(time.perf_counter() - start, 3)}
-        self.save()
-        print(f"stage {name}: {json.dumps(out)[:500]}", flush=True)
-        return out
 
     def run(self) -> None:
         try:
@@ -141,8 +120,8 @@ class ProbePayload:
         import torch
         from safetensors.torch import save_model
 
-        from .rundir import load_examples
         from .round import run_round
+        from .rundir import load_examples
 
         torch.set_num_threads(int(self.job.get("threads", 1)))
         history = load_examples(self.history) if self.history else []

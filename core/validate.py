@@ -179,10 +179,7 @@ class Validator:
         return size["refine"] * len(self.plan.refine_difficulties), size["select"]
 
     def _decide(self, result, threshold: float | None, baseline: bool) -> Verdict:
-        log = (result.stdout or "") + ("\n" + result.stderr if result.stderr else "")
-        sandbox = {"backend": result.backend, "status": result.status, "exit_code": result.exit_code,
-                   "seconds": round(result.seconds, 3), "reason": result.reason,
-                   "protections": result.protections, "log_tail": log[-LOG_TAIL_CHARS:]}
+        sandbox = sandbox_record(result)
         payload = result.result if isinstance(result.result, dict) else {}
         stages = {"static": {"ok": True}, **(payload.get("stages") or {})}
         scores: dict[str, Any] = {}
@@ -274,6 +271,14 @@ class Validator:
                                 f"on its visible problems against the seed's {ref.visible:.3f} "
                                 f"({seen.describe()}); it answers what it has seen, not what the model knows")
         return problems
+
+
+def sandbox_record(result) -> dict[str, Any]:
+    """What a verdict keeps of a sandbox run: how it ended, and the tail of its logs."""
+    log = (result.stdout or "") + ("\n" + result.stderr if result.stderr else "")
+    return {"backend": result.backend, "status": result.status, "exit_code": result.exit_code,
+            "seconds": round(result.seconds, 3), "reason": result.reason,
+            "protections": result.protections, "log_tail": log[-LOG_TAIL_CHARS:]}
 
 
 def mount_option_paths(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Path]]:
