@@ -76,6 +76,15 @@ class OptimizeResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def within_budget(value: int, budget: dict[str, int] | None, key: str) -> int:
+    """``value`` capped by a training probe's ``budget[key]`` (``max_steps``, ``max_problems``).
+
+    A component method that takes the optional ``budget`` keyword gets it only inside a probe, so
+    that every variant's probe trains on the same number of steps and problems.
+    """
+    return min(value, (budget or {}).get(key, value))
+
+
 @dataclass
 class Evaluation:
     """An evaluator's result. ``accuracy_by_difficulty`` maps a difficulty to accuracy."""

@@ -225,3 +225,33 @@ def test_compiled_training_matches_eager_and_the_model_stays_plain(tmp_path):
     ids = torch.tensor([loaded.tokenizer("12+34=", add_special_tokens=False)["input_ids"]])
     with torch.no_grad():
         assert torch.allclose(loaded.model(input_ids=ids).logits, compiled.model(input_ids=ids).logits)
+
+
+def test_every_shipped_acquirer_and_optimizer_takes_the_probe_budget():
+    """A training probe trains every variant within one budget: a shipped component that ignored
+    it would train at its own size and win (or lose) by that alone."""
+    import inspect
+
+    from selfloop.core.registry import load_registry
+
+    registry = load_registry(entry_points=False)
+    method = {"acquirer": "acquire", "optimizer": "optimize"}
+    shipped = [r for r in registry.all() if r.kind in method and r.source == "builtin"]
+    assert {r.kind for r in shipped} == set(method)
+    for registration in shipped:
+        parameters = inspect.signature(getattr(registration.factory, method[registration.kind])).parameters
+        assert "budget" in parameters, f"{registration.kind} {registration.name} ignores the probe budget"
+
+
+def test_the_probe_budget_caps_steps_and_problems(tmp_path):
+    from selfloop.plugins.acquire.labelled import LabelledProblems
+
+    budget = {"max_steps": 2, "max_problems": 3}
+    result = RejectionSFT(base_steps=50, steps=9, batch_size=8, progress=False).optimize(
+        tiny_policy(), labelled(10), task=TASK, generator=BatchedGenerator(),
+        rewarder=GroundTruthReward(), rng=random.Random(0), workdir=tmp_path, round_index=2,
+        budget=budget)
+    assert result.metrics["steps"] == 2
+    examples = LabelledProblems(max_difficulty=2, per_difficulty=20).acquire(
+        task=TASK, policy=None, generator=None, round_index=0, rng=random.Random(0), budget=budget)
+    assert sorted(e.difficulty for e in examples) == [1, 1, 1, 2, 2, 2]

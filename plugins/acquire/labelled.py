@@ -14,7 +14,7 @@ from __future__ import annotations
 from selfloop.core.hookspecs import hookimpl
 from selfloop.core.tasks import task_view
 from selfloop.core.tunable import tunable
-from selfloop.core.types import Example
+from selfloop.core.types import Example, within_budget
 
 PER_DIFFICULTY = tunable(4000, low=10, high=1000000)
 
@@ -29,7 +29,7 @@ class LabelledProblems:
         self.min_difficulty, self.max_difficulty = min_difficulty, max_difficulty
         self.per_difficulty, self.every_round = per_difficulty, every_round
 
-    def acquire(self, *, task, policy, generator, round_index, rng):
+    def acquire(self, *, task, policy, generator, round_index, rng, budget=None):
         if round_index > 0 and not self.every_round:
             return []
         task = task_view(task)
@@ -37,7 +37,8 @@ class LabelledProblems:
         for difficulty in task.difficulties.up_to(self.max_difficulty):
             if difficulty < self.min_difficulty:
                 continue
-            for problem in task.problems(difficulty, self.per_difficulty, rng, split="train"):
+            per_difficulty = within_budget(self.per_difficulty, budget, "max_problems")
+            for problem in task.problems(difficulty, per_difficulty, rng, split="train"):
                 demonstration = task.demonstration(problem)
                 if demonstration is not None:
                     examples.append(Example(problem.prompt, demonstration, difficulty, "labelled",

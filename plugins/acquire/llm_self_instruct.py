@@ -13,7 +13,7 @@ import re
 
 from selfloop.core.hookspecs import hookimpl
 from selfloop.core.tasks import task_view
-from selfloop.core.types import Example
+from selfloop.core.types import Example, within_budget
 
 INSTRUCTION = (
     "Here are example problems with answers, one per line as `problem answer`:\n{examples}\n"
@@ -40,21 +40,19 @@ class LLMSelfInstruct:
         self.count, self.shots, self.every_round = count, shots, every_round
         self.difficulties = list(difficulties or [3])
 
-    def acquire(self, *, task, policy, generator, round_index, rng):
+    def acquire(self, *, task, policy, generator, round_index, rng, budget=None):
         if round_index > 0 and not self.every_round:
             return []
         examples = []
+        count = within_budget(self.count, budget, "max_problems")
         for difficulty in self.difficulties:
             shots = task_view(task).problems(difficulty, self.shots, rng, split="train")
             text = self.llm.complete([{"role": "user", "content": INSTRUCTION.format(
                 examples="\n".join(f"{p.prompt} {p.answer}" for p in shots),
-                count=self.count, difficulty=difficulty)}])
-            for line in text.splitlines():
-                match = LINE.match(line)
-                if match:
-                    answer = match["answer"]
-                    examples.append(Example(match["prompt"], answer, difficulty, "llm",
-                                            meta={"answer": answer}))
+                count=count, difficulty=difficulty)}])
+            written = [Example(m["prompt"], m["answer"], difficulty, "llm", meta={"answer": m["answer"]})
+                       for m in map(LINE.match, text.splitlines()) if m]
+            examples += written[:count] if budget else written  # a probe keeps to its budget
         return examples
 
 

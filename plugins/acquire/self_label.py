@@ -18,7 +18,7 @@ from dataclasses import replace
 from selfloop.core.hookspecs import hookimpl
 from selfloop.core.tasks import Difficulties, task_view
 from selfloop.core.tunable import tunable
-from selfloop.core.types import Example
+from selfloop.core.types import Example, within_budget
 
 from ..refine.answers import answer_budget
 
@@ -56,7 +56,7 @@ class SelfLabel:
         if round_index < 1:
             return []
         task = task_view(task)
-        count = min(self.count, (budget or {}).get("max_problems", self.count))  # a probe's budget
+        count = within_budget(self.count, budget, "max_problems")
         truths = [p for d in self.difficulties(round_index, task.difficulties)
                   for p in task.problems(d, count, rng, split="train")]
         if not truths:

@@ -22,7 +22,7 @@ restored after TRL (see ``_trl_common``).
 from __future__ import annotations
 
 from selfloop.core.hookspecs import hookimpl
-from selfloop.core.types import OptimizeResult, Problem
+from selfloop.core.types import OptimizeResult, Problem, within_budget
 
 from ..refine.answers import example_budget, extractor
 from ._trl_common import preference_step, train_base_round
@@ -62,7 +62,7 @@ class DPO:
         return rows
 
     def optimize(self, policy, examples, *, task, generator, rewarder, rng, workdir,
-                 round_index=0):
+                 round_index=0, budget=None):
         if round_index == 0:
             return train_base_round(self.base_options, policy, examples, task=task,
                                     generator=generator, rewarder=rewarder, rng=rng, workdir=workdir)
@@ -70,7 +70,8 @@ class DPO:
                           seed=rng.randrange(2**31))
         if not rows:
             return OptimizeResult(policy, {"steps": 0.0, "pairs": 0.0})
-        metrics = preference_step(policy, rows, workdir=workdir, steps=self.steps,
+        metrics = preference_step(policy, rows, workdir=workdir,
+                                  steps=within_budget(self.steps, budget, "max_steps"),
                                   batch_size=self.batch_size, lr=self.lr, beta=self.beta,
                                   sft_weight=self.sft_weight, fixed_positions=self.fixed_positions,
                                   max_length=pair_length(policy.tokenizer, rows))

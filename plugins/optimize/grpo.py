@@ -15,7 +15,7 @@ is data-parallel over the launched processes, as every TRL trainer is.
 from __future__ import annotations
 
 from selfloop.core.hookspecs import hookimpl
-from selfloop.core.types import OptimizeResult, Problem
+from selfloop.core.types import OptimizeResult, Problem, within_budget
 
 from ..refine.answers import example_budget, extractor
 from ._trl_common import (
@@ -78,7 +78,7 @@ class GRPO:
         self.target_weight = target_weight  # reward for reproducing the kept example's label
 
     def optimize(self, policy, examples, *, task, generator, rewarder, rng, workdir,
-                 round_index=0):
+                 round_index=0, budget=None):
         if round_index == 0:
             return train_base_round(self.base_options, policy, examples, task=task,
                                     generator=generator, rewarder=rewarder, rng=rng, workdir=workdir)
@@ -92,7 +92,7 @@ class GRPO:
         rows = [{"prompt": e.prompt, "answer": e.meta.get("answer"), "target": e.completion}
                 for e in examples]
         args = trainer_args(
-            GRPOConfig, workdir, steps=self.steps, batch_size=self.batch_size, lr=self.lr,
+            GRPOConfig, workdir, steps=within_budget(self.steps, budget, "max_steps"), batch_size=self.batch_size, lr=self.lr,
             model=policy.model, num_generations=self.generations, beta=self.beta, temperature=self.temperature,
             max_completion_length=example_budget(examples, task), **vllm_args(self.vllm, self.vllm_server))
         with trained_in_place(policy.model, fixed_positions=self.fixed_positions):

@@ -55,7 +55,7 @@ from selfloop.core.hookspecs import hookimpl
 from selfloop.core.progress import progress_bar
 from selfloop.core.tasks import task_view
 from selfloop.core.tunable import tunable
-from selfloop.core.types import Example, OptimizeResult, Policy, Problem
+from selfloop.core.types import Example, OptimizeResult, Policy, Problem, within_budget
 
 BASE_STEPS = tunable(2000, low=0, high=100000)
 STEPS = tunable(500, low=0, high=100000)
@@ -97,7 +97,7 @@ class RejectionSFT:
         if self.reject_labelled:
             examples, rejected = _reject_wrong_labels(examples, task)
         steps = self.base_steps if round_index == 0 else self.steps
-        steps = min(steps, (budget or {}).get("max_steps", steps))  # a training probe's budget
+        steps = within_budget(steps, budget, "max_steps")
         lr = self.lr if round_index == 0 else self.round_lr
         offset_warmup_steps = int(self.offset_warmup * steps) if round_index == 0 else 0
         settings = {"steps": steps, "batch_size": self.batch_size, "lr": lr, "warmup": self.warmup,

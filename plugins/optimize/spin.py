@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 
 from selfloop.core.hookspecs import hookimpl
-from selfloop.core.types import OptimizeResult
+from selfloop.core.types import OptimizeResult, within_budget
 
 from ..refine.answers import example_budget
 from ._trl_common import preference_step, train_base_round
@@ -64,12 +64,12 @@ class SPIN:
                 for e, group in zip(examples, sampled) if group[0].strip() != e.completion]
 
     def optimize(self, policy, examples, *, task, generator, rewarder, rng, workdir,
-                 round_index=0):
+                 round_index=0, budget=None):
         if round_index == 0:
             return train_base_round(self.base_options, policy, examples, task=task,
                                     generator=generator, rewarder=rewarder, rng=rng, workdir=workdir)
         metrics: dict[str, float] = {"steps": 0.0, "pairs": 0.0}
-        per_iteration = max(1, self.steps // self.iterations)
+        per_iteration = max(1, within_budget(self.steps, budget, "max_steps") // self.iterations)
         for iteration in range(self.iterations):
             opponent = copy.copy(policy)  # the previous iterate: frozen weights, same tokenizer
             opponent.model = copy.deepcopy(policy.model).eval()
