@@ -34,10 +34,10 @@ class LabelledProblems:
             return []
         task = task_view(task)
         examples = []
+        per_difficulty = within_budget(self.per_difficulty, budget, "max_problems")
         for difficulty in task.difficulties.up_to(self.max_difficulty):
             if difficulty < self.min_difficulty:
                 continue
-            per_difficulty = within_budget(self.per_difficulty, budget, "max_problems")
             for problem in task.problems(difficulty, per_difficulty, rng, split="train"):
                 demonstration = task.demonstration(problem)
                 if demonstration is not None:
