@@ -120,8 +120,9 @@ class ProbeSettings(Strict):
     score.
     """
 
-    # "auto": probes run when the targets name a kind only a probe can judge (acquirer, rewarder,
-    # optimizer, pipeline); then a selector edit is probed too. true / false: always / never.
+    # "auto": probes run when the targets name a kind that shapes training (selector, acquirer,
+    # rewarder, optimizer, pipeline): a selector's labels are not the model they train. true /
+    # false: always / never (false leaves selector edits judged by their labels alone).
     enabled: bool | Literal["auto"] = "auto"
     steps: int = Field(40, ge=1)
     long_steps: int = Field(120, ge=1)
@@ -180,6 +181,12 @@ class EvolveSettings(Strict):
     champion_margin: float = Field(0.005, ge=0)
     probe: ProbeSettings = Field(default_factory=ProbeSettings)
 
+
+    @property
+    def probed(self) -> bool:
+        """Whether training probes judge this run's edits (``[evolve.probe] enabled``)."""
+        enabled = self.probe.enabled
+        return any(t in PROBE_KINDS for t in self.targets) if enabled == "auto" else bool(enabled)
 
     @model_validator(mode="after")
     def _probes_for_probe_only_kinds(self):

@@ -320,9 +320,7 @@ class Evolution:
             self.seed_files[PIPELINE_FILE] = render_pipeline(self.config)
             self.editable = sorted({*self.editable, PIPELINE_FILE})
             self.file_kinds[PIPELINE_FILE] = ["pipeline"]
-        probe_only = set(PROBE_KINDS) - set(ANSWER_KINDS)
-        enabled = self.settings.probe.enabled
-        self.probed = any(t in probe_only for t in targets) if enabled == "auto" else bool(enabled)
+        self.probed = self.settings.probed
         # the meta-agent's own files, when targeted: a tree's edited copy acts for it (core/meta.py)
         self.meta_files = {kind: meta_paths(self.file_kinds, self.editable, kind)
                            for kind in META_KINDS if kind in targets}
@@ -495,7 +493,7 @@ class Evolution:
                 break
             batch, todo = todo[: self.settings.workers], todo[self.settings.workers:]
             members += self._batch(r, batch, validator, state, members)
-        best = self._best(members, incumbent)
+        best = self._best(members, incumbent, self.refs[r].get("probe"))
         kept = best.id == incumbent != seed_id  # the champion carried over held its place
         no_signal = self._no_signal(r, state, seed_id)
         if no_signal:
@@ -523,12 +521,17 @@ class Evolution:
                 "the round's problems do not discriminate between them (a frontier all right or all "
                 "wrong): widen evolve.refine_difficulties or the held-out sizes")
 
-    def _best(self, members: list[str], incumbent: str):
+    def _best(self, members: list[str], incumbent: str, seed_probe: float | None = None):
         """The best admitted variant by its gain over the round's seed (in what it was judged by:
         answers, the training probe, or both); the incumbent unless one beats it by
-        ``champion_margin``."""
+        ``champion_margin``. A variant whose probe model scored below the seed pipeline's
+        (``seed_probe``) is no candidate: the champion trains the next round, and an answer gain
+        does not pay for a worse model."""
         variants = [self.archive.get(v) for v in members]
-        scored = [v for v in variants if v.admitted and v.scores.get("score") is not None]
+        trains_worse = lambda v: (seed_probe is not None and v.scores.get("probe") is not None
+                                  and v.scores["probe"] < seed_probe)
+        scored = [v for v in variants if v.admitted and v.scores.get("score") is not None
+                  and not trains_worse(v)]
         if not scored:
             return variants[0]
         # A run journalled before gains were recorded ranks by its one kind of score.
@@ -831,7 +834,7 @@ class Evolution:
         key = f"r{r}-i{i}"
         calls: list[dict] = []
         edit: Edit | None = None
-        failure = None
+        failure, failed_operator = None, None
         proposer, fallback = self._proposer_for(view), None
         for _ in range(self.settings.novelty_attempts):
             try:
@@ -842,7 +845,7 @@ class Evolution:
                     self.progress("warning", {"message": f"{exc}; the seed proposer proposes instead"})
                     continue
                 calls += [_call_dict(c) for c in getattr(exc, "calls", [])]
-                failure, edit = f"proposal: {exc}", None
+                failure, edit, failed_operator = f"proposal: {exc}", None, exc.operator
                 break
             except SelfloopError as exc:
                 calls += [_call_dict(c) for c in getattr(exc, "calls", [])]
@@ -861,7 +864,8 @@ class Evolution:
             return Attempt(key=key, iteration=i, round=r, parent=parent, files=view.files,
                            edit_summary=failure or "no edit", proposer=_proposer_name(self.proposer),
                            verdict=verdict.to_dict(), calls=calls,
-                           meta={"proposed_at": started, "operator": _proposer_name(self.proposer),
+                           meta={"proposed_at": started,
+                                 "operator": failed_operator or _proposer_name(self.proposer),
                                  "changed_kinds": [], **({"proposer_fallback": fallback} if fallback else {})})
         if fallback:
             edit.meta = {**edit.meta, "proposer_fallback": fallback}

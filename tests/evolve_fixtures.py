@@ -59,7 +59,9 @@ SETTINGS = {
     "refiner": {"name": "test_vote"}, "select": [{"name": "test_keep"}],
     "evolve": {"rounds": 1, "iterations": 2, "refiner": {"name": "test_vote"}, "confirm": False, "refine_difficulties": [2, 3], "select_difficulty": 3,
                "smoke_per_difficulty": 4, "smoke_select": 6, "full_per_difficulty": 6, "full_select": 8,
-               "held_out_per_difficulty": 8, "held_out_select": 10},
+               "held_out_per_difficulty": 8, "held_out_select": 10,
+               # the answers' judges alone: tests of the training probe pass their own [evolve.probe]
+               "probe": {"enabled": False}},
     "sandbox": {"backend": "process", "timeout_s": 120},
 }
 

@@ -127,3 +127,15 @@ def test_cli_rejects_unknown_option_before_any_work(run_selfloop, tmp_path, comm
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "takes no option 'k'; valid options: samples" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.toml"]  # nothing written
+
+
+def test_probes_judge_every_kind_that_shapes_training_selectors_included():
+    from selfloop.core.config import EvolveSettings
+
+    assert not EvolveSettings(targets=["refiner"]).probed
+    assert EvolveSettings(targets=["refiner", "selector"]).probed  # the default run: labels != model
+    assert EvolveSettings(targets=["optimizer"]).probed
+    assert not EvolveSettings(targets=["refiner", "selector"], probe={"enabled": False}).probed
+    assert EvolveSettings(targets=["refiner"], probe={"enabled": True}).probed
+    with pytest.raises(ValueError, match="only a training probe judges"):
+        EvolveSettings(targets=["optimizer"], probe={"enabled": False})

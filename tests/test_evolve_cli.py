@@ -37,6 +37,11 @@ full_per_difficulty = 6
 full_select = 8
 held_out_per_difficulty = 8
 held_out_select = 10
+[evolve.probe]  # the default targets probe selector edits: a small probe keeps the test short
+steps = 4
+long_steps = 8
+label_problems = 12
+per_difficulty = 8
 [sandbox]
 backend = "process"
 timeout_s = 300
@@ -85,7 +90,9 @@ def test_small_run_end_to_end(run_selfloop, tmp_path):
     stamped = r"^\d\d:\d\d:\d\d "
     assert re.search(stamped + r"\[0/1\] round 0: training with seed plugins$", result.stdout, re.M)
     assert re.search(stamped + r"\[0/1\] iteration 0: validating ", result.stdout, re.M)
-    assert re.search(stamped + r"v1 (admitted|rejected) held-out ", result.stdout, re.M)
+    # the default targets name the selector, so the seed pipeline's training probe runs first
+    assert re.search(stamped + r"v1 admitted probe \d\.\d{3} ", result.stdout, re.M)
+    assert re.search(stamped + r"v2 (admitted|rejected) held-out ", result.stdout, re.M)
     listed = run_selfloop("archive", "list", "--archive", archive, "--json")
     variants = json.loads(listed.stdout)
     assert len(variants) >= 2 and variants[0]["id"] == "v0" and "score" in variants[0]["scores"]

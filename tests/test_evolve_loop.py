@@ -210,6 +210,15 @@ def test_a_challenger_must_beat_the_incumbent_by_the_margin():
     variants["v4"] = SimpleNamespace(id="v4", seq=4, admitted=True, scores={"score": 0.2, "gain": 0.05})
     assert evo._best(["v0", "v1", "v2", "v4"], incumbent="v0").id == "v4"
 
+    # A variant judged both ways whose answers gained but whose probe model scored below the seed
+    # pipeline's is no champion: it would train a worse next round.
+    variants["v6"] = SimpleNamespace(id="v6", seq=6, admitted=True,
+                                     scores={"score": 0.7, "gain": 0.15, "probe": 0.30})
+    members = ["v0", "v1", "v2", "v4", "v6"]
+    assert evo._best(members, incumbent="v0").id == "v6"  # no seed probe: nothing to compare with
+    assert evo._best(members, incumbent="v0", seed_probe=0.35).id == "v4"
+    assert evo._best(members, incumbent="v0", seed_probe=0.30).id == "v6"  # as good as the seed's
+
     kept = RoundResult(round=1, checkpoint="c1", seed_variant="v4", seed_score=0.0, champion="v5",
                        champion_score=0.0, variants=["v4", "v5"], crowned=0)
     assert _crowned(kept) == 0  # confirmed on round 0's checkpoint, where it won

@@ -51,6 +51,11 @@ held_out_select = 6
 null_per_difficulty = 2
 null_probes = 4
 confirm = false
+[evolve.probe]  # the default targets probe selector edits: a small probe keeps the test short
+steps = 4
+long_steps = 8
+label_problems = 12
+per_difficulty = 8
 [sandbox]
 backend = "{backend}"
 timeout_s = 600

@@ -115,3 +115,25 @@ def test_mutation_prefers_tunables_no_variant_has_varied_yet():
     # weights 1 : 1/4 : 1/4, so STRATEGY about two times in three
     assert 0.55 < touched.count("STRATEGY") / len(touched) < 0.78
     assert touched.count("VOTES") > 10 and touched.count("TEMPERATURE") > 10
+
+
+def test_a_failed_proposal_is_recorded_under_the_operator_that_failed():
+    """A mutation that cannot change anything names ``mutation`` in the archive, not the class."""
+    from types import SimpleNamespace
+
+    from selfloop.core.evolve import Evolution
+
+    fixed = "from selfloop.core.tunable import tunable\nK = tunable(3, low=3, high=3)\n"
+    proposer = load_registry(entry_points=False).create("proposer", "mutation", {"crossover_rate": 0.0})
+    with pytest.raises(ProposalError) as caught:
+        proposer.propose(VariantView(id="v1", files={"a.py": fixed}), editable=["a.py"], others=[],
+                         rng=random.Random(0))
+    assert caught.value.operator == "mutation" and "fixed by its range" in str(caught.value)
+
+    evo = Evolution.__new__(Evolution)  # _attempt's failure path needs no sandbox
+    evo.seed, evo.meta_files, evo.editable, evo.proposer = 0, {}, ["a.py"], proposer
+    evo.settings = SimpleNamespace(novelty_attempts=2)
+    evo.progress = lambda event, data: None
+    attempt = evo._attempt(0, 0, "v1", [], VariantView(id="v1", files={"a.py": fixed}), None, set())
+    assert attempt.meta["operator"] == "mutation" and attempt.meta["changed_kinds"] == []
+    assert not attempt.verdict["admitted"] and "fixed by its range" in attempt.verdict["reasons"][0]

@@ -88,6 +88,11 @@ held_out_select = 10
 null_per_difficulty = 4
 null_probes = 6
 confirm = false
+[evolve.probe]  # the default targets probe selector edits: a small probe keeps the test short
+steps = 4
+long_steps = 8
+label_problems = 12
+per_difficulty = 8
 [sandbox]
 backend = "{backend}"
 image = "{image}"
