@@ -939,11 +939,14 @@ class Evolution:
 
 def _merge(answers: Verdict, probe: Verdict) -> Verdict:
     """One verdict from an edit judged both ways: admitted only if both admit it; the answers'
-    scores and stages, and the probe's under ``probe``."""
+    scores and stages, and the probe's under ``probe``. The reasons of the judge that rejected it
+    come first (the one-line reason a rejection is shown with)."""
     scores = {**answers.scores, **{k: v for k, v in probe.scores.items() if k != "score"},
               "probe": probe.score}
     stages = {**answers.stages, **{f"probe.{k}": v for k, v in probe.stages.items()}}
-    return Verdict(answers.admitted and probe.admitted, answers.reasons + probe.reasons, scores=scores,
+    reasons = (probe.reasons + answers.reasons if answers.admitted and not probe.admitted
+               else answers.reasons + probe.reasons)
+    return Verdict(answers.admitted and probe.admitted, reasons, scores=scores,
                    stages=stages, sandbox=probe.sandbox or answers.sandbox,
                    seconds=answers.seconds + probe.seconds)
 

@@ -242,3 +242,19 @@ def test_a_round_whose_variants_all_score_the_same_is_reported_as_no_signal():
     assert found.startswith("no signal: all 3 variants judged by answers scored 0.004")
     variants["v2"].scores["score"] = 0.01
     assert evo._no_signal(1, state, "v0") is None
+
+
+def test_an_edit_the_probe_rejects_is_shown_with_the_probes_reason():
+    from selfloop.core.evolve import _merge
+    from selfloop.core.validate import Verdict
+
+    answers = Verdict(True, ["held-out score 0.382"], scores={"score": 0.382})
+    probe = Verdict(False, ["probe: the short probe's model scores 0.227, below the threshold 0.284"],
+                    scores={"probe_short": 0.227})
+    merged = _merge(answers, probe)
+    assert not merged.admitted and merged.reasons[0].startswith("probe: the short probe")
+    assert merged.scores["score"] == 0.382 and merged.scores["probe"] is None
+    assert _merge(Verdict(False, ["smoke: below"]), probe).reasons[0] == "smoke: below"
+    passed = _merge(answers, Verdict(True, ["probe: scores 0.4"], scores={"score": 0.4}))
+    assert passed.admitted and passed.reasons == ["held-out score 0.382", "probe: scores 0.4"]
+    assert passed.scores["probe"] == 0.4
