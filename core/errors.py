@@ -41,11 +41,4 @@ class CheckpointError(SelfloopError):
 
 
 class ProposalError(SelfloopError):
-    """A proposer could not produce a usable edit (nothing to mutate, the model's edits never applied).
-
-    ``operator`` names the operator that failed (``mutation``, ``crossover``, ...), which the
-    archive records for the failed attempt; unset, the proposer's own ``name`` stands for it."""
-
-    def __init__(self, message: str, *, operator: str | None = None):
-        super().__init__(message)
-        self.operator = operator
+    """A proposer could not produce a usable edit (nothing to mutate, the model's edits never applied)."""

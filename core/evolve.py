@@ -320,7 +320,6 @@ class Evolution:
             self.seed_files[PIPELINE_FILE] = render_pipeline(self.config)
             self.editable = sorted({*self.editable, PIPELINE_FILE})
             self.file_kinds[PIPELINE_FILE] = ["pipeline"]
-        self.probed = self.settings.probed
         # the meta-agent's own files, when targeted: a tree's edited copy acts for it (core/meta.py)
         self.meta_files = {kind: meta_paths(self.file_kinds, self.editable, kind)
                            for kind in META_KINDS if kind in targets}
@@ -460,7 +459,7 @@ class Evolution:
         validator = self._validator(r, checkpoint)
         seed_id = self._baseline(r, "seed", validator, state, "v0" if previous else None)
         self.refs[r] = {"answers": self.archive.get(seed_id).scores.get("score")}
-        if self.probed:  # the seed pipeline's training probe: what probed edits are compared with
+        if self.settings.probed:  # the seed pipeline's training probe: what probed edits are compared with
             self.probes[r] = self._probe_validator(r, checkpoint)
             seed_probe = self.archive.get(self._baseline(r, "seed-probe", self.probes[r], state, seed_id))
             self.refs[r].update(probe=seed_probe.scores.get("score"), probe_short=seed_probe.scores.get("probe_short"))
@@ -834,7 +833,7 @@ class Evolution:
         key = f"r{r}-i{i}"
         calls: list[dict] = []
         edit: Edit | None = None
-        failure, failed_operator = None, None
+        failure = None
         proposer, fallback = self._proposer_for(view), None
         for _ in range(self.settings.novelty_attempts):
             try:
@@ -845,7 +844,7 @@ class Evolution:
                     self.progress("warning", {"message": f"{exc}; the seed proposer proposes instead"})
                     continue
                 calls += [_call_dict(c) for c in getattr(exc, "calls", [])]
-                failure, edit, failed_operator = f"proposal: {exc}", None, exc.operator
+                failure, edit = f"proposal: {exc}", None
                 break
             except SelfloopError as exc:
                 calls += [_call_dict(c) for c in getattr(exc, "calls", [])]
@@ -864,8 +863,7 @@ class Evolution:
             return Attempt(key=key, iteration=i, round=r, parent=parent, files=view.files,
                            edit_summary=failure or "no edit", proposer=_proposer_name(self.proposer),
                            verdict=verdict.to_dict(), calls=calls,
-                           meta={"proposed_at": started,
-                                 "operator": failed_operator or _proposer_name(self.proposer),
+                           meta={"proposed_at": started, "operator": _proposer_name(self.proposer),
                                  "changed_kinds": [], **({"proposer_fallback": fallback} if fallback else {})})
         if fallback:
             edit.meta = {**edit.meta, "proposer_fallback": fallback}
@@ -911,7 +909,7 @@ class Evolution:
             if problems:
                 return Verdict(False, problems, stages={"meta": {"ok": False}}), "meta"
         kinds = set(changed_kinds) - set(META_KINDS)
-        probed = self.probed and bool(kinds & set(PROBE_KINDS))
+        probed = self.settings.probed and bool(kinds & set(PROBE_KINDS))
         by_answers = not probed or bool(kinds - (set(PROBE_KINDS) - set(ANSWER_KINDS)))
         verdicts = {}
         if by_answers:

@@ -74,7 +74,7 @@ class MutationProposer:
     function) with probability ``crossover_rate``; edits ``pipeline.toml`` structurally (when it
     is editable) with probability ``pipeline_rate``."""
 
-    name = "mutation"  # the operator evolve records for a failure no operator claims
+    name = "mutation"  # the operator evolve records for a proposal that failed (as llm_edit's "llm")
 
     def __init__(self, crossover_rate: float = CROSSOVER_RATE, max_mutations: int = MAX_MUTATIONS,
                  pipeline_rate: float = PIPELINE_RATE,
@@ -103,7 +103,7 @@ class MutationProposer:
                 return edit
         if not found:
             raise ProposalError(f"variant {parent.id}: no tunable(...) values in the editable files "
-                                f"({', '.join(sorted(editable)) or 'none'}) to mutate", operator="mutation")
+                                f"({', '.join(sorted(editable)) or 'none'}) to mutate")
         return self._mutate(parent, found, rng, others)
 
     def _function_crossover(self, parent: VariantView, other: VariantView, editable, rng) -> Edit | None:
@@ -126,8 +126,7 @@ class MutationProposer:
             files[path] = set_tunable(files[path], t.name, value)
             changes.append(f"{path}: {t.name} {t.value!r} -> {value!r}")
         if not changes:
-            raise ProposalError(f"variant {parent.id}: every chosen tunable is fixed by its range",
-                                operator="mutation")
+            raise ProposalError(f"variant {parent.id}: every chosen tunable is fixed by its range")
         return _edit(parent, files, "mutation: " + "; ".join(changes), {"operator": "mutation"})
 
     def _crossover(self, parent: VariantView, other: VariantView, found, rng) -> Edit | None:
