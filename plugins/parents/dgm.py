@@ -13,7 +13,12 @@ import random
 from collections.abc import Sequence
 
 from selfloop.core.hookspecs import hookimpl
+from selfloop.core.tunable import tunable
 from selfloop.core.types import VariantSummary
+
+# Knobs the meta-agent may move when evolve targets parent_selector (its own search strategy).
+SHARPNESS = tunable(10.0, low=1.0, high=50.0)  # λ: how strongly a higher score is favoured
+MIDPOINT = tunable(0.5, low=0.0, high=1.0)  # α₀: the score at which the sigmoid is one half
 
 
 def candidates(variants: Sequence[VariantSummary]) -> list[VariantSummary]:
@@ -24,7 +29,7 @@ def candidates(variants: Sequence[VariantSummary]) -> list[VariantSummary]:
 class DGMSelector:
     """Score-and-novelty weighted sampling of parents."""
 
-    def __init__(self, sharpness: float = 10.0, midpoint: float = 0.5):
+    def __init__(self, sharpness: float = SHARPNESS, midpoint: float = MIDPOINT):
         self.sharpness = sharpness  # λ
         self.midpoint = midpoint  # α₀
 

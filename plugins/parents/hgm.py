@@ -34,18 +34,23 @@ import random
 from collections.abc import Sequence
 from selfloop.core.clades import Clade, clades, improved
 from selfloop.core.hookspecs import hookimpl
+from selfloop.core.tunable import tunable
 from selfloop.core.types import VariantSummary
 
 from .dgm import candidates
 
 OUTCOMES = ("improved", "score")
+# Knobs the meta-agent may move when evolve targets parent_selector (its own search strategy).
+PRIOR_SUCCESSES = tunable(1.0, low=0.1, high=10.0)  # α₀
+PRIOR_FAILURES = tunable(1.0, low=0.1, high=10.0)  # β₀
+MARGIN = tunable(0.0, low=0.0, high=0.05)  # a child must beat its parent by more than this
 
 
 class HGMSelector:
     """Thompson sampling over each candidate's clade of outcomes."""
 
-    def __init__(self, prior_successes: float = 1.0, prior_failures: float = 1.0,
-                 outcome: str = "improved", margin: float = 0.0):
+    def __init__(self, prior_successes: float = PRIOR_SUCCESSES, prior_failures: float = PRIOR_FAILURES,
+                 outcome: str = "improved", margin: float = MARGIN):
         if prior_successes <= 0 or prior_failures <= 0:
             raise ValueError("prior_successes and prior_failures must be > 0 (a Beta's parameters)")
         if outcome not in OUTCOMES:
