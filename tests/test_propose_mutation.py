@@ -137,3 +137,29 @@ def test_a_failed_proposal_is_recorded_under_the_operator_that_failed():
     attempt = evo._attempt(0, 0, "v1", [], VariantView(id="v1", files={"a.py": fixed}), None, set())
     assert attempt.meta["operator"] == "mutation" and attempt.meta["changed_kinds"] == []
     assert not attempt.verdict["admitted"] and "fixed by its range" in attempt.verdict["reasons"][0]
+
+
+def test_the_shipped_parent_selectors_have_knobs_the_offline_proposer_moves(proposer):
+    """With evolve targeting parent_selector, the mutation proposer edits the selectors' own search
+    strategy (dgm's λ and α₀, hgm's priors and margin), within their bounds."""
+    from pathlib import Path
+
+    import selfloop.plugins
+
+    root = Path(selfloop.plugins.__file__).parent
+    files = {p: (root / p).read_text() for p in ("parents/dgm.py", "parents/hgm.py")}
+    rng, moved = random.Random(0), set()
+    for _ in range(60):
+        try:
+            edit = proposer.propose(VariantView(id="v0", files=files), editable=list(files), others=[], rng=rng)
+        except ProposalError as e:  # MARGIN sits at its lower bound: a step below it is clipped back
+            assert "fixed by its range" in str(e)
+            continue
+        for path, text in edit.files.items():
+            before, after = values(files[path]), values(text)
+            for t in find_tunables(text):
+                assert t.low <= after[t.name] <= t.high
+            moved |= {(path, k) for k in after if after[k] != before[k]}
+    assert moved == {("parents/dgm.py", "SHARPNESS"), ("parents/dgm.py", "MIDPOINT"),
+                     ("parents/hgm.py", "PRIOR_SUCCESSES"), ("parents/hgm.py", "PRIOR_FAILURES"),
+                     ("parents/hgm.py", "MARGIN")}
